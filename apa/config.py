@@ -1,0 +1,117 @@
+"""The run config's schema. Registered with Hydra's ConfigStore, so a misspelt key or a wrong type fails at
+compose time with Hydra's own message, before any model is loaded.
+
+The `trainer` node is generated from TRL's `SFTConfig` fields: every SFTConfig field can be set or overridden
+(`trainer.num_train_epochs=4`), and nothing else can.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, OmegaConf
+
+from apa.constants import SPEECH_LORA_TARGET_REGEX
+from apa.data import SAMPLE_ROOT
+
+OmegaConf.register_new_resolver("apa_sample_root", lambda: str(SAMPLE_ROOT), replace=True)
+
+
+@dataclass
+class TinyModelConfig:
+    seed: int = 0
+    vocab_size: int = 2048
+    hidden_size: int = 128
+    intermediate_size: int = 256
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 2
+    initializer_range: float = 0.3
+    audio_hidden_size: int = 32
+    audio_blocks: int = 2
+    speech_lora_r: int = 320
+    speech_lora_alpha: int = 640
+    speech_lora_dropout: float = 0.01
+    speech_lora_init_std: float = 0.02
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    path: str | None = None  # hub id or local folder of the native (transformers) checkpoint
+    revision: str | None = None  # hub branch/tag/commit; the native weights sit at refs/pr/70 (see README)
+    dtype: str = "auto"  # auto (bf16 on a bf16 GPU, else fp32) | bfloat16 | float32
+    attn_implementation: str = "sdpa"
+    tiny: TinyModelConfig | None = None  # set: generate a tiny checkpoint with these sizes instead of loading `path`
+    cache_dir: str | None = None  # where tiny checkpoints are generated (default ~/.cache/apa or $APA_CACHE_DIR)
+
+
+@dataclass
+class LoraSchema:
+    name: str = MISSING
+    r: int = MISSING
+    alpha: int = MISSING
+    dropout: float = MISSING
+    target_modules: str = SPEECH_LORA_TARGET_REGEX
+    init_from: str | None = None  # subfolder of the model holding an adapter to continue (speech-lora)
+    train_control_tokens: bool = False  # also train the <|APA|>/<|MDD|> embedding rows (the paper trains LoRA only)
+
+
+@dataclass
+class DataConfig:
+    name: str = MISSING
+    source: str = "local"  # local: the corpus's original layout under `path`
+    path: str | None = None
+    train_split: str = "train"
+    test_split: str = "test"
+    limit: int | None = None  # use only the first N utterances of a split (demos, tests)
+    max_bad_fraction: float = 0.05  # stop if more than this share of a split is unusable
+    max_audio_seconds: float | None = 30.0
+
+
+@dataclass
+class PromptsConfig:
+    name: str = MISSING
+    apa: str = MISSING
+    mdd: str = MISSING
+
+
+def _trainer_schema() -> type:
+    """A dataclass with one optional field per SFTConfig field; unset (None) fields keep SFTConfig's default."""
+    from trl import SFTConfig
+
+    fields = [(f.name, Any, field(default=None)) for f in dataclasses.fields(SFTConfig) if f.init]
+    return dataclasses.make_dataclass("TrainerConfig", fields)
+
+
+TrainerConfig = _trainer_schema()
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = MISSING
+    lora: LoraSchema = MISSING
+    trainer: Any = MISSING  # TrainerConfig, attached by the trainer group's schema
+    data: DataConfig = MISSING
+    prompts: PromptsConfig = MISSING
+    seed: int = 42
+    resume: bool = False
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="run_schema", node=RunConfig)
+    cs.store(group="model", name="schema", node=ModelConfig)
+    cs.store(group="lora", name="schema", node=LoraSchema)
+    cs.store(group="trainer", name="schema", node=TrainerConfig)
+    cs.store(group="data", name="schema", node=DataConfig)
+    cs.store(group="prompts", name="schema", node=PromptsConfig)
+
+
+def trainer_kwargs(trainer_cfg) -> dict[str, Any]:
+    """The SFTConfig keyword arguments actually set in the config (None means: SFTConfig's default)."""
+    values = OmegaConf.to_container(trainer_cfg, resolve=True)
+    return {k: v for k, v in values.items() if v is not None}

@@ -1,0 +1,18 @@
+"""Names shared by the model loader, the tiny-checkpoint generator and the prompts."""
+
+# Phi-4-multimodal's speech LoRA targets, as a regex on purpose: PEFT full-matches a string, whereas the
+# list form ["qkv_proj", "o_proj", ...] would also hit the audio conformer's o_proj/gate_up_proj/down_proj.
+SPEECH_LORA_TARGET_REGEX = r"model.layers.\d+.((self_attn.(qkv|o)_proj)|(mlp.(gate_up|down)_proj))"
+
+# Task control tokens prepended to the user turn; added to the tokenizer as special tokens.
+APA_TOKEN = "<|APA|>"
+MDD_TOKEN = "<|MDD|>"
+CONTROL_TOKENS = (APA_TOKEN, MDD_TOKEN)
+
+# Phi-4 chat markers (present in the real tokenizer; the tiny one is generated with the same spellings).
+USER_TOKEN = "<|user|>"
+ASSISTANT_TOKEN = "<|assistant|>"
+END_TOKEN = "<|end|>"
+ENDOFTEXT_TOKEN = "<|endoftext|>"
+
+SAMPLING_RATE = 16_000

@@ -1,0 +1,159 @@
+"""Read SpeechOcean762 in the corpus's original layout into utterance records.
+
+Layout (github.com/jimbozhang/speechocean762, and the bundled sample):
+    WAVE/SPEAKERxxxx/<id>.WAV
+    train/ and test/: wav.scp, text, utt2spk (Kaldi files; wav.scp paths relative to the corpus root)
+    resource/scores.json: utt id -> {text, accuracy, fluency, prosodic, total, words: [...]}
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from apa.data.audio import AudioError, decode_audio
+from apa.data.records import APA_ASPECTS, Mispronunciation, Utterance, Word
+
+log = logging.getLogger(__name__)
+
+
+class DataError(ValueError):
+    """The data cannot be used as configured; the message names the cause and the fix."""
+
+
+@dataclass
+class SkipReport:
+    """Counts of utterances left out, by reason, so that no data loss is silent."""
+
+    total: int = 0
+    reasons: Counter = field(default_factory=Counter)
+    examples: dict[str, str] = field(default_factory=dict)
+
+    def skip(self, utt_id: str, kind: str, detail: str = "") -> None:
+        self.reasons[kind] += 1
+        self.examples.setdefault(kind, f"{utt_id}{': ' + detail if detail else ''}")
+        log.warning("skipping %s: %s %s", utt_id, kind, detail)
+
+    @property
+    def skipped(self) -> int:
+        return sum(self.reasons.values())
+
+    def summary(self) -> str:
+        if not self.skipped:
+            return f"all {self.total} utterances usable"
+        parts = ", ".join(f"{n} {reason} (e.g. {self.examples[reason]})" for reason, n in self.reasons.items())
+        return f"skipped {self.skipped} of {self.total} utterances: {parts}"
+
+
+def _read_kaldi_map(path: Path) -> dict[str, str]:
+    if not path.is_file():
+        raise DataError(f"{path} not found: data.path must point at the corpus root (WAVE/, train/, test/, resource/)")
+    out: dict[str, str] = {}
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        key, _, value = line.strip().partition(" ") if "\t" not in line else line.strip().partition("\t")
+        if key in out:
+            raise DataError(f"{path}:{n}: duplicate id {key}")
+        out[key] = value.strip()
+    return out
+
+
+def _parse_word(raw: dict) -> Word:
+    phones = tuple(raw["phones"])
+    mis = []
+    for m in raw.get("mispronunciations") or []:
+        index = int(m["index"])
+        if not 0 <= index < len(phones):
+            raise ValueError(f"mispronunciation index {index} outside word {raw['text']!r}")
+        mis.append(Mispronunciation(index=index, canonical=m["canonical-phone"], pronounced=m["pronounced-phone"]))
+    return Word(text=raw["text"], phones=phones, mispronunciations=tuple(mis))
+
+
+def parse_labels(utt_id: str, entry: dict, speaker: str, audio_path: str) -> Utterance:
+    """One scores.json entry -> Utterance; raises ValueError naming the bad field."""
+    scores = {}
+    for aspect in APA_ASPECTS:
+        if aspect not in entry:
+            raise ValueError(f"missing score field {aspect!r}")
+        value = entry[aspect]
+        if not isinstance(value, (int, float)) or not 0 <= value <= 10:
+            raise ValueError(f"score {aspect}={value!r} outside 0-10")
+        scores[aspect] = int(round(value))
+    text = str(entry.get("text", "")).strip()
+    if not text:
+        raise ValueError("empty text")
+    words = tuple(_parse_word(w) for w in entry.get("words", []))
+    if not words:
+        raise ValueError("no word annotations")
+    return Utterance(id=utt_id, speaker=speaker, audio_path=audio_path, text=text, scores=scores, words=words)
+
+
+def read_original_layout(root: str | Path, split: str, report: SkipReport) -> list[Utterance]:
+    """Utterances of one split; entries with bad labels are skipped and counted in `report`."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"data.path={root} is not a folder: point it at a SpeechOcean762 copy in the original layout")
+    wavs = _read_kaldi_map(root / split / "wav.scp")
+    speakers = _read_kaldi_map(root / split / "utt2spk") if (root / split / "utt2spk").is_file() else {}
+    scores_path = root / "resource" / "scores.json"
+    if not scores_path.is_file():
+        raise DataError(f"{scores_path} not found: the original layout keeps the labels in resource/scores.json")
+    labels = json.loads(scores_path.read_text())
+    out = []
+    for utt_id, rel in wavs.items():
+        report.total += 1
+        if utt_id not in labels:
+            report.skip(utt_id, "id in wav.scp but not in scores.json")
+            continue
+        try:
+            out.append(parse_labels(utt_id, labels[utt_id], speakers.get(utt_id, ""), str(root / rel)))
+        except (KeyError, TypeError, ValueError) as e:
+            report.skip(utt_id, "bad labels", str(e))
+    return out
+
+
+def check_audio(utterances: list[Utterance], report: SkipReport, max_seconds: float | None) -> list[Utterance]:
+    """Decode every clip once; unusable ones are skipped and counted."""
+    good = []
+    for utt in utterances:
+        try:
+            decode_audio(utt.audio_path, max_seconds=max_seconds)
+        except AudioError as e:
+            report.skip(utt.id, e.kind, str(e))
+            continue
+        good.append(utt)
+    return good
+
+
+def load_split(
+    source: str,
+    path: str | None,
+    split: str,
+    *,
+    max_bad_fraction: float,
+    max_audio_seconds: float | None = None,
+    limit: int | None = None,
+) -> list[Utterance]:
+    """The utterances of `split`, checked; stops when more than `max_bad_fraction` of them are unusable."""
+    if source != "local":
+        raise DataError(f"data.source={source!r} is not supported: use data.source=local with data.path=<corpus root>")
+    if not path:
+        raise DataError("data.path is not set: give the SpeechOcean762 root folder (original layout)")
+    report = SkipReport()
+    utterances = read_original_layout(path, split, report)
+    if limit:  # a demo or test subset: the first `limit` labelled utterances
+        utterances = utterances[:limit]
+    utterances = check_audio(utterances, report, max_audio_seconds)
+    log.info("%s split: %s", split, report.summary())
+    if report.total and report.skipped / report.total > max_bad_fraction:
+        raise DataError(
+            f"{split} split: {report.summary()}. That is more than data.max_bad_fraction={max_bad_fraction}; "
+            "fix the data or raise the threshold"
+        )
+    if not utterances:
+        raise DataError(f"{split} split of {path} has no usable utterances")
+    return utterances

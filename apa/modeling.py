@@ -1,0 +1,221 @@
+"""Load the native Phi-4-multimodal, add the task control tokens, attach the speech LoRA, report parameters."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+
+from apa.constants import CONTROL_TOKENS
+
+log = logging.getLogger(__name__)
+
+CONVERT_HINT = (
+    "Use the native transformers checkpoint: model.path=microsoft/Phi-4-multimodal-instruct with "
+    "model.revision=refs/pr/70 (where transformers' own tests load it), or a local folder made by "
+    "`huggingface-cli download microsoft/Phi-4-multimodal-instruct --revision refs/pr/70 --local-dir <dir>`. "
+    "A remote-code checkpoint converts with transformers' "
+    "models/phi4_multimodal/convert_phi4_multimodal_weights_to_hf.py."
+)
+
+
+class ModelLoadError(RuntimeError):
+    """The checkpoint cannot be used; the message says what was found and how to get a usable one."""
+
+
+def resolve_model_path(model_cfg) -> str:
+    """The folder or hub id to load from; generates the tiny checkpoint when `model.tiny` is set."""
+    if model_cfg.get("tiny"):
+        from apa.tiny import TinySpec, ensure_tiny_checkpoint
+
+        return str(ensure_tiny_checkpoint(TinySpec(**model_cfg.tiny), model_cfg.get("cache_dir")))
+    path = model_cfg.get("path")
+    if not path:
+        raise ModelLoadError(f"model.path is not set. {CONVERT_HINT}")
+    return str(path)
+
+
+def check_checkpoint(path: str) -> None:
+    """Refuse the old remote-code format and missing folders before transformers fails deep inside."""
+    local = Path(path).expanduser()
+    looks_local = local.is_absolute() or path.startswith((".", "~")) or local.exists() or path.count("/") != 1
+    if not local.exists():
+        if looks_local:
+            raise ModelLoadError(f"model.path={path} does not exist. {CONVERT_HINT}")
+        return  # a hub id: transformers reports hub errors itself
+    config_file = local / "config.json"
+    if not config_file.is_file():
+        raise ModelLoadError(f"{local} has no config.json, so it is not a model checkpoint. {CONVERT_HINT}")
+    config = json.loads(config_file.read_text())
+    if "speech_lora" in config or "auto_map" in config or config.get("model_type") != "phi4_multimodal":
+        found = ", ".join(k for k in ("speech_lora", "auto_map") if k in config) or f"model_type={config.get('model_type')}"
+        raise ModelLoadError(
+            f"{local} is not a native Phi-4-multimodal checkpoint (found {found}: the trust_remote_code format). "
+            f"{CONVERT_HINT}"
+        )
+
+
+def compute_dtype(requested: str) -> torch.dtype:
+    """bf16 where the GPU supports it; float32 otherwise (CPU runs, older GPUs)."""
+    if requested == "float32":
+        return torch.float32
+    bf16_ok = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if requested == "bfloat16" and not bf16_ok:
+        log.warning("model.dtype=bfloat16 but this machine has no bf16 GPU: loading in float32")
+    return torch.bfloat16 if bf16_ok else torch.float32
+
+
+def load_base(model_cfg):
+    """(model, processor) from `model.path` at `model.revision`, weights in the compute dtype."""
+    from transformers import AutoProcessor, Phi4MultimodalForCausalLM
+
+    path = resolve_model_path(model_cfg)
+    check_checkpoint(path)
+    revision = model_cfg.get("revision")
+    processor = AutoProcessor.from_pretrained(path, revision=revision)
+    model = Phi4MultimodalForCausalLM.from_pretrained(
+        path,
+        revision=revision,
+        dtype=compute_dtype(model_cfg.get("dtype", "auto")),
+        attn_implementation=model_cfg.get("attn_implementation", "sdpa"),
+    )
+    return model, processor, path
+
+
+def add_control_tokens(model, processor, seed: int) -> list[int]:
+    """Add <|APA|>/<|MDD|> as special tokens with distinct, seeded embedding rows; return their ids.
+
+    The rows start as the embedding mean plus seeded noise at the embeddings' own scale, so they are distinct from
+    each other and from every existing token, and the same for the same seed. They travel with the adapter
+    (PEFT `trainable_token_indices` saves them), so a plain PEFT reload restores them exactly.
+    """
+    tokenizer = processor.tokenizer
+    tokenizer.add_special_tokens({"additional_special_tokens": list(CONTROL_TOKENS)},
+                                 replace_extra_special_tokens=False)
+    ids = tokenizer.convert_tokens_to_ids(list(CONTROL_TOKENS))
+    embeddings = model.get_input_embeddings()
+    if max(ids) >= embeddings.weight.shape[0]:
+        log.warning("resizing embeddings to %d rows for the control tokens", len(tokenizer))
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+        embeddings = model.get_input_embeddings()
+    weight = embeddings.weight
+    with torch.no_grad():
+        known = weight[: min(ids)].float()
+        gen = torch.Generator().manual_seed(seed)
+        noise = torch.randn((len(ids), weight.shape[1]), generator=gen)
+        rows = known.mean(0) + noise * known.std(0)
+        weight[ids] = rows.to(weight.dtype).to(weight.device)
+    return ids
+
+
+def attach_lora(model, lora_cfg, model_path: str, control_token_ids: list[int], seed: int):
+    """Wrap `model` in a PeftModel per the `lora` config group.
+
+    `init_from` set: the adapter on disk (`<model>/speech-lora`), weights loaded exactly, trainable.
+    Otherwise: a fresh LoRA. Either way the control-token rows ride along as `trainable_token_indices`.
+    """
+    from peft import LoraConfig, PeftConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+    from peft.utils import load_peft_weights
+
+    torch.manual_seed(seed)  # LoRA init happens here, before the Trainer seeds anything
+    token_indices = {"embed_tokens": list(control_token_ids)}
+    if lora_cfg.init_from:
+        adapter_dir = _adapter_dir(model_path, lora_cfg.init_from)
+        config = PeftConfig.from_pretrained(adapter_dir)
+        for key, value in (("r", lora_cfg.r), ("lora_alpha", lora_cfg.alpha), ("lora_dropout", lora_cfg.dropout)):
+            if getattr(config, key) != value:
+                raise ModelLoadError(f"{adapter_dir} has {key}={getattr(config, key)} but lora={lora_cfg.name} "
+                                     f"expects {value}; fix the lora config or the checkpoint")
+        config.inference_mode = False
+        config.trainable_token_indices = token_indices
+        peft_model = get_peft_model(model, config)
+        # the file holds the LoRA weights; the control-token rows keep their fresh values
+        state = get_peft_model_state_dict(peft_model)
+        on_disk = load_peft_weights(adapter_dir)
+        unknown = sorted(set(on_disk) - set(state))
+        if unknown:
+            raise ModelLoadError(f"{adapter_dir} holds weights this model lacks: {unknown[:3]}")
+        set_peft_model_state_dict(peft_model, {**state, **on_disk})
+    else:
+        config = LoraConfig(
+            r=lora_cfg.r,
+            lora_alpha=lora_cfg.alpha,
+            lora_dropout=lora_cfg.dropout,
+            target_modules=lora_cfg.target_modules,
+            trainable_token_indices=token_indices,
+            task_type="CAUSAL_LM",
+        )
+        peft_model = get_peft_model(model, config)
+    _expose_head_bias(peft_model)
+    for name, param in peft_model.named_parameters():
+        if "trainable_tokens_delta" in name:
+            param.requires_grad_(bool(lora_cfg.train_control_tokens))
+    return peft_model
+
+
+def _adapter_dir(model_path: str, subfolder: str) -> str:
+    local = Path(model_path) / subfolder
+    if local.is_dir():
+        return str(local)
+    if Path(model_path).exists():
+        raise ModelLoadError(f"{local} not found: lora.init_from={subfolder} needs the checkpoint's adapter folder")
+    from huggingface_hub import snapshot_download
+
+    return str(Path(snapshot_download(model_path, allow_patterns=[f"{subfolder}/*"])) / subfolder)
+
+
+def _expose_head_bias(peft_model) -> None:
+    """Make the tied LM head usable by TRL's fused (chunked) loss.
+
+    With tied embeddings, PEFT wraps the LM head too, so the control-token rows are the same on the input and
+    output side (a plain reload does the same). The wrapper's `weight` already returns the merged matrix, but TRL's
+    fused forward also reads `lm_head.bias`, which the wrapper does not forward. Phi-4's head has no bias; exposing
+    the base layer's (None) keeps the fused loss exact instead of untying the head, which would make a reloaded
+    adapter give different logits.
+    """
+    head = peft_model.get_base_model().get_output_embeddings()
+    if not hasattr(head, "bias"):
+        head.bias = head.token_adapter.base_layer.bias
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Parameter report
+# ---------------------------------------------------------------------------------------------------------------
+
+_GROUPS = (
+    ("lora", ("lora_A", "lora_B")),
+    ("control_tokens", ("trainable_tokens_delta",)),
+    ("audio_encoder", ("audio_embed.encoder",)),
+    ("audio_projector", ("audio_embed.up_proj", "audio_embed.down_proj")),
+    ("vision", ("image_embed",)),
+    ("language_model", ("",)),
+)
+
+
+def parameter_report(model) -> dict:
+    """Total and trainable counts, overall and by group; tied weights counted once."""
+    groups: dict[str, dict[str, int]] = OrderedDict((g, {"total": 0, "trainable": 0}) for g, _ in _GROUPS)
+    seen: set[int] = set()
+    for name, param in model.named_parameters(remove_duplicate=False):
+        if id(param) in seen:
+            continue
+        seen.add(id(param))
+        group = next(g for g, keys in _GROUPS if any(k in name for k in keys))
+        groups[group]["total"] += param.numel()
+        if param.requires_grad:
+            groups[group]["trainable"] += param.numel()
+    total = sum(g["total"] for g in groups.values())
+    trainable = sum(g["trainable"] for g in groups.values())
+    return {"total": total, "trainable": trainable, "trainable_share": trainable / total, "groups": dict(groups)}
+
+
+def format_parameter_table(report: dict) -> str:
+    lines = [f"{'group':<16}{'total':>16}{'trainable':>16}"]
+    for group, counts in report["groups"].items():
+        lines.append(f"{group:<16}{counts['total']:>16,}{counts['trainable']:>16,}")
+    lines.append(f"{'all':<16}{report['total']:>16,}{report['trainable']:>16,}"
+                 f"  ({100 * report['trainable_share']:.3f}% trainable)")
+    return "\n".join(lines)

@@ -1,0 +1,125 @@
+"""Turn an utterance into its two training examples (APA, MDD), and parse answers back.
+
+Formatting and parsing live side by side so that what training teaches and what evaluation reads cannot drift.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from dataclasses import dataclass
+
+from apa.constants import APA_TOKEN, MDD_TOKEN
+from apa.data.records import APA_ASPECTS, Utterance
+
+TASKS = ("apa", "mdd")
+CONTROL_TOKEN = {"apa": APA_TOKEN, "mdd": MDD_TOKEN}
+
+
+@dataclass(frozen=True)
+class Example:
+    """One supervised turn. Field names avoid TRL's reserved columns (prompt, completion, text, messages)."""
+
+    id: str
+    task: str
+    audio_path: str
+    user_content: str
+    answer: str
+
+
+def apa_target(utt: Utterance) -> dict[str, int]:
+    return {aspect: int(utt.scores[aspect]) for aspect in APA_ASPECTS}
+
+
+def mdd_target(utt: Utterance) -> dict[str, str]:
+    """The word transcript is the prompted sentence; the phonemes are what was actually pronounced."""
+    return {"word_transcript": utt.text, "phoneme_transcript": " ".join(utt.annotated_phones)}
+
+
+def format_answer(target: dict) -> str:
+    return json.dumps(target, ensure_ascii=False)
+
+
+def user_content(task: str, instructions: dict[str, str], audio_token: str) -> str:
+    """Control token first, then the instruction with the checkpoint's own audio placeholder in place of {audio}."""
+    return CONTROL_TOKEN[task] + instructions[task].replace("{audio}", audio_token)
+
+
+def build_examples(utt: Utterance, instructions: dict[str, str], audio_token: str) -> list[Example]:
+    targets = {"apa": apa_target(utt), "mdd": mdd_target(utt)}
+    return [
+        Example(
+            id=utt.id,
+            task=task,
+            audio_path=utt.audio_path,
+            user_content=user_content(task, instructions, audio_token),
+            answer=format_answer(targets[task]),
+        )
+        for task in TASKS
+    ]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Parsing generated answers
+# ---------------------------------------------------------------------------------------------------------------
+
+_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.S)
+_KEY_ALIASES = {"word transcript": "word_transcript", "phoneme transcript": "phoneme_transcript",
+                "phone_transcript": "phoneme_transcript", "prosody": "prosodic"}
+
+
+def _first_object(raw: str) -> dict | None:
+    """The first {...} in the text, read as strict JSON or as the single-quoted pseudo-JSON the paper's prompt shows."""
+    fenced = _FENCE.search(raw)
+    text = fenced.group(1) if fenced else raw
+    start = text.find("{")
+    while start != -1:
+        depth = 0
+        for end in range(start, len(text)):
+            depth += {"{": 1, "}": -1}.get(text[end], 0)
+            if depth == 0:
+                chunk = text[start : end + 1]
+                for loader in (json.loads, ast.literal_eval):
+                    try:
+                        obj = loader(chunk)
+                    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+                        continue
+                    if isinstance(obj, dict):
+                        return {_KEY_ALIASES.get(str(k).strip().lower(), str(k).strip().lower()): v
+                                for k, v in obj.items()}
+                break
+        start = text.find("{", start + 1)
+    return None
+
+
+def parse_apa(raw: str) -> dict[str, int] | None:
+    """Scores as integers 0-10, or None if any aspect is missing, not a number or out of range."""
+    obj = _first_object(raw)
+    if obj is None:
+        return None
+    out = {}
+    for aspect in APA_ASPECTS:
+        value = obj.get(aspect)
+        if isinstance(value, str):
+            try:
+                value = float(value.strip())
+            except ValueError:
+                return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 10:
+            return None
+        out[aspect] = int(round(value))
+    return out
+
+
+def parse_mdd(raw: str) -> dict[str, str] | None:
+    obj = _first_object(raw)
+    if obj is None:
+        return None
+    words, phones = obj.get("word_transcript"), obj.get("phoneme_transcript")
+    if not isinstance(words, str) or not isinstance(phones, str):
+        return None
+    return {"word_transcript": words.strip(), "phoneme_transcript": " ".join(phones.split())}
+
+
+PARSERS = {"apa": parse_apa, "mdd": parse_mdd}

@@ -1,0 +1,220 @@
+"""The training recipe: composed config in, complete run folder out.
+
+Run folder (a contract other tools read; see docs/architecture.md):
+    .hydra/  training_config.json  parameters.txt  checkpoint-epoch-<N>/  final_model/  logs/  train.log
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import asdict
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from apa.collate import SpeechSFTCollator
+from apa.config import trainer_kwargs
+from apa.data.speechocean import load_split
+from apa.modeling import add_control_tokens, attach_lora, format_parameter_table, load_base, parameter_report
+from apa.prompts import build_examples
+
+log = logging.getLogger(__name__)
+
+EPOCH_CHECKPOINT = "checkpoint-epoch-{}"
+FINAL_MODEL = "final_model"
+LIBRARIES = ("torch", "transformers", "peft", "trl", "accelerate", "datasets", "hydra-core", "soundfile", "apa")
+
+
+class RunFolderError(RuntimeError):
+    """The run folder already holds results; the message names both ways forward."""
+
+
+def epoch_checkpoints(run_dir: Path) -> list[Path]:
+    """Complete epoch checkpoints, oldest first (a folder only gets this name once fully written)."""
+    found = [p for p in run_dir.glob("checkpoint-epoch-*") if p.name.rsplit("-", 1)[-1].isdigit()]
+    return sorted(found, key=lambda p: int(p.name.rsplit("-", 1)[-1]))
+
+
+def check_run_dir(run_dir: Path, resume: bool) -> Path | None:
+    """Refuse to train over earlier results unless resuming; return the checkpoint to resume from, if any."""
+    done = epoch_checkpoints(run_dir) + ([run_dir / FINAL_MODEL] if (run_dir / FINAL_MODEL).exists() else [])
+    if resume:
+        if (run_dir / FINAL_MODEL).exists():
+            raise RunFolderError(f"{run_dir} already holds a finished run ({FINAL_MODEL}/): nothing to resume")
+        checkpoints = epoch_checkpoints(run_dir)
+        if not checkpoints:
+            log.warning("resume=true but %s has no complete checkpoint: starting from scratch", run_dir)
+            return None
+        log.info("Resuming from %s", checkpoints[-1])
+        return checkpoints[-1]
+    if done:
+        raise RunFolderError(
+            f"{run_dir} already holds results ({', '.join(p.name for p in done)}). Either continue it with "
+            f"`resume=true hydra.run.dir={run_dir}`, or start a new run in another folder (leave hydra.run.dir unset "
+            "for a fresh timestamped one)."
+        )
+    return None
+
+
+def _library_versions() -> dict[str, str]:
+    out = {}
+    for name in LIBRARIES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def _git_commit() -> str | None:
+    repo = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return commit.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def _write_json_atomic(path: Path, payload: dict) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def sft_arguments(cfg: DictConfig, run_dir: Path):
+    from trl import SFTConfig
+
+    kwargs = trainer_kwargs(cfg.trainer)
+    if kwargs.get("bf16") and not (torch.cuda.is_available() and torch.cuda.is_bf16_supported()):
+        log.warning("trainer.bf16=true but this machine has no bf16 GPU: training in float32 instead")
+        kwargs["bf16"] = False
+    # Not optional for a speech model with a custom collator: TRL would otherwise drop the audio columns or try to
+    # tokenize the rows itself.
+    kwargs.update(
+        output_dir=str(run_dir),
+        remove_unused_columns=False,
+        dataset_kwargs={**(kwargs.get("dataset_kwargs") or {}), "skip_prepare_dataset": True},
+    )
+    return SFTConfig(**kwargs)
+
+
+def _trainer_class():
+    from trl import SFTTrainer
+
+    class PronunciationTrainer(SFTTrainer):
+        """SFTTrainer whose epoch checkpoints are named by epoch and appear atomically.
+
+        Hugging Face writes `checkpoint-<step>/` piece by piece; only once it is complete is it renamed to
+        `checkpoint-epoch-<N>/`, so a crash mid-save can never leave a folder that resume would trust.
+        """
+
+        def _save_checkpoint(self, model, trial):
+            super()._save_checkpoint(model, trial)
+            epoch = self.state.epoch or 0
+            if not self.args.should_save or abs(epoch - round(epoch)) > 1e-6:
+                return
+            run_dir = Path(self.args.output_dir)
+            written = run_dir / f"checkpoint-{self.state.global_step}"
+            target = run_dir / EPOCH_CHECKPOINT.format(round(epoch))
+            if target.exists():  # a resumed run re-saving an epoch it had already finished
+                shutil.rmtree(target)
+            os.replace(written, target)
+
+    return PronunciationTrainer
+
+
+def build_dataset(cfg: DictConfig, split: str, audio_token: str):
+    from datasets import Dataset
+
+    utterances = load_split(
+        cfg.data.source,
+        cfg.data.path,
+        split,
+        max_bad_fraction=cfg.data.max_bad_fraction,
+        max_audio_seconds=cfg.data.max_audio_seconds,
+        limit=cfg.data.limit,
+    )
+    instructions = {"apa": cfg.prompts.apa, "mdd": cfg.prompts.mdd}
+    rows = [asdict(ex) for utt in utterances for ex in build_examples(utt, instructions, audio_token)]
+    log.info("%s: %d utterances -> %d examples (APA + MDD)", split, len(utterances), len(rows))
+    return Dataset.from_list(rows), len(utterances)
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path):
+    """Everything up to the first step: model, adapter, data, trainer. Returns (trainer, resume_from, record)."""
+    from transformers import set_seed
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    resume_from = check_run_dir(run_dir, cfg.resume)
+    set_seed(cfg.seed)
+
+    model, processor, model_path = load_base(cfg.model)
+    control_ids = add_control_tokens(model, processor, cfg.seed)
+    train_set, n_utterances = build_dataset(cfg, cfg.data.train_split, processor.tokenizer.audio_token)
+    model = attach_lora(model, cfg.lora, model_path, control_ids, cfg.seed)
+
+    params = parameter_report(model)
+    table = format_parameter_table(params)
+    log.info("Parameters (lora=%s):\n%s", cfg.lora.name, table)
+    (run_dir / "parameters.txt").write_text(table + "\n")
+
+    record = {
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "model_path": model_path,
+        "control_token_ids": control_ids,
+        "parameters": params,
+        "data": {"train_utterances": n_utterances, "train_examples": len(train_set)},
+        "library_versions": _library_versions(),
+        "git_commit": _git_commit(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    _write_json_atomic(run_dir / "training_config.json", record)
+
+    # TensorBoard's callback reads its folder from the environment when the trainer is built.
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "logs")
+    args = sft_arguments(cfg, run_dir)
+    trainer = _trainer_class()(
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        data_collator=SpeechSFTCollator(processor, max_length=args.max_length),
+        processing_class=processor,
+    )
+    return trainer, resume_from, record
+
+
+def fit(trainer, resume_from: Path | None, record: dict) -> Path:
+    """Train, then write final_model/ atomically and complete training_config.json."""
+    run_dir = Path(trainer.args.output_dir)
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    final_dir = run_dir / FINAL_MODEL
+    if trainer.args.should_save:
+        tmp = run_dir / f".{FINAL_MODEL}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        trainer.save_model(str(tmp))
+        os.replace(tmp, final_dir)
+        losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+        record.update(
+            finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            train_seconds=round(time.perf_counter() - started, 2),
+            global_steps=trainer.state.global_step,
+            train_metrics=result.metrics,
+            final_train_loss=losses[-1] if losses else None,
+        )
+        _write_json_atomic(run_dir / "training_config.json", record)
+        log.info("Finished: adapter, tokenizer and processor in %s", final_dir)
+    return final_dir
+
+
+def train(cfg: DictConfig, run_dir: Path) -> Path:
+    """Fine-tune per `cfg`, writing everything into `run_dir`; return the final_model folder."""
+    return fit(*build_trainer(cfg, run_dir))

@@ -1,0 +1,70 @@
+"""The config tree composes in every combination, rejects typos at compose time, and reaches the Trainer."""
+
+import itertools
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import ConfigKeyError, ValidationError
+
+from apa.training import sft_arguments
+
+GROUPS = {
+    "model": ["phi4mm", "tiny"],
+    "lora": ["pretrained_r320", "paper_r64"],
+    "trainer": ["paper_table3", "cpu_demo"],
+    "data": ["speechocean762", "sample"],
+    "prompts": ["default", "terse"],
+}
+
+
+@pytest.mark.parametrize("choice", list(itertools.product(*GROUPS.values())))
+def test_every_combination_composes(make_config, choice):
+    overrides = [f"{group}={name}" for group, name in zip(GROUPS, choice)]
+    cfg = make_config(*overrides)
+    for group, name in zip(GROUPS, choice):
+        assert cfg[group].name == name if group != "trainer" else cfg.trainer.num_train_epochs
+
+
+def test_defaults_are_the_paper_setup(make_config):
+    cfg = make_config()
+    assert (cfg.model.name, cfg.lora.name, cfg.data.name) == ("phi4mm", "paper_r64", "speechocean762")
+    t = cfg.trainer
+    assert (t.num_train_epochs, t.per_device_train_batch_size, t.gradient_accumulation_steps) == (3, 8, 8)
+    assert (t.learning_rate, t.optim, t.lr_scheduler_type, t.max_length) == (2e-5, "adamw_torch", "linear", 2048)
+    assert t.bf16 and t.activation_checkpointing and t.activation_checkpointing_kwargs.use_reentrant is False
+    assert t.save_strategy == "epoch" and list(t.report_to) == ["tensorboard"] and t.seed == 42
+
+
+def test_demo_experiment_selects_tiny_sample_cpu(make_config):
+    cfg = make_config("experiment=demo")
+    assert (cfg.model.name, cfg.data.name, cfg.trainer.use_cpu) == ("tiny", "sample", True)
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["trainer.num_train_epoch=2", "lora.rank=8", "model.pth=x", "data.limitt=3", "seed=abc", "lora.r=big"],
+)
+def test_typos_fail_at_compose_time(make_config, override):
+    with pytest.raises((ConfigCompositionException, ConfigKeyError, ValidationError)):
+        make_config(override)
+
+
+def test_batch_and_accumulation_overrides_reach_sft_config(make_config, tmp_path):
+    cfg = make_config(
+        "trainer.per_device_train_batch_size=4", "trainer.gradient_accumulation_steps=3", "trainer.num_train_epochs=5"
+    )
+    args = sft_arguments(cfg, tmp_path)
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps, args.num_train_epochs) == (4, 3, 5)
+    assert args.remove_unused_columns is False and args.dataset_kwargs["skip_prepare_dataset"] is True
+    assert args.output_dir == str(tmp_path)
+
+
+def test_bf16_falls_back_to_fp32_without_a_bf16_gpu(make_config, tmp_path, caplog):
+    import torch
+
+    cfg = make_config("trainer=paper_table3")
+    args = sft_arguments(cfg, tmp_path)
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        assert args.bf16
+    else:
+        assert not args.bf16 and "float32" in caplog.text
