@@ -55,7 +55,7 @@ class SpeechSFTCollator:
         labels[batch["attention_mask"] == 0] = IGNORE_INDEX
         labels[input_ids == self.audio_id] = IGNORE_INDEX
         if self.max_length and input_ids.shape[1] > self.max_length:
-            long = [r["id"] for r, n in zip(rows, batch["attention_mask"].sum(1)) if n > self.max_length]
+            long = [r["id"] for r, n in zip(rows, batch["attention_mask"].sum(1), strict=True) if n > self.max_length]
             log.warning("examples %s are longer than max_length=%d; kept whole (no answer is truncated)",
                         long, self.max_length)
         batch["labels"] = labels

@@ -51,7 +51,8 @@ def check_checkpoint(path: str) -> None:
         raise ModelLoadError(f"{local} has no config.json, so it is not a model checkpoint. {CONVERT_HINT}")
     config = json.loads(config_file.read_text())
     if "speech_lora" in config or "auto_map" in config or config.get("model_type") != "phi4_multimodal":
-        found = ", ".join(k for k in ("speech_lora", "auto_map") if k in config) or f"model_type={config.get('model_type')}"
+        markers = [k for k in ("speech_lora", "auto_map") if k in config]
+        found = ", ".join(markers) or f"model_type={config.get('model_type')}"
         raise ModelLoadError(
             f"{local} is not a native Phi-4-multimodal checkpoint (found {found}: the trust_remote_code format). "
             f"{CONVERT_HINT}"

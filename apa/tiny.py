@@ -30,8 +30,8 @@ from apa.constants import (
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 1
-PROMPTS_DIR = Path(__file__).resolve().parent.parent / "conf" / "prompts"  # bump when the generated files change, so cached copies are rebuilt
+GENERATOR_VERSION = 1  # bump when the generated files change, so cached copies are rebuilt
+PROMPTS_DIR = Path(__file__).resolve().parent.parent / "conf" / "prompts"
 IMAGE_TOKEN = "<|image|>"
 AUDIO_TOKEN = "<|audio|>"
 SYSTEM_TOKEN = "<|system|>"
