@@ -1,0 +1,115 @@
+"""End-to-end training on the real tiny Phi-4-multimodal and the bundled sample, in process."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from peft import PeftModel
+from transformers import AutoProcessor
+
+from apa.collate import SpeechSFTCollator
+from apa.generation import generate_answers
+from apa.modeling import load_base
+from apa.training import RunFolderError, build_trainer, check_run_dir, fit
+from tests.conftest import compose_config
+
+
+def _snapshot(model) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def _run(tmp_path_factory, name, *overrides):
+    cfg = compose_config("experiment=demo", "prompts=terse", "trainer.report_to=[tensorboard]", *overrides)
+    run_dir = tmp_path_factory.mktemp(name)
+    trainer, resume_from, record = build_trainer(cfg, run_dir)
+    before = _snapshot(trainer.model)
+    final = fit(trainer, resume_from, record)
+    return {"cfg": cfg, "trainer": trainer, "before": before, "after": _snapshot(trainer.model), "final": final}
+
+
+@pytest.fixture(scope="module")
+def overfit(tmp_path_factory):
+    """Three utterances (six examples) learned by heart: proves masking, control tokens and generation together.
+    Trains the control-token rows too, which exercises the tied-LM-head path of TRL's fused loss."""
+    return _run(
+        tmp_path_factory, "overfit", "lora=paper_r64", "lora.dropout=0.0", "lora.train_control_tokens=true",
+        "data.limit=3", "trainer.per_device_train_batch_size=6", "trainer.max_steps=160",
+        "trainer.learning_rate=5e-3", "trainer.lr_scheduler_type=constant", "trainer.save_strategy=no",
+        "trainer.logging_steps=20", "trainer.activation_checkpointing=false",
+    )
+
+
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory):
+    """The default, frozen control tokens, continuing the checkpoint's own speech LoRA, with checkpointing on."""
+    return _run(tmp_path_factory, "short", "lora=pretrained_r320", "data.limit=2",
+                "trainer.num_train_epochs=1", "trainer.per_device_train_batch_size=2")
+
+
+def _changed(run, predicate) -> dict[str, bool]:
+    return {n: not torch.equal(run["before"][n], run["after"][n]) for n in run["before"] if predicate(n)}
+
+
+@pytest.mark.parametrize("run_name", ["overfit", "short_run"])
+def test_only_the_adapter_moves(request, run_name):
+    run = request.getfixturevalue(run_name)
+    lora = _changed(run, lambda n: "lora_" in n)
+    tokens = _changed(run, lambda n: "trainable_tokens_delta" in n)
+    frozen = _changed(run, lambda n: "lora_" not in n and "trainable_tokens_delta" not in n)
+    assert lora and all(lora.values()), "every LoRA matrix must have been updated"
+    assert frozen and not any(frozen.values()), [n for n, c in frozen.items() if c][:5]
+    assert tokens and all(tokens.values()) == bool(run["cfg"].lora.train_control_tokens)
+    grad_norms = [e["grad_norm"] for e in run["trainer"].state.log_history if "grad_norm" in e]
+    assert grad_norms and all(g > 0 for g in grad_norms)
+
+
+def test_overfit_run_reproduces_every_answer_greedily(overfit):
+    trainer = overfit["trainer"]
+    rows = [trainer.train_dataset[i] for i in range(len(trainer.train_dataset))]
+    assert {r["task"] for r in rows} == {"apa", "mdd"} and len(rows) == 6
+    answers = generate_answers(trainer.model.eval(), trainer.processing_class, rows, max_new_tokens=64)
+    assert answers == [r["answer"] for r in rows]
+
+
+@pytest.mark.parametrize("run_name", ["overfit", "short_run"])
+def test_final_model_reloads_with_plain_peft_and_identical_logits(request, run_name):
+    run = request.getfixturevalue(run_name)
+    trainer = run["trainer"]
+    base, _, _ = load_base(run["cfg"].model)
+    reloaded = PeftModel.from_pretrained(base, str(run["final"])).eval()
+    processor = AutoProcessor.from_pretrained(str(run["final"]))
+    assert processor.tokenizer.convert_tokens_to_ids(["<|APA|>", "<|MDD|>"]) == trainer.processing_class.tokenizer \
+        .convert_tokens_to_ids(["<|APA|>", "<|MDD|>"])
+    rows = [trainer.train_dataset[i] for i in range(2)]
+    batch = SpeechSFTCollator(processor)(rows)
+    batch.pop("labels")
+    with torch.no_grad():
+        expected = trainer.model.eval()(**batch).logits
+        got = reloaded(**batch).logits
+    assert torch.equal(expected, got)
+
+
+def test_run_folder_is_complete(short_run):
+    run_dir = short_run["final"].parent
+    names = {p.name for p in run_dir.iterdir()}
+    assert {"training_config.json", "parameters.txt", "checkpoint-epoch-1", "final_model", "logs"} <= names
+    assert not any(n.startswith("checkpoint-") and "epoch" not in n for n in names)
+    assert list((run_dir / "logs").glob("events.out.tfevents.*"))
+    record = json.loads((run_dir / "training_config.json").read_text())
+    assert record["config"]["lora"]["name"] == "pretrained_r320"
+    assert record["parameters"]["trainable"] == record["parameters"]["groups"]["lora"]["trainable"] > 0
+    assert {"torch", "transformers", "peft", "trl"} <= set(record["library_versions"])
+    assert "git_commit" in record and record["final_train_loss"] is not None
+    adapter = json.loads((run_dir / "final_model" / "adapter_config.json").read_text())
+    assert (adapter["r"], adapter["lora_alpha"], adapter["lora_dropout"]) == (320, 640, 0.01)
+    assert {"tokenizer.json", "processor_config.json", "adapter_model.safetensors"} <= {
+        p.name for p in (run_dir / "final_model").iterdir()}
+    assert (run_dir / "checkpoint-epoch-1" / "optimizer.pt").exists()
+
+
+def test_existing_results_are_not_overwritten(short_run):
+    run_dir = short_run["final"].parent
+    with pytest.raises(RunFolderError, match="resume=true.*another folder"):
+        check_run_dir(run_dir, resume=False)
