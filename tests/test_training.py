@@ -37,7 +37,7 @@ def overfit(tmp_path_factory):
         tmp_path_factory, "overfit", "lora=paper_r64", "lora.dropout=0.0", "lora.train_control_tokens=true",
         "data.limit=3", "trainer.per_device_train_batch_size=6", "trainer.max_steps=160",
         "trainer.learning_rate=5e-3", "trainer.lr_scheduler_type=constant", "trainer.save_strategy=no",
-        "trainer.logging_steps=20", "trainer.activation_checkpointing=false",
+        "trainer.logging_steps=20",
     )
 
 
@@ -45,7 +45,8 @@ def overfit(tmp_path_factory):
 def short_run(tmp_path_factory):
     """The default, frozen control tokens, continuing the checkpoint's own speech LoRA, with checkpointing on."""
     return _run(tmp_path_factory, "short", "lora=pretrained_r320", "data.limit=2",
-                "trainer.num_train_epochs=1", "trainer.per_device_train_batch_size=2")
+                "trainer.num_train_epochs=1", "trainer.per_device_train_batch_size=2",
+                "trainer.activation_checkpointing=true")
 
 
 def _changed(run, predicate) -> dict[str, bool]:

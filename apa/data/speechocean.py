@@ -145,7 +145,8 @@ def load_split(
         raise DataError("data.path is not set: give the SpeechOcean762 root folder (original layout)")
     report = SkipReport()
     utterances = read_original_layout(path, split, report)
-    if limit:  # a demo or test subset: the first `limit` labelled utterances
+    if limit and limit < len(utterances):  # a demo or test subset: the first `limit` labelled utterances
+        log.info("%s split: using the first %d of %d labelled utterances (data.limit)", split, limit, len(utterances))
         utterances = utterances[:limit]
     utterances = check_audio(utterances, report, max_audio_seconds)
     log.info("%s split: %s", split, report.summary())
