@@ -18,6 +18,10 @@ from apa.constants import SPEECH_LORA_TARGET_REGEX
 from apa.data import SAMPLE_ROOT
 
 OmegaConf.register_new_resolver("apa_sample_root", lambda: str(SAMPLE_ROOT), replace=True)
+# evaluate.py logs into <run_dir>/eval, or a fresh outputs/eval/<time> folder for the base model / re-scoring.
+OmegaConf.register_new_resolver(
+    "apa_eval_dir", lambda run_dir, stamp: f"{run_dir}/eval" if run_dir else f"outputs/eval/{stamp}", replace=True
+)
 
 
 @dataclass
@@ -101,9 +105,29 @@ class RunConfig:
     resume: bool = False
 
 
+@dataclass
+class MaxNewTokens:
+    apa: int = 40
+    mdd: int = 160
+
+
+@dataclass
+class EvalConfig:
+    model: ModelConfig = MISSING  # used for the base model (no run_dir); a run folder brings its own
+    data: DataConfig = MISSING  # used when given on the command line or for the base model
+    prompts: PromptsConfig = MISSING
+    run_dir: str | None = None  # a folder written by train.py
+    checkpoint: str = "final_model"  # final_model | all | checkpoint-epoch-<N>
+    predictions: str | None = None  # re-score this predictions.jsonl, no model
+    batch_size: int = 8
+    max_new_tokens: MaxNewTokens = field(default_factory=MaxNewTokens)
+    seed: int = 42
+
+
 def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="run_schema", node=RunConfig)
+    cs.store(name="eval_schema", node=EvalConfig)
     cs.store(group="model", name="schema", node=ModelConfig)
     cs.store(group="lora", name="schema", node=LoraSchema)
     cs.store(group="trainer", name="schema", node=TrainerConfig)

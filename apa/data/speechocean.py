@@ -137,8 +137,10 @@ def load_split(
     max_bad_fraction: float,
     max_audio_seconds: float | None = None,
     limit: int | None = None,
+    decode: bool = True,
 ) -> list[Utterance]:
-    """The utterances of `split`, checked; stops when more than `max_bad_fraction` of them are unusable."""
+    """The utterances of `split`, checked; stops when more than `max_bad_fraction` of them are unusable.
+    `decode=False` reads labels only (for label statistics such as training-set means)."""
     if source != "local":
         raise DataError(f"data.source={source!r} is not supported: use data.source=local with data.path=<corpus root>")
     if not path:
@@ -148,7 +150,9 @@ def load_split(
     if limit and limit < len(utterances):  # a demo or test subset: the first `limit` labelled utterances
         log.info("%s split: using the first %d of %d labelled utterances (data.limit)", split, limit, len(utterances))
         utterances = utterances[:limit]
-    utterances = check_audio(utterances, report, max_audio_seconds)
+        report.total = len(utterances) + report.skipped
+    if decode:
+        utterances = check_audio(utterances, report, max_audio_seconds)
     log.info("%s split: %s", split, report.summary())
     if report.total and report.skipped / report.total > max_bad_fraction:
         raise DataError(

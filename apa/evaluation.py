@@ -1,0 +1,267 @@
+"""Evaluate a run folder (or the base model) on a test split: predictions.jsonl, then metrics.json.
+
+predictions.jsonl (a contract): one object per line,
+    {"id", "task": "apa"|"mdd", "reference": {...}, "prediction": {...}|null, "raw": "<generated text>"}
+Lines are appended batch by batch as soon as they exist; a rerun after a crash skips what is done and ends with
+the same file as an uninterrupted run (batches are fixed in advance, so each is generated the same way).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
+
+from apa.data.records import APA_ASPECTS
+from apa.data.speechocean import load_split
+from apa.generation import generate_answers
+from apa.metrics import compute_metrics
+from apa.prompts import PARSERS, apa_target, build_examples, mdd_target
+from apa.training import FINAL_MODEL, epoch_checkpoints
+
+log = logging.getLogger(__name__)
+
+# Table 3 of arXiv 2509.02915, LoRA-only rows: PCC acc/flu/pros/total, WER, PER, F1 (P, R).
+PAPER_TABLE3 = {
+    0: (-0.041, -0.017, -0.049, -0.104, 0.97, 0.792, 0.143, 0.154, 0.134),
+    1: (0.547, 0.585, 0.567, 0.544, 0.15, 0.137, 0.686, 0.689, 0.682),
+    2: (0.637, 0.726, 0.709, 0.662, 0.139, 0.118, 0.722, 0.725, 0.719),
+    3: (0.656, 0.727, 0.711, 0.675, 0.14, 0.114, 0.724, 0.728, 0.721),
+    4: (0.645, 0.733, 0.714, 0.668, 0.148, 0.121, 0.721, 0.723, 0.72),
+}
+TABLE_COLUMNS = ("pcc_accuracy", "pcc_fluency", "pcc_prosodic", "pcc_total", "wer", "per",
+                 "mdd_f1", "mdd_precision", "mdd_recall")
+
+
+class EvaluationError(RuntimeError):
+    """Evaluation cannot run as asked; the message names the fix."""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Examples with references
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_examples(cfg: DictConfig, audio_token: str) -> list[dict]:
+    """Both tasks for every usable utterance of the test split, each with its reference."""
+    utterances = load_split(cfg.data.source, cfg.data.path, cfg.data.test_split,
+                            max_bad_fraction=cfg.data.max_bad_fraction,
+                            max_audio_seconds=cfg.data.max_audio_seconds, limit=cfg.data.limit)
+    instructions = {"apa": cfg.prompts.apa, "mdd": cfg.prompts.mdd}
+    rows = []
+    for utt in utterances:
+        references = {"apa": apa_target(utt),
+                      "mdd": {**mdd_target(utt), "canonical_phones": " ".join(utt.canonical_phones)}}
+        for ex in build_examples(utt, instructions, audio_token):
+            rows.append({**asdict(ex), "reference": references[ex.task]})
+    return rows
+
+
+def train_means(cfg: DictConfig) -> dict[str, float]:
+    """Mean human score per aspect on the training split: what an unparsed answer is replaced by."""
+    utterances = load_split(cfg.data.source, cfg.data.path, cfg.data.train_split,
+                            max_bad_fraction=1.0, max_audio_seconds=None, decode=False)
+    return {a: sum(u.scores[a] for u in utterances) / len(utterances) for a in APA_ASPECTS}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Generation into predictions.jsonl, resumable
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _done_keys(path: Path) -> set[tuple[str, str]]:
+    """Keys already written; a torn last line (a crash mid-write) is cut off so the file stays valid JSONL."""
+    if not path.exists():
+        return set()
+    keys, good_bytes = set(), 0
+    with path.open("rb") as f:
+        for line in f:
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                break
+            if not line.endswith(b"\n"):
+                break
+            keys.add((rec["id"], rec["task"]))
+            good_bytes += len(line)
+    if good_bytes != path.stat().st_size:
+        with path.open("r+b") as f:
+            f.truncate(good_bytes)
+    return keys
+
+
+def plan_batches(rows: list[dict], batch_size: int) -> list[list[dict]]:
+    """Fixed batches of one task each, sorted by prompt + audio size so that padding stays small."""
+    batches = []
+    for task in ("apa", "mdd"):
+        ordered = sorted((r for r in rows if r["task"] == task), key=lambda r: (os.path.getsize(r["audio_path"]),
+                                                                                 r["id"]))
+        batches += [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]
+    return batches
+
+
+def generate_predictions(model, processor, rows: list[dict], path: Path, batch_size: int,
+                         max_new_tokens: dict[str, int]) -> list[dict]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    done = _done_keys(path)
+    batches = plan_batches(rows, batch_size)
+    todo = [b for b in batches if any((r["id"], r["task"]) not in done for r in b)]
+    if done:
+        log.info("%s: %d predictions already there, %d batches to go", path, len(done), len(todo))
+    with path.open("a") as out, tqdm(total=sum(len(b) for b in batches), initial=len(done),
+                                     desc=f"generating {path.parent.name}", unit="ex") as bar:
+        for batch in todo:
+            task = batch[0]["task"]
+            raws = generate_answers(model, processor, batch, max_new_tokens=max_new_tokens[task])
+            lines = []
+            for row, raw in zip(batch, raws, strict=True):
+                if (row["id"], task) in done:
+                    continue
+                record = {"id": row["id"], "task": task, "reference": row["reference"],
+                          "prediction": PARSERS[task](raw), "raw": raw}
+                lines.append(json.dumps(record, ensure_ascii=False) + "\n")
+            out.write("".join(lines))  # one write per batch, then to disk: a crash loses at most this batch
+            out.flush()
+            os.fsync(out.fileno())
+            bar.update(len(lines))
+    return read_predictions(path)
+
+
+def read_predictions(path: Path) -> list[dict]:
+    with path.open() as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def score_file(path: Path, means: dict[str, float] | None = None) -> dict:
+    """metrics.json beside a predictions file (training means from train_means.json beside it, if present)."""
+    predictions = read_predictions(path)
+    means_file = path.parent / "train_means.json"
+    if means is None and means_file.exists():
+        means = json.loads(means_file.read_text())
+    if means is None:
+        apa = [r["reference"] for r in predictions if r["task"] == "apa"]
+        means = {a: sum(r[a] for r in apa) / len(apa) for a in APA_ASPECTS} if apa else {}
+        log.warning("no train_means.json beside %s: imputing unparsed APA answers with the test-set mean", path)
+    metrics = compute_metrics(predictions, means)
+    (path.parent / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Models to evaluate
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def run_config(run_dir: Path) -> DictConfig:
+    saved = run_dir / ".hydra" / "config.yaml"
+    if not saved.exists():
+        raise EvaluationError(f"{run_dir} has no .hydra/config.yaml: run_dir must be a folder written by train.py")
+    return OmegaConf.load(saved)
+
+
+def checkpoints_to_evaluate(run_dir: Path, which: str) -> list[Path]:
+    available = epoch_checkpoints(run_dir) + ([run_dir / FINAL_MODEL] if (run_dir / FINAL_MODEL).exists() else [])
+    if which == "all":
+        chosen = available
+    else:
+        chosen = [p for p in available if p.name == which]
+    if not chosen:
+        raise EvaluationError(f"no {which!r} in {run_dir} (found: {', '.join(p.name for p in available) or 'none'}); "
+                              "use checkpoint=all, final_model or checkpoint-epoch-<N>")
+    return chosen
+
+
+def load_for_eval(model_cfg, adapter_dir: Path | None, seed: int):
+    """Base model (+ adapter and its tokenizer/processor), on the GPU when there is one, in eval mode."""
+    from peft import PeftModel
+    from transformers import AutoProcessor
+
+    from apa.modeling import add_control_tokens, load_base
+
+    model, processor, _ = load_base(model_cfg)
+    if adapter_dir is None:
+        add_control_tokens(model, processor, seed)  # the untrained model still sees the same prompts
+    else:
+        processor = AutoProcessor.from_pretrained(str(adapter_dir))
+        model = PeftModel.from_pretrained(model, str(adapter_dir))
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return model.to(device).eval(), processor
+
+
+def evaluate_one(model_cfg, adapter_dir: Path | None, cfg: DictConfig, data_cfg: DictConfig, out_dir: Path,
+                 seed: int) -> dict:
+    model, processor = load_for_eval(model_cfg, adapter_dir, seed)
+    merged = OmegaConf.merge(cfg, {"data": data_cfg})
+    rows = test_examples(merged, processor.tokenizer.audio_token)
+    means = train_means(merged)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "train_means.json").write_text(json.dumps(means, indent=2))
+    generate_predictions(model, processor, rows, out_dir / "predictions.jsonl", cfg.batch_size,
+                         dict(cfg.max_new_tokens))
+    metrics = score_file(out_dir / "predictions.jsonl", means)
+    log.info("%s: %s", out_dir, format_metrics(metrics))
+    return metrics
+
+
+def format_metrics(m: dict) -> str:
+    keys = ("pcc_accuracy", "pcc_fluency", "pcc_prosodic", "pcc_total", "wer", "per", "mdd_f1",
+            "parse_rate_apa", "parse_rate_mdd")
+    return " ".join(f"{k}={m.get(k, math.nan):.3f}" for k in keys)
+
+
+def _epoch_of(name: str) -> str:
+    return name.rsplit("-", 1)[-1] if name.startswith("checkpoint-epoch-") else "final"
+
+
+def write_epoch_table(run_dir: Path, results: dict[str, dict]) -> None:
+    """eval/epochs.csv and eval/epochs.md: one row per checkpoint, Table 3's paper rows beside."""
+    eval_dir = run_dir / "eval"
+    header = ["checkpoint", "epoch", *TABLE_COLUMNS]
+    rows = [[name, _epoch_of(name), *(results[name].get(c, math.nan) for c in TABLE_COLUMNS)] for name in results]
+    with (eval_dir / "epochs.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    lines = ["| source | epoch | PCC acc | PCC flu | PCC pros | PCC total | WER | PER | F1 | P | R |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| this run ({row[0]}) | {row[1]} | " + " | ".join(_fmt(v) for v in row[2:]) + " |" for row in rows]
+    lines += [f"| paper, LoRA-only | {epoch} | " + " | ".join(_fmt(v) for v in values) + " |"
+              for epoch, values in PAPER_TABLE3.items()]
+    (eval_dir / "epochs.md").write_text("\n".join(lines) + "\n")
+
+
+def _fmt(v) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
+
+
+def evaluate(cfg: DictConfig, data_overridden: bool, fallback_dir: Path) -> dict:
+    """Entry point behind evaluate.py."""
+    if cfg.predictions:
+        metrics = score_file(Path(cfg.predictions))
+        print(json.dumps(metrics, indent=2))
+        return metrics
+    if not cfg.run_dir:
+        out_dir = fallback_dir / "base_model"
+        metrics = evaluate_one(cfg.model, None, cfg, cfg.data, out_dir, cfg.seed)
+        print(format_metrics(metrics))
+        return metrics
+    run_dir = Path(cfg.run_dir)
+    trained = run_config(run_dir)
+    data_cfg = cfg.data if data_overridden else trained.data
+    run_cfg = OmegaConf.merge(cfg, {"prompts": trained.prompts})
+    results = {}
+    for checkpoint in checkpoints_to_evaluate(run_dir, cfg.checkpoint):
+        results[checkpoint.name] = evaluate_one(trained.model, checkpoint, run_cfg, data_cfg,
+                                                run_dir / "eval" / checkpoint.name, cfg.seed)
+    if cfg.checkpoint == "all":
+        write_epoch_table(run_dir, results)
+        print((run_dir / "eval" / "epochs.md").read_text())
+    return results

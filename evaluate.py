@@ -1,0 +1,31 @@
+"""Evaluate a run folder epoch by epoch, the base model, or an existing predictions file (Table 3's metrics).
+
+    python evaluate.py run_dir=outputs/runs/<run>                      final_model
+    python evaluate.py run_dir=<run> checkpoint=all                   every epoch + final_model, epochs.md/csv
+    python evaluate.py experiment=demo                                 the untrained (base) model
+    python evaluate.py predictions=<run>/eval/final_model/predictions.jsonl
+"""
+
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from apa.config import register_configs
+
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    from apa.evaluation import evaluate
+
+    hydra_cfg = HydraConfig.get()
+    data_overridden = any(o.split("=")[0].lstrip("+~") == "data" or o.startswith("data.")
+                          for o in hydra_cfg.overrides.task)
+    evaluate(cfg, data_overridden, Path(hydra_cfg.runtime.output_dir))
+
+
+if __name__ == "__main__":
+    main()
