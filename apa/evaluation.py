@@ -25,21 +25,10 @@ from apa.data.speechocean import load_split
 from apa.generation import generate_answers
 from apa.metrics import compute_metrics
 from apa.prompts import PARSERS, apa_target, build_examples, mdd_target
+from apa.table3 import PAPER_TABLE3, TABLE_COLUMNS, epoch_of, fmt
 from apa.training import FINAL_MODEL, epoch_checkpoints
 
 log = logging.getLogger(__name__)
-
-# Table 3 of arXiv 2509.02915, LoRA-only rows: PCC acc/flu/pros/total, WER, PER, F1 (P, R).
-PAPER_TABLE3 = {
-    0: (-0.041, -0.017, -0.049, -0.104, 0.97, 0.792, 0.143, 0.154, 0.134),
-    1: (0.547, 0.585, 0.567, 0.544, 0.15, 0.137, 0.686, 0.689, 0.682),
-    2: (0.637, 0.726, 0.709, 0.662, 0.139, 0.118, 0.722, 0.725, 0.719),
-    3: (0.656, 0.727, 0.711, 0.675, 0.14, 0.114, 0.724, 0.728, 0.721),
-    4: (0.645, 0.733, 0.714, 0.668, 0.148, 0.121, 0.721, 0.723, 0.72),
-}
-TABLE_COLUMNS = ("pcc_accuracy", "pcc_fluency", "pcc_prosodic", "pcc_total", "wer", "per",
-                 "mdd_f1", "mdd_precision", "mdd_recall")
-
 
 class EvaluationError(RuntimeError):
     """Evaluation cannot run as asked; the message names the fix."""
@@ -217,29 +206,21 @@ def format_metrics(m: dict) -> str:
     return " ".join(f"{k}={m.get(k, math.nan):.3f}" for k in keys)
 
 
-def _epoch_of(name: str) -> str:
-    return name.rsplit("-", 1)[-1] if name.startswith("checkpoint-epoch-") else "final"
-
-
 def write_epoch_table(run_dir: Path, results: dict[str, dict]) -> None:
     """eval/epochs.csv and eval/epochs.md: one row per checkpoint, Table 3's paper rows beside."""
     eval_dir = run_dir / "eval"
     header = ["checkpoint", "epoch", *TABLE_COLUMNS]
-    rows = [[name, _epoch_of(name), *(results[name].get(c, math.nan) for c in TABLE_COLUMNS)] for name in results]
+    rows = [[name, epoch_of(name), *(results[name].get(c, math.nan) for c in TABLE_COLUMNS)] for name in results]
     with (eval_dir / "epochs.csv").open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(header)
         writer.writerows(rows)
     lines = ["| source | epoch | PCC acc | PCC flu | PCC pros | PCC total | WER | PER | F1 | P | R |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
-    lines += [f"| this run ({row[0]}) | {row[1]} | " + " | ".join(_fmt(v) for v in row[2:]) + " |" for row in rows]
-    lines += [f"| paper, LoRA-only | {epoch} | " + " | ".join(_fmt(v) for v in values) + " |"
+    lines += [f"| this run ({row[0]}) | {row[1]} | " + " | ".join(fmt(v) for v in row[2:]) + " |" for row in rows]
+    lines += [f"| paper, LoRA-only | {epoch} | " + " | ".join(fmt(v) for v in values) + " |"
               for epoch, values in PAPER_TABLE3.items()]
     (eval_dir / "epochs.md").write_text("\n".join(lines) + "\n")
-
-
-def _fmt(v) -> str:
-    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
 
 
 def evaluate(cfg: DictConfig, data_overridden: bool, fallback_dir: Path) -> dict:

@@ -1,0 +1,171 @@
+"""Compare run folders: a table per run and epoch (with the paper's rows), training-loss curves, metric-per-epoch
+lines and human-vs-predicted scatter plots.
+
+    python -m apa.compare outputs/multirun/<sweep>          every run folder below it
+    python -m apa.compare <run> <run> ... --out <dir>
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+
+from apa.data.records import APA_ASPECTS  # noqa: E402
+from apa.table3 import PAPER_TABLE3, TABLE_COLUMNS, epoch_of, fmt  # noqa: E402
+
+EPOCH_METRICS = ("pcc_total", "wer", "per", "mdd_f1")
+
+
+def find_runs(paths: list[Path]) -> list[Path]:
+    runs = []
+    for path in paths:
+        if (path / "training_config.json").exists():
+            runs.append(path)
+        else:
+            runs += sorted(p.parent for p in path.glob("*/training_config.json"))
+    if not runs:
+        raise SystemExit(f"no run folders (with training_config.json) in {', '.join(map(str, paths))}")
+    return runs
+
+
+def _checkpoint_order(name: str) -> float:
+    epoch = epoch_of(name)
+    return float(epoch) if epoch != "final" else math.inf
+
+
+def collect(run: Path) -> list[dict]:
+    """One row per evaluated checkpoint of `run` (or one row without metrics when it was never evaluated)."""
+    record = json.loads((run / "training_config.json").read_text())
+    common = {
+        "run": run.name,
+        "lora": record["config"]["lora"]["name"],
+        "trainable_params": record["parameters"]["trainable"],
+        "train_seconds": record.get("train_seconds"),
+        "final_train_loss": record.get("final_train_loss"),
+    }
+    evaluated = sorted((run / "eval").glob("*/metrics.json"), key=lambda p: _checkpoint_order(p.parent.name))
+    if not evaluated:
+        return [{**common, "checkpoint": "", "epoch": ""}]
+    return [{**common, "checkpoint": m.parent.name, "epoch": epoch_of(m.parent.name), **json.loads(m.read_text())}
+            for m in evaluated]
+
+
+def training_loss(run: Path) -> tuple[list[int], list[float]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    steps, values = [], []
+    for events in sorted((run / "logs").glob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
+        acc.Reload()
+        if "train/loss" in acc.Tags().get("scalars", []):
+            for e in acc.Scalars("train/loss"):
+                steps.append(e.step)
+                values.append(e.value)
+    return steps, values
+
+
+def write_tables(rows: list[dict], out: Path) -> str:
+    columns = ["run", "lora", "checkpoint", "epoch", "trainable_params", "train_seconds", "final_train_loss"]
+    metric_keys = sorted({k for r in rows for k in r} - set(columns))
+    with (out / "comparison.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns + metric_keys)
+        writer.writeheader()
+        writer.writerows(rows)
+        for epoch, values in PAPER_TABLE3.items():
+            writer.writerow({"run": "paper (arXiv 2509.02915, LoRA-only)", "lora": "speech LoRA", "epoch": epoch,
+                             **dict(zip(TABLE_COLUMNS, values, strict=True))})
+    head = ["run", "lora", "epoch", "trainable", "train s", "final loss", "PCC acc", "PCC flu", "PCC pros",
+            "PCC total", "WER", "PER", "F1", "P", "R"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        lines.append("| " + " | ".join([r["run"], r["lora"], str(r["epoch"]), f"{r['trainable_params']:,}",
+                                        fmt(r["train_seconds"]), fmt(r["final_train_loss"]),
+                                        *(fmt(r.get(c)) for c in TABLE_COLUMNS)]) + " |")
+    for epoch, values in PAPER_TABLE3.items():
+        lines.append("| paper | speech LoRA | " + f"{epoch} | | | | " + " | ".join(fmt(v) for v in values) + " |")
+    table = "\n".join(lines) + "\n"
+    (out / "comparison.md").write_text(
+        "# Run comparison\n\nOne row per run and evaluated checkpoint; the paper's Table 3 (LoRA-only) below. "
+        "F1/P/R are the standard MDD metrics (docs/metrics.md).\n\n" + table)
+    return table
+
+
+def plot_losses(runs: list[Path], out: Path) -> None:
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for run in runs:
+        steps, values = training_loss(run)
+        ax.plot(steps, values, marker=".", label=run.name)
+    ax.set(xlabel="optimizer step", ylabel="training loss", title="Training loss")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "training_loss.png", dpi=100)
+    plt.close(fig)
+
+
+def plot_epochs(rows: list[dict], out: Path) -> None:
+    fig, axes = plt.subplots(1, len(EPOCH_METRICS), figsize=(4 * len(EPOCH_METRICS), 3.5))
+    for ax, metric in zip(axes, EPOCH_METRICS, strict=True):
+        for run in sorted({r["run"] for r in rows}):
+            points = [(int(r["epoch"]), r.get(metric, math.nan)) for r in rows
+                      if r["run"] == run and str(r["epoch"]).isdigit()]
+            if points:
+                ax.plot(*zip(*points, strict=True), marker="o", label=run)
+        paper = [(e, v[TABLE_COLUMNS.index(metric)]) for e, v in PAPER_TABLE3.items()]
+        ax.plot(*zip(*paper, strict=True), linestyle="--", color="grey", label="paper")
+        ax.set(xlabel="epoch", title=metric)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "metrics_per_epoch.png", dpi=100)
+    plt.close(fig)
+
+
+def plot_scatter(run: Path, out: Path) -> Path | None:
+    predictions = run / "eval" / "final_model" / "predictions.jsonl"
+    if not predictions.exists():
+        return None
+    records = [json.loads(line) for line in predictions.read_text().splitlines() if line.strip()]
+    apa = [r for r in records if r["task"] == "apa" and r["prediction"]]
+    fig, axes = plt.subplots(1, len(APA_ASPECTS), figsize=(3.2 * len(APA_ASPECTS), 3.2))
+    for ax, aspect in zip(axes, APA_ASPECTS, strict=True):
+        ax.scatter([r["reference"][aspect] for r in apa], [r["prediction"][aspect] for r in apa], alpha=0.5, s=12)
+        ax.plot([0, 10], [0, 10], color="grey", linewidth=0.8)
+        ax.set(xlim=(-0.5, 10.5), ylim=(-0.5, 10.5), xlabel="human", ylabel="predicted", title=aspect)
+    fig.suptitle(f"{run.name}: {len(apa)} parsed APA answers")
+    fig.tight_layout()
+    path = out / f"scatter_{run.name}.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def compare(paths: list[Path], out: Path | None = None) -> str:
+    runs = find_runs(paths)
+    out = out or (paths[0] if len(paths) == 1 else paths[0].parent)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [row for run in runs for row in collect(run)]
+    table = write_tables(rows, out)
+    plot_losses(runs, out)
+    plot_epochs(rows, out)
+    for run in runs:
+        plot_scatter(run, out)
+    return table
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("paths", nargs="+", type=Path, help="a sweep folder, or run folders")
+    parser.add_argument("--out", type=Path, help="where to write comparison.md/csv and the plots")
+    args = parser.parse_args(argv)
+    print(compare(args.paths, args.out))
+
+
+if __name__ == "__main__":
+    main()

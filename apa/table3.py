@@ -1,0 +1,27 @@
+"""The paper's Table 3 and the helpers that lay results out beside it (no heavy imports: compare uses it)."""
+
+from __future__ import annotations
+
+import math
+
+# arXiv 2509.02915, Table 3, LoRA-only rows: PCC acc/flu/pros/total, WER, PER, F1 (P, R). Epoch 0 = no training.
+PAPER_TABLE3 = {
+    0: (-0.041, -0.017, -0.049, -0.104, 0.97, 0.792, 0.143, 0.154, 0.134),
+    1: (0.547, 0.585, 0.567, 0.544, 0.15, 0.137, 0.686, 0.689, 0.682),
+    2: (0.637, 0.726, 0.709, 0.662, 0.139, 0.118, 0.722, 0.725, 0.719),
+    3: (0.656, 0.727, 0.711, 0.675, 0.14, 0.114, 0.724, 0.728, 0.721),
+    4: (0.645, 0.733, 0.714, 0.668, 0.148, 0.121, 0.721, 0.723, 0.72),
+}
+TABLE_COLUMNS = ("pcc_accuracy", "pcc_fluency", "pcc_prosodic", "pcc_total", "wer", "per",
+                 "mdd_f1", "mdd_precision", "mdd_recall")
+
+
+def epoch_of(checkpoint: str) -> str:
+    """'checkpoint-epoch-2' -> '2'; 'final_model' -> 'final'."""
+    return checkpoint.rsplit("-", 1)[-1] if checkpoint.startswith("checkpoint-epoch-") else "final"
+
+
+def fmt(value) -> str:
+    if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:.3f}"
