@@ -39,7 +39,7 @@ class EvaluationError(RuntimeError):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def test_examples(cfg: DictConfig, audio_token: str) -> list[dict]:
+def evaluation_examples(cfg: DictConfig, audio_token: str) -> list[dict]:
     """Both tasks for every usable utterance of the test split, each with its reference."""
     utterances = load_split(cfg.data.source, cfg.data.path, cfg.data.test_split,
                             max_bad_fraction=cfg.data.max_bad_fraction,
@@ -189,7 +189,7 @@ def evaluate_one(model_cfg, adapter_dir: Path | None, cfg: DictConfig, data_cfg:
                  seed: int) -> dict:
     model, processor = load_for_eval(model_cfg, adapter_dir, seed)
     merged = OmegaConf.merge(cfg, {"data": data_cfg})
-    rows = test_examples(merged, processor.tokenizer.audio_token)
+    rows = evaluation_examples(merged, processor.tokenizer.audio_token)
     means = train_means(merged)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "train_means.json").write_text(json.dumps(means, indent=2))

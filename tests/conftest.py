@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -26,3 +28,23 @@ def compose_config(*overrides: str):
 @pytest.fixture
 def make_config():
     return compose_config
+
+
+def compose_eval_config(*overrides: str):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="evaluate", overrides=list(overrides))
+
+
+@pytest.fixture(scope="session")
+def demo_sweep(tmp_path_factory):
+    """`train.py -m` over both LoRA configs as a user runs it (subprocess): 2 epochs, batch 4 x accumulation 2."""
+    sweep = tmp_path_factory.mktemp("sweep")
+    cmd = [
+        sys.executable, "train.py", "-m", "experiment=demo", "lora=pretrained_r320,paper_r64", "prompts=terse",
+        "data.limit=4", "trainer.num_train_epochs=2", "trainer.per_device_train_batch_size=4",
+        "trainer.gradient_accumulation_steps=2", f"hydra.sweep.dir={sweep}",
+    ]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return sweep

@@ -1,0 +1,73 @@
+"""Evaluation of trained run folders epoch by epoch, resumable predictions, and the comparison of runs."""
+
+import csv
+import json
+import shutil
+
+import matplotlib.pyplot as plt
+import pytest
+
+from apa.compare import compare
+from apa.evaluation import evaluate, generate_predictions, load_for_eval, evaluation_examples
+from tests.conftest import compose_eval_config
+
+FAST = ("batch_size=3", "max_new_tokens.apa=6", "max_new_tokens.mdd=6")
+
+
+@pytest.fixture(scope="module")
+def evaluated(demo_sweep):
+    for run in sorted(p for p in demo_sweep.iterdir() if p.is_dir()):
+        evaluate(compose_eval_config(f"run_dir={run}", "checkpoint=all", *FAST), False, run / "eval")
+    return demo_sweep
+
+
+def test_every_checkpoint_is_evaluated_into_a_table3_shaped_table(evaluated):
+    for run in (p for p in evaluated.iterdir() if p.is_dir()):
+        rows = list(csv.DictReader((run / "eval" / "epochs.csv").open()))
+        assert [r["checkpoint"] for r in rows] == ["checkpoint-epoch-1", "checkpoint-epoch-2", "final_model"]
+        assert [r["epoch"] for r in rows] == ["1", "2", "final"]
+        md = (run / "eval" / "epochs.md").read_text()
+        assert "paper, LoRA-only | 3 | 0.656" in md and "this run (checkpoint-epoch-2)" in md
+        for checkpoint in ("checkpoint-epoch-1", "checkpoint-epoch-2", "final_model"):
+            metrics = json.loads((run / "eval" / checkpoint / "metrics.json").read_text())
+            assert metrics["n_apa"] == metrics["n_mdd"] == 4  # data.limit=4 from the run's own config
+            records = [json.loads(x) for x in (run / "eval" / checkpoint / "predictions.jsonl").open()]
+            assert len(records) == 8 and {r["task"] for r in records} == {"apa", "mdd"}
+            for r in records:
+                assert set(r) == {"id", "task", "reference", "prediction", "raw"}
+                keys = {"accuracy", "fluency", "prosodic", "total"} if r["task"] == "apa" else {
+                    "word_transcript", "phoneme_transcript", "canonical_phones"}
+                assert set(r["reference"]) == keys
+
+
+def test_interrupted_generation_resumes_to_an_identical_file(tmp_path):
+    cfg = compose_eval_config("model=tiny", "data=sample", "data.limit=3", "prompts=terse", *FAST)
+    model, processor = load_for_eval(cfg.model, None, cfg.seed)
+    rows = evaluation_examples(cfg, processor.tokenizer.audio_token)
+    full = tmp_path / "full" / "predictions.jsonl"
+    generate_predictions(model, processor, rows, full, 2, dict(cfg.max_new_tokens))
+    lines = full.read_bytes().splitlines(keepends=True)
+    assert len(lines) == 6
+    # a crash after two lines, half-way through writing the third
+    part = tmp_path / "part" / "predictions.jsonl"
+    part.parent.mkdir()
+    part.write_bytes(b"".join(lines[:2]) + lines[2][: len(lines[2]) // 2])
+    generate_predictions(model, processor, rows, part, 2, dict(cfg.max_new_tokens))
+    assert part.read_bytes() == full.read_bytes()
+
+
+def test_comparison_writes_tables_and_valid_plots(evaluated, tmp_path):
+    out = tmp_path / "cmp"
+    shutil.copytree(evaluated, out / "sweep")
+    table = compare([out / "sweep"])
+    rows = list(csv.DictReader((out / "sweep" / "comparison.csv").open()))
+    runs = [r for r in rows if not r["run"].startswith("paper (")]
+    assert len(runs) == 6 and {r["lora"] for r in runs} == {"pretrained_r320", "paper_r64"}
+    assert all(int(r["trainable_params"]) > 0 and float(r["final_train_loss"]) > 0 for r in runs)
+    assert len(rows) - len(runs) == 5  # the paper's epochs 0-4
+    assert "paper_r64" in table and "0.724" in (out / "sweep" / "comparison.md").read_text()
+    pngs = sorted(p.name for p in (out / "sweep").glob("*.png"))
+    assert pngs == ["metrics_per_epoch.png", "scatter_paper_r64_1.png", "scatter_pretrained_r320_0.png",
+                    "training_loss.png"]
+    for png in (out / "sweep").glob("*.png"):
+        assert plt.imread(png).shape[0] > 100
