@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt
 import pytest
 
 from apa.compare import compare
-from apa.evaluation import evaluate, generate_predictions, load_for_eval, evaluation_examples
+from apa.evaluation import evaluate, evaluation_examples, generate_predictions, load_for_eval
 from tests.conftest import compose_eval_config
 
 FAST = ("batch_size=3", "max_new_tokens.apa=6", "max_new_tokens.mdd=6")

