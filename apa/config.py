@@ -16,6 +16,7 @@ from omegaconf import MISSING, OmegaConf
 
 from apa.constants import SPEECH_LORA_TARGET_REGEX
 from apa.data import SAMPLE_ROOT
+from apa.tiny import TinySpec
 
 OmegaConf.register_new_resolver("apa_sample_root", lambda: str(SAMPLE_ROOT), replace=True)
 # evaluate.py logs into <run_dir>/eval, or a fresh outputs/eval/<time> folder for the base model / re-scoring.
@@ -25,31 +26,13 @@ OmegaConf.register_new_resolver(
 
 
 @dataclass
-class TinyModelConfig:
-    seed: int = 0
-    vocab_size: int = 2048
-    hidden_size: int = 128
-    intermediate_size: int = 256
-    num_hidden_layers: int = 2
-    num_attention_heads: int = 4
-    num_key_value_heads: int = 2
-    initializer_range: float = 0.3
-    audio_hidden_size: int = 32
-    audio_blocks: int = 2
-    speech_lora_r: int = 320
-    speech_lora_alpha: int = 640
-    speech_lora_dropout: float = 0.01
-    speech_lora_init_std: float = 0.02
-
-
-@dataclass
 class ModelConfig:
     name: str = MISSING
     path: str | None = None  # hub id or local folder of the native (transformers) checkpoint
     revision: str | None = None  # hub branch/tag/commit; the native weights sit at refs/pr/70 (see README)
     dtype: str = "auto"  # auto (bf16 on a bf16 GPU, else fp32) | bfloat16 | float32
     attn_implementation: str = "sdpa"
-    tiny: TinyModelConfig | None = None  # set: generate a tiny checkpoint with these sizes instead of loading `path`
+    tiny: TinySpec | None = None  # set: generate a tiny checkpoint with these sizes instead of loading `path`
     cache_dir: str | None = None  # where tiny checkpoints are generated (default ~/.cache/apa or $APA_CACHE_DIR)
 
 

@@ -66,10 +66,11 @@ _INSTRUCTION_TEXT = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass
 class TinySpec:
     """Sizes of the tiny model. A larger `initializer_range` than the real 0.02 keeps logits from staying flat when
-    only LoRA trains (the tied embeddings and norms are frozen), so a short run can overfit a few examples."""
+    only LoRA trains (the tied embeddings and norms are frozen), so a short run can overfit a few examples.
+    Also the schema of the `model.tiny` config node."""
 
     seed: int = 0
     vocab_size: int = 2048
