@@ -185,12 +185,8 @@ def load_for_eval(model_cfg, adapter_dir: Path | None, seed: int):
     return model.to(device).eval(), processor
 
 
-def evaluate_one(model_cfg, adapter_dir: Path | None, cfg: DictConfig, data_cfg: DictConfig, out_dir: Path,
-                 seed: int) -> dict:
-    model, processor = load_for_eval(model_cfg, adapter_dir, seed)
-    merged = OmegaConf.merge(cfg, {"data": data_cfg})
-    rows = evaluation_examples(merged, processor.tokenizer.audio_token)
-    means = train_means(merged)
+def evaluate_one(model, processor, rows: list[dict], means: dict[str, float], cfg: DictConfig, out_dir: Path) -> dict:
+    """predictions.jsonl (resumable) and metrics.json for one model in `out_dir`."""
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "train_means.json").write_text(json.dumps(means, indent=2))
     generate_predictions(model, processor, rows, out_dir / "predictions.jsonl", cfg.batch_size,
@@ -230,18 +226,23 @@ def evaluate(cfg: DictConfig, data_overridden: bool, fallback_dir: Path) -> dict
         print(json.dumps(metrics, indent=2))
         return metrics
     if not cfg.run_dir:
-        out_dir = fallback_dir / "base_model"
-        metrics = evaluate_one(cfg.model, None, cfg, cfg.data, out_dir, cfg.seed)
+        model, processor = load_for_eval(cfg.model, None, cfg.seed)
+        rows, means = evaluation_examples(cfg, processor.tokenizer.audio_token), train_means(cfg)
+        metrics = evaluate_one(model, processor, rows, means, cfg, fallback_dir / "base_model")
         print(format_metrics(metrics))
         return metrics
     run_dir = Path(cfg.run_dir)
     trained = run_config(run_dir)
-    data_cfg = cfg.data if data_overridden else trained.data
-    run_cfg = OmegaConf.merge(cfg, {"prompts": trained.prompts})
+    # the run's own prompts, and its own data unless data=... was given on the command line
+    test_cfg = OmegaConf.merge(cfg, {"prompts": trained.prompts, "data": cfg.data if data_overridden else trained.data})
+    rows = means = None
     results = {}
     for checkpoint in checkpoints_to_evaluate(run_dir, cfg.checkpoint):
-        results[checkpoint.name] = evaluate_one(trained.model, checkpoint, run_cfg, data_cfg,
-                                                run_dir / "eval" / checkpoint.name, cfg.seed)
+        model, processor = load_for_eval(trained.model, checkpoint, cfg.seed)
+        if rows is None:  # the same test set for every checkpoint: read and checked once
+            rows, means = evaluation_examples(test_cfg, processor.tokenizer.audio_token), train_means(test_cfg)
+        results[checkpoint.name] = evaluate_one(model, processor, rows, means, cfg,
+                                                run_dir / "eval" / checkpoint.name)
     if cfg.checkpoint == "all":
         write_epoch_table(run_dir, results)
         print((run_dir / "eval" / "epochs.md").read_text())

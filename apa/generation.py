@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import torch
 
 from apa.collate import chat_text
@@ -41,7 +39,3 @@ def generate_answers(
     new_tokens = out[:, inputs["input_ids"].shape[1] :]
     return [tokenizer.decode(seq, skip_special_tokens=True).strip() for seq in new_tokens]
 
-
-def batched(items: list, size: int) -> Iterator[list]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]

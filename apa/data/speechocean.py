@@ -53,12 +53,12 @@ def _read_kaldi_map(path: Path) -> dict[str, str]:
         raise DataError(f"{path} not found: data.path must point at the corpus root (WAVE/, train/, test/, resource/)")
     out: dict[str, str] = {}
     for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
+        fields = line.split(maxsplit=1)  # Kaldi: "<id> <value>", space or tab separated
+        if not fields:
             continue
-        key, _, value = line.strip().partition(" ") if "\t" not in line else line.strip().partition("\t")
-        if key in out:
-            raise DataError(f"{path}:{n}: duplicate id {key}")
-        out[key] = value.strip()
+        if fields[0] in out:
+            raise DataError(f"{path}:{n}: duplicate id {fields[0]}")
+        out[fields[0]] = fields[1].strip() if len(fields) > 1 else ""
     return out
 
 
