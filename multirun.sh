@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sweep both LoRA configs, evaluate every checkpoint of every job, then compare them.
 #   ./multirun.sh experiment=demo                       the CPU demo (tiny model, bundled sample)
-#   ./multirun.sh data.path=/data/speechocean762 trainer.num_train_epochs=4 hydra.sweep.dir=outputs/my-sweep
+#   ./multirun.sh trainer.num_train_epochs=4 hydra.sweep.dir=outputs/my-sweep      (full corpus from the hub)
 # Every argument goes to train.py; exits non-zero as soon as a step fails.
 set -euo pipefail
 cd "$(dirname "$0")"

@@ -50,8 +50,10 @@ class LoraSchema:
 @dataclass
 class DataConfig:
     name: str = MISSING
-    source: str = "local"  # local: the corpus's original layout under `path`
+    source: str = "local"  # local: original layout under `path` | hub: `hub_id` parquet | disk: save_to_disk `path`
     path: str | None = None
+    hub_id: str = "mispeech/speechocean762"  # a hub dataset id, or a local folder holding the hub's parquet files
+    revision: str | None = None
     train_split: str = "train"
     test_split: str = "test"
     limit: int | None = None  # use only the first N utterances of a split (demos, tests)

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from apa.data.records import APA_ASPECTS
-from apa.data.speechocean import load_split
+from apa.data.speechocean import load_configured_split
 from apa.generation import generate_answers
 from apa.metrics import compute_metrics
 from apa.prompts import PARSERS, apa_target, build_examples, mdd_target
@@ -41,9 +41,7 @@ class EvaluationError(RuntimeError):
 
 def evaluation_examples(cfg: DictConfig, audio_token: str) -> list[dict]:
     """Both tasks for every usable utterance of the test split, each with its reference."""
-    utterances = load_split(cfg.data.source, cfg.data.path, cfg.data.test_split,
-                            max_bad_fraction=cfg.data.max_bad_fraction,
-                            max_audio_seconds=cfg.data.max_audio_seconds, limit=cfg.data.limit)
+    utterances = load_configured_split(cfg.data, cfg.data.test_split)
     instructions = {"apa": cfg.prompts.apa, "mdd": cfg.prompts.mdd}
     rows = []
     for utt in utterances:
@@ -56,8 +54,7 @@ def evaluation_examples(cfg: DictConfig, audio_token: str) -> list[dict]:
 
 def train_means(cfg: DictConfig) -> dict[str, float]:
     """Mean human score per aspect on the training split: what an unparsed answer is replaced by."""
-    utterances = load_split(cfg.data.source, cfg.data.path, cfg.data.train_split,
-                            max_bad_fraction=1.0, max_audio_seconds=None, decode=False)
+    utterances = load_configured_split(cfg.data, cfg.data.train_split, decode=False)
     return {a: sum(u.scores[a] for u in utterances) / len(utterances) for a in APA_ASPECTS}
 
 

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from apa.collate import SpeechSFTCollator
 from apa.config import trainer_kwargs
-from apa.data.speechocean import load_split
+from apa.data.speechocean import load_configured_split
 from apa.modeling import add_control_tokens, attach_lora, format_parameter_table, load_base, parameter_report
 from apa.prompts import build_examples
 
@@ -134,14 +134,7 @@ def _trainer_class():
 def build_dataset(cfg: DictConfig, split: str, audio_token: str):
     from datasets import Dataset
 
-    utterances = load_split(
-        cfg.data.source,
-        cfg.data.path,
-        split,
-        max_bad_fraction=cfg.data.max_bad_fraction,
-        max_audio_seconds=cfg.data.max_audio_seconds,
-        limit=cfg.data.limit,
-    )
+    utterances = load_configured_split(cfg.data, split)
     instructions = {"apa": cfg.prompts.apa, "mdd": cfg.prompts.mdd}
     rows = [asdict(ex) for utt in utterances for ex in build_examples(utt, instructions, audio_token)]
     log.info("%s: %d utterances -> %d examples (APA + MDD)", split, len(utterances), len(rows))

@@ -129,6 +129,27 @@ def check_audio(utterances: list[Utterance], report: SkipReport, max_seconds: fl
     return good
 
 
+def read_labels(source: str, path: str | None, split: str, report: SkipReport, hub_id: str | None = None,
+                revision: str | None = None) -> list[Utterance]:
+    """Labelled utterances of `split` from any source: local (original layout), hub (parquet), disk (save_to_disk)."""
+    if source == "local":
+        if not path:
+            raise DataError("data.path is not set: give the SpeechOcean762 root folder (original layout)")
+        return read_original_layout(path, split, report)
+    if source == "hub":
+        from apa.data.hf_sources import read_hub
+
+        return read_hub(hub_id or "mispeech/speechocean762", revision, split, report)
+    if source == "disk":
+        from apa.data.hf_sources import read_disk
+
+        if not path:
+            raise DataError("data.path is not set: give the datasets.save_to_disk folder")
+        return read_disk(path, split, report)
+    raise DataError(f"data.source={source!r} is unknown: use local (data.path=<corpus root>), hub (data.hub_id) "
+                    "or disk (data.path=<save_to_disk folder>)")
+
+
 def load_split(
     source: str,
     path: str | None,
@@ -138,15 +159,13 @@ def load_split(
     max_audio_seconds: float | None = None,
     limit: int | None = None,
     decode: bool = True,
+    hub_id: str | None = None,
+    revision: str | None = None,
 ) -> list[Utterance]:
     """The utterances of `split`, checked; stops when more than `max_bad_fraction` of them are unusable.
     `decode=False` reads labels only (for label statistics such as training-set means)."""
-    if source != "local":
-        raise DataError(f"data.source={source!r} is not supported: use data.source=local with data.path=<corpus root>")
-    if not path:
-        raise DataError("data.path is not set: give the SpeechOcean762 root folder (original layout)")
     report = SkipReport()
-    utterances = read_original_layout(path, split, report)
+    utterances = read_labels(source, path, split, report, hub_id, revision)
     if limit and limit < len(utterances):  # a demo or test subset: the first `limit` labelled utterances
         log.info("%s split: using the first %d of %d labelled utterances (data.limit)", split, limit, len(utterances))
         utterances = utterances[:limit]
@@ -160,5 +179,20 @@ def load_split(
             "fix the data or raise the threshold"
         )
     if not utterances:
-        raise DataError(f"{split} split of {path} has no usable utterances")
+        raise DataError(f"{split} split of {path or hub_id} has no usable utterances")
     return utterances
+
+
+def load_configured_split(data_cfg, split: str, decode: bool = True) -> list[Utterance]:
+    """`load_split` driven by the `data` config node."""
+    return load_split(
+        data_cfg.source,
+        data_cfg.path,
+        split,
+        max_bad_fraction=data_cfg.max_bad_fraction if decode else 1.0,
+        max_audio_seconds=data_cfg.max_audio_seconds,
+        limit=data_cfg.limit if decode else None,
+        decode=decode,
+        hub_id=data_cfg.get("hub_id"),  # .get: run folders saved before these keys existed
+        revision=data_cfg.get("revision"),
+    )

@@ -1,0 +1,85 @@
+"""SpeechOcean762 from Hugging Face `datasets`: the hub's parquet (`mispeech/speechocean762`) or a
+`save_to_disk` folder. Both become the same Utterance records as the original layout.
+
+Audio is read undecoded (`Audio(decode=False)`): `datasets` would otherwise decode through torchcodec/FFmpeg.
+Embedded bytes are written once into a cache folder as the files they were, so that everything downstream reads
+audio by path with soundfile; a dataset built from local files may hold only the path, which is used as is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from apa.data.records import APA_ASPECTS, Utterance
+from apa.data.speechocean import DataError, SkipReport, parse_labels
+
+
+def _audio_cache(tag: str, split: str) -> Path:
+    from apa.tiny import default_cache_dir
+
+    return default_cache_dir() / "audio" / tag / split
+
+
+def _materialise(audio: dict, folder: Path) -> str:
+    """A readable path for an undecoded audio cell: its own path, or its bytes written (atomically) to the cache."""
+    name = Path(audio["path"]).name
+    if not audio.get("bytes"):
+        return audio["path"]
+    target = folder / name
+    if not target.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(target.suffix + ".tmp")
+        tmp.write_bytes(audio["bytes"])
+        os.replace(tmp, target)
+    return str(target)
+
+
+def read_hf_split(dataset, cache_tag: str, split: str, report: SkipReport) -> list[Utterance]:
+    """Rows of a `datasets.Dataset` in the hub's schema -> Utterances; the id is the audio file's stem."""
+    from datasets import Audio
+
+    if "audio" not in dataset.column_names:
+        raise DataError(f"{cache_tag}: no 'audio' column; expected the mispeech/speechocean762 schema")
+    dataset = dataset.cast_column("audio", Audio(decode=False))
+    folder = _audio_cache(cache_tag, split)
+    out, seen = [], set()
+    for n, row in enumerate(dataset):
+        report.total += 1
+        audio = row["audio"] or {}
+        if not audio.get("path"):
+            report.skip(f"row {n}", "no audio path (the utterance id comes from it)")
+            continue
+        utt_id = Path(audio["path"]).stem
+        if utt_id in seen:
+            report.skip(utt_id, "duplicate id")
+            continue
+        seen.add(utt_id)
+        entry = {key: row.get(key) for key in ("text", "words", *APA_ASPECTS) if row.get(key) is not None}
+        try:
+            out.append(parse_labels(utt_id, entry, str(row.get("speaker") or ""), _materialise(audio, folder)))
+        except (KeyError, TypeError, ValueError) as e:
+            report.skip(utt_id, "bad labels", str(e))
+    return out
+
+
+def read_hub(hub_id: str, revision: str | None, split: str, report: SkipReport) -> list[Utterance]:
+    from datasets import load_dataset
+
+    dataset = load_dataset(hub_id, split=split, revision=revision)
+    return read_hf_split(dataset, hub_id.strip("/").replace("/", "__"), split, report)
+
+
+def read_disk(path: str, split: str, report: SkipReport) -> list[Utterance]:
+    from datasets import DatasetDict, load_from_disk
+
+    if not Path(path).is_dir():
+        raise DataError(f"data.path={path} is not a folder: data.source=disk needs a datasets.save_to_disk folder")
+    loaded = load_from_disk(path)
+    if isinstance(loaded, DatasetDict):
+        if split not in loaded:
+            raise DataError(f"{path} has splits {list(loaded)}, not {split!r}: set data.train_split/test_split")
+        loaded = loaded[split]
+    tag = "disk-" + hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:10]
+    return read_hf_split(loaded, tag, split, report)
