@@ -10,7 +10,9 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
+import threading
 import time
 from dataclasses import asdict
 from importlib.metadata import PackageNotFoundError, version
@@ -18,6 +20,7 @@ from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from transformers import TrainerCallback
 
 from apa.collate import SpeechSFTCollator
 from apa.config import trainer_kwargs
@@ -28,6 +31,7 @@ from apa.prompts import build_examples
 log = logging.getLogger(__name__)
 
 EPOCH_CHECKPOINT = "checkpoint-epoch-{}"
+STEP_CHECKPOINT = "checkpoint-step-{}"  # saved mid-epoch when a SIGTERM/SIGINT stops training
 FINAL_MODEL = "final_model"
 LIBRARIES = ("torch", "transformers", "peft", "trl", "accelerate", "datasets", "hydra-core", "soundfile", "apa")
 
@@ -42,13 +46,20 @@ def epoch_checkpoints(run_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name.rsplit("-", 1)[-1]))
 
 
+def resumable_checkpoints(run_dir: Path) -> list[Path]:
+    """Complete epoch and interruption checkpoints, oldest first by the global step they were saved at."""
+    found = [p for p in [*run_dir.glob("checkpoint-epoch-*"), *run_dir.glob("checkpoint-step-*")]
+             if (p / "trainer_state.json").is_file()]
+    return sorted(found, key=lambda p: json.loads((p / "trainer_state.json").read_text())["global_step"])
+
+
 def check_run_dir(run_dir: Path, resume: bool) -> Path | None:
     """Refuse to train over earlier results unless resuming; return the checkpoint to resume from, if any."""
-    done = epoch_checkpoints(run_dir) + ([run_dir / FINAL_MODEL] if (run_dir / FINAL_MODEL).exists() else [])
+    done = resumable_checkpoints(run_dir) + ([run_dir / FINAL_MODEL] if (run_dir / FINAL_MODEL).exists() else [])
     if resume:
         if (run_dir / FINAL_MODEL).exists():
             raise RunFolderError(f"{run_dir} already holds a finished run ({FINAL_MODEL}/): nothing to resume")
-        checkpoints = epoch_checkpoints(run_dir)
+        checkpoints = resumable_checkpoints(run_dir)
         if not checkpoints:
             log.warning("resume=true but %s has no complete checkpoint: starting from scratch", run_dir)
             return None
@@ -110,25 +121,63 @@ def _trainer_class():
     from trl import SFTTrainer
 
     class PronunciationTrainer(SFTTrainer):
-        """SFTTrainer whose epoch checkpoints are named by epoch and appear atomically.
+        """SFTTrainer whose checkpoints are named by epoch (or by step, when stopped mid-epoch) and appear atomically.
 
         Hugging Face writes `checkpoint-<step>/` piece by piece; only once it is complete is it renamed to
-        `checkpoint-epoch-<N>/`, so a crash mid-save can never leave a folder that resume would trust.
+        `checkpoint-epoch-<N>/` or `checkpoint-step-<N>/`, so a crash mid-save never leaves a folder that resume
+        would trust.
         """
 
         def _save_checkpoint(self, model, trial):
             super()._save_checkpoint(model, trial)
-            epoch = self.state.epoch or 0
-            if not self.args.should_save or abs(epoch - round(epoch)) > 1e-6:
+            if not self.args.should_save:
                 return
+            epoch = self.state.epoch or 0
+            at_epoch_end = abs(epoch - round(epoch)) < 1e-6
             run_dir = Path(self.args.output_dir)
             written = run_dir / f"checkpoint-{self.state.global_step}"
-            target = run_dir / EPOCH_CHECKPOINT.format(round(epoch))
+            target = run_dir / (EPOCH_CHECKPOINT.format(round(epoch)) if at_epoch_end
+                                else STEP_CHECKPOINT.format(self.state.global_step))
             if target.exists():  # a resumed run re-saving an epoch it had already finished
                 shutil.rmtree(target)
             os.replace(written, target)
 
     return PronunciationTrainer
+
+
+class StopOnSignal(TrainerCallback):
+    """SIGTERM (SLURM preemption) or SIGINT (Ctrl-C): finish the current step, save a checkpoint, stop.
+    A second signal while waiting interrupts at once."""
+
+    def __init__(self):
+        self.received: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def _handle(self, signum, frame):
+        if self.received is not None:
+            raise KeyboardInterrupt
+        self.received = signum
+        log.warning("Received %s: saving a checkpoint after this step, then stopping (again to abort now)",
+                    signal.Signals(signum).name)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if threading.current_thread() is threading.main_thread():  # signal handlers live on the main thread only
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._handle)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.received is not None:
+            control.should_save = True
+            control.should_training_stop = True
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.restore()
+
+    def restore(self) -> None:
+        """Put the previous handlers back (also called when training ends by an exception)."""
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
 
 
 def build_dataset(cfg: DictConfig, split: str, audio_token: str):
@@ -180,6 +229,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path):
         train_dataset=train_set,
         data_collator=SpeechSFTCollator(processor, max_length=args.max_length),
         processing_class=processor,
+        callbacks=[StopOnSignal()],
     )
     return trainer, resume_from, record
 
@@ -188,7 +238,17 @@ def fit(trainer, resume_from: Path | None, record: dict) -> Path:
     """Train, then write final_model/ atomically and complete training_config.json."""
     run_dir = Path(trainer.args.output_dir)
     started = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    stopper = next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, StopOnSignal))
+    try:
+        result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    finally:
+        stopper.restore()
+    if stopper.received is not None:
+        saved = resumable_checkpoints(run_dir)
+        log.warning("Stopped by %s after step %d; checkpoint: %s. Continue with the same overrides plus "
+                    "`resume=true hydra.run.dir=%s`", signal.Signals(stopper.received).name,
+                    trainer.state.global_step, saved[-1] if saved else "none", run_dir)
+        raise SystemExit(128 + stopper.received)
     final_dir = run_dir / FINAL_MODEL
     if trainer.args.should_save:
         tmp = run_dir / f".{FINAL_MODEL}.tmp"
