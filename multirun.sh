@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Sweep both LoRA configs, evaluate every checkpoint of every job, then compare them.
+# Sweep both LoRA configs, evaluate every checkpoint of every job, then compare them (comparison.md/csv, PNGs).
 #   ./multirun.sh experiment=demo                       the CPU demo (tiny model, bundled sample)
 #   ./multirun.sh trainer.num_train_epochs=4 hydra.sweep.dir=outputs/my-sweep      (full corpus from the hub)
 # Every argument goes to train.py; exits non-zero as soon as a step fails.
@@ -20,17 +20,7 @@ if [ -d "$sweep_dir" ] && [ -n "$(ls -A "$sweep_dir")" ]; then
   exit 2
 fi
 
-echo "== 1/3 train: $sweep_dir"
-"$PY" train.py -m lora=pretrained_r320,paper_r64 "$@"
-
-runs=$(find "$sweep_dir" -mindepth 2 -maxdepth 2 -name training_config.json -printf '%h\n' | sort | paste -sd, -)
-if [ -z "$runs" ]; then
-  echo "multirun.sh: no run folder was written in $sweep_dir" >&2
-  exit 1
-fi
-
-echo "== 2/3 evaluate every checkpoint"
-"$PY" evaluate.py -m "run_dir=$runs" checkpoint=all
-
-echo "== 3/3 compare"
-"$PY" -m apa.compare "$sweep_dir"
+echo "== train both LoRA configs, evaluate every checkpoint of each, compare: $sweep_dir"
+# One process: the evaluate_and_compare callback (conf/hydra/callbacks/) runs evaluate.py's and apa.compare's code
+# after each job and after the sweep, so the libraries are imported once.
+"$PY" train.py -m lora=pretrained_r320,paper_r64 hydra/callbacks=evaluate_and_compare "$@"

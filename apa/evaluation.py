@@ -9,10 +9,12 @@ the same file as an uninterrupted run (batches are fixed in advance, so each is 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import math
 import os
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 
@@ -165,6 +167,15 @@ def checkpoints_to_evaluate(run_dir: Path, which: str) -> list[Path]:
     return chosen
 
 
+def weights_digest(checkpoint: Path) -> str:
+    """SHA-256 over the checkpoint's weight files (adapter and any unfrozen modules) and the adapter config."""
+    digest = hashlib.sha256()
+    for path in sorted(checkpoint.glob("*.safetensors")) + sorted(checkpoint.glob("adapter_config.json")):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def load_for_eval(model_cfg, adapter_dir: Path | None, seed: int):
     """Base model (+ adapter and its tokenizer/processor), on the GPU when there is one, in eval mode."""
     from peft import PeftModel
@@ -234,12 +245,24 @@ def evaluate(cfg: DictConfig, data_overridden: bool, fallback_dir: Path) -> dict
     test_cfg = OmegaConf.merge(cfg, {"prompts": trained.prompts, "data": cfg.data if data_overridden else trained.data})
     rows = means = None
     results = {}
+    evaluated: dict[str, Path] = {}  # weights digest -> eval folder
     for checkpoint in checkpoints_to_evaluate(run_dir, cfg.checkpoint):
+        out_dir = run_dir / "eval" / checkpoint.name
+        digest = weights_digest(checkpoint)
+        if digest in evaluated and rows is not None:
+            # final_model usually holds the very weights of the last epoch checkpoint: greedy decoding would repeat
+            # itself, so its predictions are copied (and re-scored) instead of generated again
+            log.info("%s has the same weights as %s: reusing its predictions", checkpoint.name, evaluated[digest].name)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(evaluated[digest] / "predictions.jsonl", out_dir / "predictions.jsonl")
+            (out_dir / "train_means.json").write_text(json.dumps(means, indent=2))
+            results[checkpoint.name] = score_file(out_dir / "predictions.jsonl", means)
+            continue
+        evaluated[digest] = out_dir
         model, processor = load_for_eval(trained.model, checkpoint, cfg.seed)
         if rows is None:  # the same test set for every checkpoint: read and checked once
             rows, means = evaluation_examples(test_cfg, processor.tokenizer.audio_token), train_means(test_cfg)
-        results[checkpoint.name] = evaluate_one(model, processor, rows, means, cfg,
-                                                run_dir / "eval" / checkpoint.name)
+        results[checkpoint.name] = evaluate_one(model, processor, rows, means, cfg, out_dir)
     if cfg.checkpoint == "all":
         write_epoch_table(run_dir, results)
         print((run_dir / "eval" / "epochs.md").read_text())

@@ -15,6 +15,7 @@ from apa.config import register_configs
 
 REPO = Path(__file__).resolve().parent.parent
 CONF = REPO / "conf"
+FAST_EVAL = ("batch_size=3", "max_new_tokens.apa=6", "max_new_tokens.mdd=6")  # short answers: decoding is slow here
 os.environ.setdefault("APA_CACHE_DIR", str(REPO / ".cache" / "apa"))
 register_configs()
 
@@ -38,12 +39,14 @@ def compose_eval_config(*overrides: str):
 
 @pytest.fixture(scope="session")
 def demo_sweep(tmp_path_factory):
-    """`train.py -m` over both LoRA configs as a user runs it (subprocess): 2 epochs, batch 4 x accumulation 2."""
+    """What multirun.sh runs, as a user runs it (subprocess): `train.py -m` over both LoRA configs (2 epochs, batch
+    4 x accumulation 2) with the evaluate_and_compare callback (every checkpoint evaluated, then the comparison)."""
     sweep = tmp_path_factory.mktemp("sweep")
     cmd = [
         sys.executable, "train.py", "-m", "experiment=demo", "lora=pretrained_r320,paper_r64", "prompts=terse",
         "data.limit=4", "trainer.num_train_epochs=2", "trainer.per_device_train_batch_size=4",
-        "trainer.gradient_accumulation_steps=2", f"hydra.sweep.dir={sweep}",
+        "trainer.gradient_accumulation_steps=2", f"hydra.sweep.dir={sweep}", "hydra/callbacks=evaluate_and_compare",
+        "hydra.callbacks.evaluate_and_compare.overrides=[" + ",".join(f'"{o}"' for o in FAST_EVAL) + "]",
     ]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -8,16 +8,15 @@ import matplotlib.pyplot as plt
 import pytest
 
 from apa.compare import compare
-from apa.evaluation import evaluate, evaluation_examples, generate_predictions, load_for_eval
-from tests.conftest import compose_eval_config
+from apa.evaluation import evaluation_examples, generate_predictions, load_for_eval, weights_digest
+from tests.conftest import FAST_EVAL, compose_eval_config
 
-FAST = ("batch_size=3", "max_new_tokens.apa=6", "max_new_tokens.mdd=6")
+FAST = FAST_EVAL  # short answers: greedy decoding of the random tiny model is slow here
 
 
 @pytest.fixture(scope="module")
 def evaluated(demo_sweep):
-    for run in sorted(p for p in demo_sweep.iterdir() if p.is_dir()):
-        evaluate(compose_eval_config(f"run_dir={run}", "checkpoint=all", *FAST), False, run / "eval")
+    """The sweep of conftest.demo_sweep, already evaluated and compared by its evaluate_and_compare callback."""
     return demo_sweep
 
 
@@ -33,11 +32,22 @@ def test_every_checkpoint_is_evaluated_into_a_table3_shaped_table(evaluated):
             assert metrics["n_apa"] == metrics["n_mdd"] == 4  # data.limit=4 from the run's own config
             records = [json.loads(x) for x in (run / "eval" / checkpoint / "predictions.jsonl").open()]
             assert len(records) == 8 and {r["task"] for r in records} == {"apa", "mdd"}
+            assert all(len(r["raw"]) > 0 for r in records)
             for r in records:
                 assert set(r) == {"id", "task", "reference", "prediction", "raw"}
                 keys = {"accuracy", "fluency", "prosodic", "total"} if r["task"] == "apa" else {
                     "word_transcript", "phoneme_transcript", "canonical_phones"}
                 assert set(r["reference"]) == keys
+
+
+def test_final_model_reuses_the_predictions_of_the_identical_last_epoch(evaluated):
+    for run in (p for p in evaluated.iterdir() if p.is_dir()):
+        eval_dir = run / "eval"
+        assert weights_digest(run / "final_model") == weights_digest(run / "checkpoint-epoch-2")
+        assert weights_digest(run / "checkpoint-epoch-1") != weights_digest(run / "checkpoint-epoch-2")
+        copied = (eval_dir / "final_model" / "predictions.jsonl").read_bytes()
+        assert copied == (eval_dir / "checkpoint-epoch-2" / "predictions.jsonl").read_bytes()
+        assert "reusing its predictions" in (run / "train.log").read_text()
 
 
 def test_interrupted_generation_resumes_to_an_identical_file(tmp_path):
@@ -57,6 +67,8 @@ def test_interrupted_generation_resumes_to_an_identical_file(tmp_path):
 
 
 def test_comparison_writes_tables_and_valid_plots(evaluated, tmp_path):
+    # the callback compared the sweep when it ended; compare() again on a copy to check its output in detail
+    assert (evaluated / "comparison.md").exists() and (evaluated / "training_loss.png").exists()
     out = tmp_path / "cmp"
     shutil.copytree(evaluated, out / "sweep")
     table = compare([out / "sweep"])
@@ -71,3 +83,22 @@ def test_comparison_writes_tables_and_valid_plots(evaluated, tmp_path):
                     "training_loss.png"]
     for png in (out / "sweep").glob("*.png"):
         assert plt.imread(png).shape[0] > 100
+
+
+def test_a_failed_evaluation_in_the_callback_ends_the_sweep_with_an_error(tmp_path):
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.utils import JobReturn, JobStatus
+    from omegaconf import OmegaConf
+
+    from apa.callbacks import EvaluateAndCompare
+    from tests.conftest import CONF
+
+    callback = EvaluateAndCompare(compare=False)
+    config = OmegaConf.create({"hydra": {"runtime": {"output_dir": str(tmp_path)}}})  # no run folder there
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        callback.on_job_end(config, JobReturn(status=JobStatus.COMPLETED))
+    assert callback.failures == [str(tmp_path)]
+    with pytest.raises(SystemExit, match="evaluate_and_compare failed"):
+        callback.on_multirun_end(config)

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import resample_poly
 
 from apa.constants import SAMPLING_RATE
 
@@ -46,6 +45,8 @@ def decode_audio(
     if not np.isfinite(data).all():
         raise AudioError("NaN or infinite samples")
     if sr != target_sr:
+        from scipy.signal import resample_poly  # imported here: scipy.signal costs seconds and most corpora are 16 kHz
+
         g = gcd(int(sr), int(target_sr))
         data = resample_poly(data, target_sr // g, int(sr) // g).astype(np.float32)
     seconds = data.size / target_sr
