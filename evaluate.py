@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 
 from apa.config import register_configs
 
-register_configs()
+register_configs(trainer=False)  # the run's trainer settings are only read back, never composed
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")

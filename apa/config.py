@@ -8,6 +8,7 @@ The `trainer` node is generated from TRL's `SFTConfig` fields: every SFTConfig f
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,8 +17,11 @@ from omegaconf import MISSING, OmegaConf
 
 from apa.constants import SPEECH_LORA_TARGET_REGEX
 from apa.data import SAMPLE_ROOT
+from apa.distributed import run_stamp
 from apa.tiny import TinySpec
 
+# A new run folder's time stamp: rank 0's under torchrun / accelerate launch (apa.distributed), else now.
+OmegaConf.register_new_resolver("apa_run_stamp", run_stamp, replace=True)
 OmegaConf.register_new_resolver("apa_sample_root", lambda: str(SAMPLE_ROOT), replace=True)
 # evaluate.py logs into <run_dir>/eval, or a fresh outputs/eval/<time> folder for the base model / re-scoring.
 OmegaConf.register_new_resolver(
@@ -68,15 +72,14 @@ class PromptsConfig:
     mdd: str = MISSING
 
 
-def _trainer_schema() -> type:
-    """A dataclass with one optional field per SFTConfig field; unset (None) fields keep SFTConfig's default."""
+@functools.cache
+def trainer_schema() -> type:
+    """A dataclass with one optional field per SFTConfig field; unset (None) fields keep SFTConfig's default.
+    Built on first use: importing TRL takes ~25 s here, and evaluate.py never needs it."""
     from trl import SFTConfig
 
     fields = [(f.name, Any, field(default=None)) for f in dataclasses.fields(SFTConfig) if f.init]
     return dataclasses.make_dataclass("TrainerConfig", fields)
-
-
-TrainerConfig = _trainer_schema()
 
 
 @dataclass
@@ -109,13 +112,15 @@ class EvalConfig:
     seed: int = 42
 
 
-def register_configs() -> None:
+def register_configs(trainer: bool = True) -> None:
+    """Register the schemas; `trainer=False` (evaluate.py) skips the trainer node and with it the import of TRL."""
     cs = ConfigStore.instance()
     cs.store(name="run_schema", node=RunConfig)
     cs.store(name="eval_schema", node=EvalConfig)
     cs.store(group="model", name="schema", node=ModelConfig)
     cs.store(group="lora", name="schema", node=LoraSchema)
-    cs.store(group="trainer", name="schema", node=TrainerConfig)
+    if trainer:
+        cs.store(group="trainer", name="schema", node=trainer_schema())
     cs.store(group="data", name="schema", node=DataConfig)
     cs.store(group="prompts", name="schema", node=PromptsConfig)
 

@@ -18,17 +18,15 @@ import shutil
 from dataclasses import asdict
 from pathlib import Path
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from apa.data.records import APA_ASPECTS
 from apa.data.speechocean import load_configured_split
-from apa.generation import generate_answers
 from apa.metrics import compute_metrics
 from apa.prompts import PARSERS, apa_target, build_examples, mdd_target
+from apa.run_folder import FINAL_MODEL, epoch_checkpoints
 from apa.table3 import PAPER_TABLE3, TABLE_COLUMNS, epoch_of, fmt
-from apa.training import FINAL_MODEL, epoch_checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +96,8 @@ def plan_batches(rows: list[dict], batch_size: int) -> list[list[dict]]:
 
 def generate_predictions(model, processor, rows: list[dict], path: Path, batch_size: int,
                          max_new_tokens: dict[str, int]) -> list[dict]:
+    from apa.generation import generate_answers
+
     path.parent.mkdir(parents=True, exist_ok=True)
     done = _done_keys(path)
     batches = plan_batches(rows, batch_size)
@@ -178,6 +178,7 @@ def weights_digest(checkpoint: Path) -> str:
 
 def load_for_eval(model_cfg, adapter_dir: Path | None, seed: int):
     """Base model (+ adapter and its tokenizer/processor), on the GPU when there is one, in eval mode."""
+    import torch
     from peft import PeftModel
     from transformers import AutoProcessor
 

@@ -27,51 +27,17 @@ from apa.config import trainer_kwargs
 from apa.data.speechocean import load_configured_split
 from apa.modeling import add_control_tokens, attach_lora, format_parameter_table, load_base, parameter_report
 from apa.prompts import build_examples
+from apa.run_folder import (
+    EPOCH_CHECKPOINT,
+    FINAL_MODEL,
+    STEP_CHECKPOINT,
+    check_run_dir,
+    resumable_checkpoints,
+)
 
 log = logging.getLogger(__name__)
 
-EPOCH_CHECKPOINT = "checkpoint-epoch-{}"
-STEP_CHECKPOINT = "checkpoint-step-{}"  # saved mid-epoch when a SIGTERM/SIGINT stops training
-FINAL_MODEL = "final_model"
 LIBRARIES = ("torch", "transformers", "peft", "trl", "accelerate", "datasets", "hydra-core", "soundfile", "apa")
-
-
-class RunFolderError(RuntimeError):
-    """The run folder already holds results; the message names both ways forward."""
-
-
-def epoch_checkpoints(run_dir: Path) -> list[Path]:
-    """Complete epoch checkpoints, oldest first (a folder only gets this name once fully written)."""
-    found = [p for p in run_dir.glob("checkpoint-epoch-*") if p.name.rsplit("-", 1)[-1].isdigit()]
-    return sorted(found, key=lambda p: int(p.name.rsplit("-", 1)[-1]))
-
-
-def resumable_checkpoints(run_dir: Path) -> list[Path]:
-    """Complete epoch and interruption checkpoints, oldest first by the global step they were saved at."""
-    found = [p for p in [*run_dir.glob("checkpoint-epoch-*"), *run_dir.glob("checkpoint-step-*")]
-             if (p / "trainer_state.json").is_file()]
-    return sorted(found, key=lambda p: json.loads((p / "trainer_state.json").read_text())["global_step"])
-
-
-def check_run_dir(run_dir: Path, resume: bool) -> Path | None:
-    """Refuse to train over earlier results unless resuming; return the checkpoint to resume from, if any."""
-    done = resumable_checkpoints(run_dir) + ([run_dir / FINAL_MODEL] if (run_dir / FINAL_MODEL).exists() else [])
-    if resume:
-        if (run_dir / FINAL_MODEL).exists():
-            raise RunFolderError(f"{run_dir} already holds a finished run ({FINAL_MODEL}/): nothing to resume")
-        checkpoints = resumable_checkpoints(run_dir)
-        if not checkpoints:
-            log.warning("resume=true but %s has no complete checkpoint: starting from scratch", run_dir)
-            return None
-        log.info("Resuming from %s", checkpoints[-1])
-        return checkpoints[-1]
-    if done:
-        raise RunFolderError(
-            f"{run_dir} already holds results ({', '.join(p.name for p in done)}). Either continue it with "
-            f"`resume=true hydra.run.dir={run_dir}`, or start a new run in another folder (leave hydra.run.dir unset "
-            "for a fresh timestamped one)."
-        )
-    return None
 
 
 def _library_versions() -> dict[str, str]:
@@ -130,8 +96,13 @@ def _trainer_class():
 
         def _save_checkpoint(self, model, trial):
             super()._save_checkpoint(model, trial)
-            if not self.args.should_save:
-                return
+            # every rank writes its own RNG state into checkpoint-<step>/: rename only once all have
+            self.accelerator.wait_for_everyone()
+            if self.args.should_save:
+                self._rename_checkpoint()
+            self.accelerator.wait_for_everyone()
+
+        def _rename_checkpoint(self):
             epoch = self.state.epoch or 0
             at_epoch_end = abs(epoch - round(epoch)) < 1e-6
             run_dir = Path(self.args.output_dir)
@@ -195,7 +166,9 @@ def build_trainer(cfg: DictConfig, run_dir: Path):
     from transformers import set_seed
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    resume_from = check_run_dir(run_dir, cfg.resume)
+    resume_from = check_run_dir(run_dir, cfg.resume)  # every rank reads the same folder and decides the same
+    args = sft_arguments(cfg, run_dir)  # sets up torch.distributed under torchrun / accelerate launch
+    main_process = args.process_index == 0  # only rank 0 writes files
     set_seed(cfg.seed)
 
     model, processor, model_path = load_base(cfg.model)
@@ -206,7 +179,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path):
     params = parameter_report(model)
     table = format_parameter_table(params)
     log.info("Parameters (lora=%s):\n%s", cfg.lora.name, table)
-    (run_dir / "parameters.txt").write_text(table + "\n")
+    if main_process:
+        (run_dir / "parameters.txt").write_text(table + "\n")
 
     record = {
         "config": OmegaConf.to_container(cfg, resolve=True),
@@ -218,11 +192,9 @@ def build_trainer(cfg: DictConfig, run_dir: Path):
         "git_commit": _git_commit(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    _write_json_atomic(run_dir / "training_config.json", record)
 
     # TensorBoard's callback reads its folder from the environment when the trainer is built.
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "logs")
-    args = sft_arguments(cfg, run_dir)
     trainer = _trainer_class()(
         model=model,
         args=args,
@@ -231,6 +203,10 @@ def build_trainer(cfg: DictConfig, run_dir: Path):
         processing_class=processor,
         callbacks=[StopOnSignal()],
     )
+    # Under data parallelism each rank's dataloader holds its own share of the batches.
+    record["data"].update(world_size=args.world_size, batches_per_rank_per_epoch=len(trainer.get_train_dataloader()))
+    if main_process:
+        _write_json_atomic(run_dir / "training_config.json", record)
     return trainer, resume_from, record
 
 
@@ -250,10 +226,13 @@ def fit(trainer, resume_from: Path | None, record: dict) -> Path:
                     trainer.state.global_step, saved[-1] if saved else "none", run_dir)
         raise SystemExit(128 + stopper.received)
     final_dir = run_dir / FINAL_MODEL
+    tmp = run_dir / f".{FINAL_MODEL}.tmp"
     if trainer.args.should_save:
-        tmp = run_dir / f".{FINAL_MODEL}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        trainer.save_model(str(tmp))
+    trainer.accelerator.wait_for_everyone()
+    trainer.save_model(str(tmp))  # every rank calls it (sharded optimizers need them all); rank 0 writes
+    trainer.accelerator.wait_for_everyone()
+    if trainer.args.should_save:
         os.replace(tmp, final_dir)
         losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
         record.update(

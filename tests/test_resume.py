@@ -1,33 +1,39 @@
 """Interrupted training resumes to the same adapter; SIGTERM saves a checkpoint and stops cleanly."""
 
+import json
 import os
 import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
-from apa.training import build_trainer, fit, resumable_checkpoints, train
-from tests.conftest import compose_config
+from apa.run_folder import resumable_checkpoints
+from apa.training import build_trainer, fit, train
+from tests.conftest import REPO, compose_config
 
 # 4 utterances -> 8 examples, batch 2: 4 optimizer steps an epoch, 2 epochs; LoRA dropout on, so RNG state matters
 OVERRIDES = ("experiment=demo", "prompts=terse", "lora=paper_r64", "data.limit=4", "trainer.num_train_epochs=2",
              "trainer.per_device_train_batch_size=2", "trainer.report_to=[]", "trainer.logging_steps=1")
 
 
-class Crash(TrainerCallback):
-    """Fail at the start of a given step, as a killed process would stop there."""
+class SendSigterm(TrainerCallback):
+    """SIGTERM to this very process at the start of a given step, as SLURM preemption would."""
 
-    def __init__(self, step: int, how: str):
-        self.step, self.how = step, how
+    def __init__(self, step: int):
+        self.step = step
 
     def on_step_begin(self, args, state, control, **kwargs):
         if state.global_step == self.step:
-            if self.how == "sigterm":
-                os.kill(os.getpid(), signal.SIGTERM)
-            else:
-                raise RuntimeError("simulated crash")
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _global_step(run_dir) -> int:
+    return json.loads((run_dir / "training_config.json").read_text())["global_steps"]
 
 
 def _adapter(run_dir):
@@ -41,26 +47,39 @@ def uninterrupted(tmp_path_factory):
     return run_dir
 
 
-def _interrupted_then_resumed(run_dir, step, how):
-    trainer, resume_from, record = build_trainer(compose_config(*OVERRIDES), run_dir)
-    trainer.add_callback(Crash(step, how))
-    return trainer, resume_from, record
 
 
-def test_crash_in_epoch_2_then_resume_gives_the_same_adapter(uninterrupted, tmp_path):
-    trainer, resume_from, record = _interrupted_then_resumed(tmp_path, 6, "crash")
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        fit(trainer, resume_from, record)
-    assert [p.name for p in resumable_checkpoints(tmp_path)] == ["checkpoint-epoch-1"]
-    assert not (tmp_path / "final_model").exists()
-    train(compose_config(*OVERRIDES, "resume=true"), tmp_path)
-    expected, got = _adapter(uninterrupted), _adapter(tmp_path)
+
+def test_sigkill_in_epoch_2_then_resume_gives_the_same_adapter_after_the_same_steps(uninterrupted, tmp_path):
+    """A real `kill -9` of train.py during epoch 2 (no handler can run), then resume=true."""
+    run_dir = tmp_path / "run"
+    log = (tmp_path / "train.out").open("w")
+    proc = subprocess.Popen([sys.executable, "train.py", *OVERRIDES, f"hydra.run.dir={run_dir}"], cwd=REPO,
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 300
+        while not (run_dir / "checkpoint-epoch-1").exists():  # appears complete (renamed into place)
+            assert proc.poll() is None, (tmp_path / "train.out").read_text()[-3000:]
+            assert time.monotonic() < deadline, "epoch 1 never finished"
+            time.sleep(0.02)
+        time.sleep(0.5)  # into epoch 2 (4 steps of about a second each here)
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=60) == -signal.SIGKILL
+    finally:
+        proc.kill()
+        log.close()
+    assert not (run_dir / "checkpoint-epoch-2").exists() and not (run_dir / "final_model").exists()
+    assert [p.name for p in resumable_checkpoints(run_dir)] == ["checkpoint-epoch-1"]
+    train(compose_config(*OVERRIDES, "resume=true"), run_dir)
+    expected, got = _adapter(uninterrupted), _adapter(run_dir)
     assert expected.keys() == got.keys()
     assert all(torch.equal(expected[k], got[k]) for k in expected)
+    assert _global_step(run_dir) == _global_step(uninterrupted) == 8
 
 
 def test_sigterm_saves_a_checkpoint_exits_cleanly_and_resumes(uninterrupted, tmp_path):
-    trainer, resume_from, record = _interrupted_then_resumed(tmp_path, 1, "sigterm")
+    trainer, resume_from, record = build_trainer(compose_config(*OVERRIDES), tmp_path)
+    trainer.add_callback(SendSigterm(1))
     with pytest.raises(SystemExit) as stopped:
         fit(trainer, resume_from, record)
     assert stopped.value.code == 128 + signal.SIGTERM

@@ -12,7 +12,8 @@ from transformers import AutoProcessor
 from apa.collate import SpeechSFTCollator
 from apa.generation import generate_answers
 from apa.modeling import load_base
-from apa.training import RunFolderError, build_trainer, check_run_dir, fit
+from apa.run_folder import RunFolderError, check_run_dir
+from apa.training import build_trainer, fit
 from tests.conftest import compose_config
 
 

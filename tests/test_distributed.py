@@ -1,0 +1,54 @@
+"""Data-parallel training with torchrun on CPU (gloo), and what a multi-process launch without a rendezvous gets."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from apa import distributed
+from tests.conftest import REPO
+
+
+def test_torchrun_two_ranks_share_one_run_folder_and_split_the_batches(tmp_path):
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", str(REPO / "train.py"),
+        "experiment=demo", "lora=paper_r64", "prompts=terse", "data.limit=4", "trainer.num_train_epochs=2",
+        "trainer.per_device_train_batch_size=2", "trainer.report_to=[]",
+    ]
+    # no hydra.run.dir: each rank composes the default, timestamped outputs/runs/<time>_paper_r64 (cwd = tmp_path)
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = list((tmp_path / "outputs" / "runs").iterdir())
+    assert len(runs) == 1 and runs[0].name.endswith("_paper_r64")
+    run = runs[0]
+    record = json.loads((run / "training_config.json").read_text())
+    # 8 examples, 2 ranks x batch 2: each rank takes 2 of the 4 batches of an epoch; 2 optimizer steps per epoch
+    assert record["data"]["world_size"] == 2
+    assert record["data"]["batches_per_rank_per_epoch"] == 2
+    assert record["global_steps"] == 4
+    assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-epoch-1", "checkpoint-epoch-2"]
+    assert sorted(p.name for p in (run / "checkpoint-epoch-2").glob("rng_state_*")) == ["rng_state_0.pth",
+                                                                                        "rng_state_1.pth"]
+    assert (run / "final_model" / "adapter_model.safetensors").exists()
+    # rank 1 let Hydra write nothing: one config, and one rank's log lines in train.log
+    assert (run / ".hydra" / "config.yaml").exists()
+    assert (run / "train.log").read_text().count("Parameters (lora=paper_r64)") == 1
+    assert not list(run.glob("*.tmp")) and not list(run.glob(".*.tmp"))
+
+
+def test_several_processes_without_a_rendezvous_store_must_name_the_run_folder(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.delenv("TORCHELASTIC_USE_AGENT_STORE", raising=False)
+    monkeypatch.delenv(distributed.RUN_STAMP_ENV, raising=False)
+    with pytest.raises(SystemExit, match="pass hydra.run.dir="):
+        distributed.launch_overrides(["experiment=demo"])
+    # with a run folder named, rank 1 only turns Hydra's own files off
+    assert distributed.launch_overrides(["hydra.run.dir=/tmp/x"]) == [
+        "hydra.output_subdir=null", "hydra/job_logging=stdout", "hydra.job_logging.root.level=WARNING"]
+
+
+def test_a_single_process_gets_no_extra_overrides(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert distributed.launch_overrides(["experiment=demo"]) == []
