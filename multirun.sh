@@ -2,6 +2,8 @@
 # Sweep both LoRA configs, evaluate every checkpoint of every job, then compare them (comparison.md/csv, PNGs).
 #   ./multirun.sh experiment=demo                       the CPU demo (tiny model, bundled sample)
 #   ./multirun.sh trainer.num_train_epochs=4 hydra.sweep.dir=outputs/my-sweep      (full corpus from the hub)
+#   GPUS=4 ./multirun.sh                each config data parallel on 4 GPUs (torchrun; LAUNCHER="accelerate launch
+#                                       --num_processes 4" to use accelerate instead)
 # Every argument goes to train.py; exits non-zero as soon as a step fails.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -20,7 +22,27 @@ if [ -d "$sweep_dir" ] && [ -n "$(ls -A "$sweep_dir")" ]; then
   exit 2
 fi
 
-echo "== train both LoRA configs, evaluate every checkpoint of each, compare: $sweep_dir"
-# One process: the evaluate_and_compare callback (conf/hydra/callbacks/) runs evaluate.py's and apa.compare's code
-# after each job and after the sweep, so the libraries are imported once.
-"$PY" train.py -m lora=pretrained_r320,paper_r64 hydra/callbacks=evaluate_and_compare "$@"
+GPUS="${GPUS:-1}"
+if [ "$GPUS" -le 1 ]; then
+  echo "== train both LoRA configs, evaluate every checkpoint of each, compare: $sweep_dir"
+  # One process: the evaluate_and_compare callback (conf/hydra/callbacks/) runs evaluate.py's and apa.compare's
+  # code after each job and after the sweep, so the libraries are imported once.
+  exec "$PY" train.py -m lora=pretrained_r320,paper_r64 hydra/callbacks=evaluate_and_compare "$@"
+fi
+
+# Several GPUs: each LoRA config in turn trains data parallel through the launcher (one process per GPU), into
+# <sweep>/<lora>_<n> as a Hydra sweep would name it; then one evaluation process and the comparison.
+read -r -a launcher <<< "${LAUNCHER:-$PY -m torch.distributed.run --standalone --nproc_per_node=$GPUS}"
+n=0
+runs=()
+for lora in pretrained_r320 paper_r64; do
+  run_dir="$sweep_dir/${lora}_$n"
+  echo "== train $lora on $GPUS GPUs: ${launcher[*]} -> $run_dir"
+  "${launcher[@]}" train.py "lora=$lora" "$@" "hydra.run.dir=$run_dir"
+  runs+=("$run_dir")
+  n=$((n + 1))
+done
+echo "== evaluate every checkpoint"
+"$PY" evaluate.py -m "run_dir=$(IFS=,; echo "${runs[*]}")" checkpoint=all
+echo "== compare"
+"$PY" -m apa.compare "$sweep_dir"

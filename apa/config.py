@@ -9,16 +9,21 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
+import os
+import typing
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from importlib.metadata import version
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from apa.constants import SPEECH_LORA_TARGET_REGEX
 from apa.data import SAMPLE_ROOT
 from apa.distributed import run_stamp
-from apa.tiny import TinySpec
+from apa.tiny import TinySpec, default_cache_dir
 
 # A new run folder's time stamp: rank 0's under torchrun / accelerate launch (apa.distributed), else now.
 OmegaConf.register_new_resolver("apa_run_stamp", run_stamp, replace=True)
@@ -74,12 +79,31 @@ class PromptsConfig:
 
 @functools.cache
 def trainer_schema() -> type:
-    """A dataclass with one optional field per SFTConfig field; unset (None) fields keep SFTConfig's default.
-    Built on first use: importing TRL takes ~25 s here, and evaluate.py never needs it."""
+    """A dataclass with one optional field per SFTConfig field; unset (None) fields keep SFTConfig's default."""
+    fields = [(name, Any, field(default=None)) for name in sft_config_fields()]
+    return dataclasses.make_dataclass("TrainerConfig", fields)
+
+
+def sft_config_fields() -> list[str]:
+    """SFTConfig's field names, cached per TRL/transformers version. Listing them means importing TRL (~25 s on a
+    small machine); a process that only composes (a sweep's launcher, a command with a typo) should not pay that."""
+    key = f"trl-{version('trl')}_transformers-{version('transformers')}"
+    cache = default_cache_dir() / "sft-config-fields" / f"{key}.json"
+    try:
+        return json.loads(cache.read_text())
+    except (OSError, ValueError):
+        pass
     from trl import SFTConfig
 
-    fields = [(f.name, Any, field(default=None)) for f in dataclasses.fields(SFTConfig) if f.init]
-    return dataclasses.make_dataclass("TrainerConfig", fields)
+    names = [f.name for f in dataclasses.fields(SFTConfig) if f.init]
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(names))
+        os.replace(tmp, cache)
+    except OSError:  # a read-only cache only costs the import next time
+        pass
+    return names
 
 
 @dataclass
@@ -123,6 +147,37 @@ def register_configs(trainer: bool = True) -> None:
         cs.store(group="trainer", name="schema", node=trainer_schema())
     cs.store(group="data", name="schema", node=DataConfig)
     cs.store(group="prompts", name="schema", node=PromptsConfig)
+
+
+class ConfigError(ValueError):
+    """The composed config has an option the schema does not know; the message names it."""
+
+
+def check_config(cfg: DictConfig, schema: type) -> None:
+    """Hydra's `+key=value` adds a key even where the schema has none, so a misspelt `+lora.rnak=8` would be ignored
+    without a word. Every key of the composed config must be a field of the schema (the trainer node: of SFTConfig)."""
+    unknown = list(_unknown_keys(cfg, schema, ""))
+    if unknown:
+        raise ConfigError(f"unknown config option(s) {', '.join(unknown)}: check the spelling (`--cfg job` prints "
+                          "every option); a leading '+' adds keys that nothing reads")
+
+
+def _unknown_keys(node: DictConfig, schema: type, prefix: str) -> Iterator[str]:
+    hints = typing.get_type_hints(schema)
+    for key in node:
+        if key not in hints:
+            yield f"{prefix}{key}"
+            continue
+        child = node._get_node(key)
+        kind = trainer_schema() if (schema is RunConfig and key == "trainer") else _dataclass_in(hints[key])
+        if kind is not None and isinstance(child, DictConfig) and not child._is_none():
+            yield from _unknown_keys(child, kind, f"{prefix}{key}.")
+
+
+def _dataclass_in(hint: Any) -> type | None:
+    """The dataclass in a field's type (`TinySpec | None` -> TinySpec), if any."""
+    candidates = typing.get_args(hint) or (hint,)
+    return next((c for c in candidates if dataclasses.is_dataclass(c)), None)
 
 
 def trainer_kwargs(trainer_cfg) -> dict[str, Any]:

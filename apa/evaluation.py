@@ -21,6 +21,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
+from apa.config import EvalConfig, check_config
 from apa.data.records import APA_ASPECTS
 from apa.data.speechocean import load_configured_split
 from apa.metrics import compute_metrics
@@ -230,6 +231,7 @@ def write_epoch_table(run_dir: Path, results: dict[str, dict]) -> None:
 
 def evaluate(cfg: DictConfig, data_overridden: bool, fallback_dir: Path) -> dict:
     """Entry point behind evaluate.py."""
+    check_config(cfg, EvalConfig)
     if cfg.predictions:
         metrics = score_file(Path(cfg.predictions))
         print(json.dumps(metrics, indent=2))

@@ -6,6 +6,7 @@ Run folder (a contract other tools read; see docs/architecture.md):
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -23,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from transformers import TrainerCallback
 
 from apa.collate import SpeechSFTCollator
-from apa.config import trainer_kwargs
+from apa.config import RunConfig, check_config, trainer_kwargs
 from apa.data.speechocean import load_configured_split
 from apa.modeling import add_control_tokens, attach_lora, format_parameter_table, load_base, parameter_report
 from apa.prompts import build_examples
@@ -70,6 +71,9 @@ def sft_arguments(cfg: DictConfig, run_dir: Path):
     from trl import SFTConfig
 
     kwargs = trainer_kwargs(cfg.trainer)
+    if kwargs.get("deepspeed") and importlib.util.find_spec("deepspeed") is None:
+        raise SystemExit("trainer.deepspeed is set (+trainer/deepspeed=zero2) but DeepSpeed is not installed: "
+                         "`pip install deepspeed`, or drop the option to train with plain DDP")
     if kwargs.get("bf16") and not (torch.cuda.is_available() and torch.cuda.is_bf16_supported()):
         log.warning("trainer.bf16=true but this machine has no bf16 GPU: training in float32 instead")
         kwargs["bf16"] = False
@@ -165,6 +169,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path):
     """Everything up to the first step: model, adapter, data, trainer. Returns (trainer, resume_from, record)."""
     from transformers import set_seed
 
+    check_config(cfg, RunConfig)
     run_dir.mkdir(parents=True, exist_ok=True)
     resume_from = check_run_dir(run_dir, cfg.resume)  # every rank reads the same folder and decides the same
     args = sft_arguments(cfg, run_dir)  # sets up torch.distributed under torchrun / accelerate launch

@@ -40,13 +40,16 @@ def compose_eval_config(*overrides: str):
 @pytest.fixture(scope="session")
 def demo_sweep(tmp_path_factory):
     """What multirun.sh runs, as a user runs it (subprocess): `train.py -m` over both LoRA configs (2 epochs, batch
-    4 x accumulation 2) with the evaluate_and_compare callback (every checkpoint evaluated, then the comparison)."""
+    4 x accumulation 2) with the evaluate_and_compare callback (every checkpoint evaluated, then the comparison).
+    The jobs go through hydra-submitit-launcher's local launcher, the SLURM launcher's stand-in on one machine: each
+    job is its own process, and both run at once."""
     sweep = tmp_path_factory.mktemp("sweep")
     cmd = [
         sys.executable, "train.py", "-m", "experiment=demo", "lora=pretrained_r320,paper_r64", "prompts=terse",
         "data.limit=4", "trainer.num_train_epochs=2", "trainer.per_device_train_batch_size=4",
         "trainer.gradient_accumulation_steps=2", f"hydra.sweep.dir={sweep}", "hydra/callbacks=evaluate_and_compare",
         "hydra.callbacks.evaluate_and_compare.overrides=[" + ",".join(f'"{o}"' for o in FAST_EVAL) + "]",
+        "hydra/launcher=submitit_local",
     ]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

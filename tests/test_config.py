@@ -1,5 +1,6 @@
 """The config tree composes in every combination, rejects typos at compose time, and reaches the Trainer."""
 
+import importlib.util
 import itertools
 
 import pytest
@@ -70,3 +71,32 @@ def test_bf16_falls_back_to_fp32_without_a_bf16_gpu(make_config, tmp_path, caplo
         assert args.bf16
     else:
         assert not args.bf16 and "float32" in caplog.text
+
+
+def test_deepspeed_zero2_option_reaches_the_trainer_or_names_the_missing_package(make_config, tmp_path):
+    cfg = make_config("experiment=demo", "+trainer/deepspeed=zero2")
+    ds = cfg.trainer.deepspeed
+    assert ds.zero_optimization.stage == 2 and ds.train_micro_batch_size_per_gpu == "auto"
+    if importlib.util.find_spec("deepspeed") is None:
+        with pytest.raises(SystemExit, match="pip install deepspeed"):
+            sft_arguments(cfg, tmp_path)
+    else:
+        assert sft_arguments(cfg, tmp_path).deepspeed["zero_optimization"]["stage"] == 2
+
+
+def test_slurm_launcher_settings_are_overridable(make_config):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from tests.conftest import CONF
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="train", return_hydra_config=True, overrides=[
+            "hydra/launcher=slurm", "hydra.launcher.partition=gpu", "hydra.launcher.account=speech",
+            "hydra.launcher.gpus_per_node=4", "hydra.launcher.cpus_per_task=6", "hydra.launcher.timeout_min=90"])
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.partition, launcher.account, launcher.gpus_per_node, launcher.cpus_per_task,
+            launcher.timeout_min) == ("gpu", "speech", 4, 6, 90)
+    assert launcher.tasks_per_node == 4  # one task (rank) per GPU

@@ -21,7 +21,7 @@ def evaluated(demo_sweep):
 
 
 def test_every_checkpoint_is_evaluated_into_a_table3_shaped_table(evaluated):
-    for run in (p for p in evaluated.iterdir() if p.is_dir()):
+    for run in sorted(p.parent for p in evaluated.glob("*/training_config.json")):
         rows = list(csv.DictReader((run / "eval" / "epochs.csv").open()))
         assert [r["checkpoint"] for r in rows] == ["checkpoint-epoch-1", "checkpoint-epoch-2", "final_model"]
         assert [r["epoch"] for r in rows] == ["1", "2", "final"]
@@ -41,7 +41,7 @@ def test_every_checkpoint_is_evaluated_into_a_table3_shaped_table(evaluated):
 
 
 def test_final_model_reuses_the_predictions_of_the_identical_last_epoch(evaluated):
-    for run in (p for p in evaluated.iterdir() if p.is_dir()):
+    for run in sorted(p.parent for p in evaluated.glob("*/training_config.json")):
         eval_dir = run / "eval"
         assert weights_digest(run / "final_model") == weights_digest(run / "checkpoint-epoch-2")
         assert weights_digest(run / "checkpoint-epoch-1") != weights_digest(run / "checkpoint-epoch-2")

@@ -8,6 +8,20 @@ from dataclasses import dataclass, field
 APA_ASPECTS = ("accuracy", "fluency", "prosodic", "total")
 _STRESS = re.compile(r"(?<=[A-Z])[0-2]$")
 DELETION_MARKS = {"<del>", "<DEL>"}
+UNKNOWN_PHONE = "<unk>"
+# The 39 ARPAbet phones of CMUdict (and of SpeechOcean762's annotation); vowels may carry a stress digit.
+ARPABET = frozenset(
+    "AA AE AH AO AW AY B CH D DH EH ER EY F G HH IH IY JH K L M N NG OW OY P R S SH T TH UH UW V W Y Z ZH".split()
+)
+
+
+def is_canonical_phone(phone: str) -> bool:
+    return strip_stress(phone) in ARPABET
+
+
+def is_pronounced_phone(phone: str) -> bool:
+    """What an annotator may write for what was said: a phone, `<unk>`, a deletion, or a distorted `X*` phone."""
+    return phone in DELETION_MARKS or phone == UNKNOWN_PHONE or strip_stress(phone.removesuffix("*")) in ARPABET
 
 
 def strip_stress(phone: str) -> str:

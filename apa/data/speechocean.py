@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import logging
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from apa.data.audio import AudioError, decode_audio
-from apa.data.records import APA_ASPECTS, Mispronunciation, Utterance, Word
+from apa.data.records import APA_ASPECTS, Mispronunciation, Utterance, Word, is_canonical_phone, is_pronounced_phone
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +65,16 @@ def _read_kaldi_map(path: Path) -> dict[str, str]:
 
 def _parse_word(raw: dict) -> Word:
     phones = tuple(raw["phones"])
+    unknown = [p for p in phones if not is_canonical_phone(p)]
+    if unknown:  # a typo in the labels would otherwise become a target the model is taught
+        raise ValueError(f"unknown phone symbol {unknown[0]!r} in word {raw['text']!r}")
     mis = []
     for m in raw.get("mispronunciations") or []:
         index = int(m["index"])
         if not 0 <= index < len(phones):
             raise ValueError(f"mispronunciation index {index} outside word {raw['text']!r}")
+        if not is_pronounced_phone(m["pronounced-phone"]):
+            raise ValueError(f"unknown phone symbol {m['pronounced-phone']!r} in word {raw['text']!r}")
         mis.append(Mispronunciation(index=index, canonical=m["canonical-phone"], pronounced=m["pronounced-phone"]))
     return Word(text=raw["text"], phones=phones, mispronunciations=tuple(mis))
 
@@ -83,7 +89,8 @@ def parse_labels(utt_id: str, entry: dict, speaker: str, audio_path: str) -> Utt
         if not isinstance(value, (int, float)) or not 0 <= value <= 10:
             raise ValueError(f"score {aspect}={value!r} outside 0-10")
         scores[aspect] = int(round(value))
-    text = str(entry.get("text", "")).strip()
+    # NFC: the same word typed with combining accents or precomposed gives the same tokens and the same WER words
+    text = unicodedata.normalize("NFC", str(entry.get("text", ""))).strip()
     if not text:
         raise ValueError("empty text")
     words = tuple(_parse_word(w) for w in entry.get("words", []))

@@ -1,0 +1,129 @@
+"""Bad input cases of docs/reliability.md not covered elsewhere: each gets a clear error or a counted, logged skip."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import soundfile as sf
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import ConfigKeyError
+
+from apa.collate import SpeechSFTCollator
+from apa.config import ConfigError
+from apa.data import SAMPLE_ROOT
+from apa.data.audio import AudioError, decode_audio
+from apa.data.speechocean import DataError, load_split
+from apa.prompts import build_examples
+from apa.training import build_trainer
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    root = tmp_path / "so762"
+    shutil.copytree(SAMPLE_ROOT, root)
+    return root
+
+
+def _edit_scores(root, edit) -> None:
+    path = root / "resource" / "scores.json"
+    scores = json.loads(path.read_text())
+    edit(scores)
+    path.write_text(json.dumps(scores, ensure_ascii=False))
+
+
+def _train_ids(root) -> list[str]:
+    return [line.split()[0] for line in (root / "train" / "wav.scp").read_text().splitlines() if line.strip()]
+
+
+def test_8khz_audio_is_resampled_keeping_its_duration(tmp_path):
+    t = np.linspace(0, 2.0, 16000, endpoint=False)
+    path = tmp_path / "phone_call.wav"
+    sf.write(path, (0.3 * np.sin(2 * np.pi * 300 * t)).astype(np.float32), 8000)
+    audio = decode_audio(path)
+    assert audio.size == 32000  # 2 s at 16 kHz
+
+
+def test_a_60_second_clip_is_skipped_as_too_long(tmp_path):
+    path = tmp_path / "long.wav"
+    sf.write(path, np.zeros(60 * 16000, np.float32) + 0.01, 16000)
+    with pytest.raises(AudioError, match="too long.*data.max_audio_seconds=30"):
+        decode_audio(path, max_seconds=30)
+    assert decode_audio(path).size == 60 * 16000  # without the limit it is a valid clip
+
+
+@pytest.mark.parametrize(
+    ("edit", "reason"),
+    [
+        (lambda e: e["words"][0]["phones"].__setitem__(0, "QX0"), "unknown phone symbol 'QX0'"),
+        (lambda e: e["words"][0].update(mispronunciations=[
+            {"index": 0, "canonical-phone": e["words"][0]["phones"][0], "pronounced-phone": "zz"}]),
+         "unknown phone symbol 'zz'"),
+        (lambda e: e.update(text="   "), "empty text"),
+    ],
+    ids=["canonical phone", "pronounced phone", "empty text"],
+)
+def test_bad_labels_are_skipped_counted_and_named(corpus, caplog, edit, reason):
+    victim = _train_ids(corpus)[0]
+    _edit_scores(corpus, lambda scores: edit(scores[victim]))
+    caplog.set_level("INFO")
+    utts = load_split("local", str(corpus), "train", max_bad_fraction=0.1)
+    assert len(utts) == 19 and victim not in {u.id for u in utts}
+    assert reason in caplog.text and "skipped 1 of 20" in caplog.text
+
+
+def test_distorted_and_unknown_pronounced_phones_are_valid_labels(corpus):
+    victim = _train_ids(corpus)[0]
+
+    def mark(scores):
+        word = scores[victim]["words"][0]
+        word["mispronunciations"] = [{"index": 0, "canonical-phone": word["phones"][0], "pronounced-phone": "AH*"}]
+        scores[victim]["words"][-1]["mispronunciations"] = [
+            {"index": 0, "canonical-phone": scores[victim]["words"][-1]["phones"][0], "pronounced-phone": "<unk>"}]
+
+    _edit_scores(corpus, mark)
+    utts = {u.id: u for u in load_split("local", str(corpus), "train", max_bad_fraction=0)}
+    spoken = utts[victim].words[0].pronounced_phones()
+    assert spoken[0] == "AH*" and utts[victim].words[-1].pronounced_phones()[0] == "<unk>"
+
+
+def test_non_ascii_text_is_normalised_and_survives_tokenisation(corpus, make_config):
+    from apa.modeling import load_base
+
+    victim = _train_ids(corpus)[0]
+    decomposed = "CAFE\u0301 NAI\u0308VE"  # combining accents; NFC gives "CAFÉ NAÏVE"
+    _edit_scores(corpus, lambda scores: scores[victim].update(text=decomposed))
+    utt = next(u for u in load_split("local", str(corpus), "train", max_bad_fraction=0) if u.id == victim)
+    assert utt.text == "CAF\u00c9 NA\u00cfVE"
+    cfg = make_config("experiment=demo", "prompts=terse")
+    _, processor, _ = load_base(cfg.model)
+    examples = build_examples(utt, {"apa": cfg.prompts.apa, "mdd": cfg.prompts.mdd}, processor.tokenizer.audio_token)
+    rows = [{**ex.__dict__} for ex in examples]
+    batch = SpeechSFTCollator(processor)(rows)
+    mdd = next(i for i, row in enumerate(rows) if row["task"] == "mdd")
+    answer = batch["input_ids"][mdd][batch["labels"][mdd] != -100]  # what the model is taught to say
+    assert '"word_transcript": "CAF\u00c9 NA\u00cfVE"' in processor.tokenizer.decode(answer)
+
+
+def test_duplicate_ids_in_wav_scp_stop_with_the_line(corpus):
+    scp = corpus / "train" / "wav.scp"
+    first = scp.read_text().splitlines()[0]
+    scp.write_text(scp.read_text() + first + "\n")
+    with pytest.raises(DataError, match=r"wav.scp:21: duplicate id"):
+        load_split("local", str(corpus), "train", max_bad_fraction=0.5)
+
+
+@pytest.mark.parametrize(
+    "override", ["+unknown_option=1", "+trainer.not_an_sft_field=1", "+lora.rnak=8", "+data.extra=1"],
+)
+def test_options_added_with_plus_are_checked_against_the_schema(make_config, tmp_path, override):
+    cfg = make_config("experiment=demo", override)  # Hydra itself accepts a '+' key anywhere
+    with pytest.raises(ConfigError, match=f"unknown config option.*{override[1:].split('=')[0]}"):
+        build_trainer(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # stopped before anything was written
+
+
+@pytest.mark.parametrize("override", ["lora=r16", "trainer=fast", "data.sourse=hub"])
+def test_unknown_group_options_and_keys_fail_at_compose_time(make_config, override):
+    with pytest.raises((ConfigCompositionException, ConfigKeyError)):
+        make_config(override)
