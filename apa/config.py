@@ -42,6 +42,7 @@ class ModelConfig:
     dtype: str = "auto"  # auto (bf16 on a bf16 GPU, else fp32) | bfloat16 | float32
     attn_implementation: str = "sdpa"
     tiny: TinySpec | None = None  # set: generate a tiny checkpoint with these sizes instead of loading `path`
+    random: bool = False  # the full-size architecture with random weights (apa.full_size), for benchmarks
     cache_dir: str | None = None  # where tiny checkpoints are generated (default ~/.cache/apa or $APA_CACHE_DIR)
 
 

@@ -28,6 +28,10 @@ class ModelLoadError(RuntimeError):
 
 def resolve_model_path(model_cfg) -> str:
     """The folder or hub id to load from; generates the tiny checkpoint when `model.tiny` is set."""
+    if model_cfg.get("random"):
+        from apa.full_size import ensure_random_checkpoint
+
+        return str(ensure_random_checkpoint(model_cfg.get("cache_dir")))
     if model_cfg.get("tiny"):
         from apa.tiny import TinySpec, ensure_tiny_checkpoint
 
@@ -77,6 +81,17 @@ def load_base(model_cfg):
     check_checkpoint(path)
     revision = model_cfg.get("revision")
     processor = AutoProcessor.from_pretrained(path, revision=revision)
+    if model_cfg.get("random"):
+        from transformers import AutoConfig
+
+        from apa.full_size import build_model
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        log.warning("model=%s has random weights: for speed and memory measurements only", model_cfg.name)
+        config = AutoConfig.from_pretrained(path)
+        config._attn_implementation = model_cfg.get("attn_implementation", "sdpa")
+        model = build_model(config, device, compute_dtype(model_cfg.get("dtype", "auto")))
+        return model, processor, path
     model = Phi4MultimodalForCausalLM.from_pretrained(
         path,
         revision=revision,

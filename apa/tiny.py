@@ -27,6 +27,7 @@ from apa.constants import (
     SPEECH_LORA_TARGET_REGEX,
     USER_TOKEN,
 )
+from apa.data.records import ARPABET
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +47,6 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% else %}{{ eos_token }}{% endif %}"
 )
 
-# The 39 ARPAbet phones plus the corpus's extra symbols, so the byte-level BPE learns them as units.
-ARPABET = (
-    "AA AE AH AO AW AY B CH D DH EH ER EY F G HH IH IY JH K L M N NG OW OY P R S SH T TH UH UW V W Y Z ZH"
-).split()
 
 
 # Generic instruction-style English so that prompt texts tokenize into words rather than single bytes. Fixed here
@@ -133,7 +130,7 @@ def _tokenizer_corpus() -> list[str]:
     # 200k-token vocabulary (sequence length drives CPU cost). Their content is part of the fingerprint.
     for prompt_file in sorted(PROMPTS_DIR.glob("*.yaml")) if PROMPTS_DIR.is_dir() else []:
         lines += prompt_file.read_text().splitlines()
-    lines += [" ".join(ARPABET), "<unk> " * 3, '{"accuracy": 7, "fluency": 8, "prosodic": 6, "total": 7}']
+    lines += [" ".join(sorted(ARPABET)), "<unk> " * 3, '{"accuracy": 7, "fluency": 8, "prosodic": 6, "total": 7}']
     lines += ['{"word_transcript": "", "phoneme_transcript": ""}', "0 1 2 3 4 5 6 7 8 9 10"]
     return lines * 4
 
