@@ -43,6 +43,7 @@ class ModelConfig:
     attn_implementation: str = "sdpa"
     tiny: TinySpec | None = None  # set: generate a tiny checkpoint with these sizes instead of loading `path`
     random: bool = False  # the full-size architecture with random weights (apa.full_size), for benchmarks
+    unfreeze: list[str] = field(default_factory=list)  # also train whole modules: audio_encoder, audio_projector
     cache_dir: str | None = None  # where tiny checkpoints are generated (default ~/.cache/apa or $APA_CACHE_DIR)
 
 

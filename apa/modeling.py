@@ -127,12 +127,30 @@ def add_control_tokens(model, processor, seed: int) -> list[int]:
     return ids
 
 
-def attach_lora(model, lora_cfg, model_path: str, control_token_ids: list[int], seed: int):
+# model.unfreeze choices -> module names. Only the speech projector: its *_for_vision_speech twin never sees a
+# speech-only input, so it would get no gradient (and DDP would wait for one).
+UNFREEZABLE = {
+    "audio_encoder": ("audio_embed.encoder",),
+    "audio_projector": ("audio_embed.up_proj_for_speech", "audio_embed.down_proj_for_speech"),
+}
+
+
+def unfrozen_modules(unfreeze) -> list[str]:
+    unknown = sorted(set(unfreeze) - set(UNFREEZABLE))
+    if unknown:
+        raise ValueError(f"model.unfreeze: unknown module group(s) {unknown}; choose from {sorted(UNFREEZABLE)}")
+    return [name for group in unfreeze for name in UNFREEZABLE[group]]
+
+
+def attach_lora(model, lora_cfg, model_path: str, control_token_ids: list[int], seed: int, unfreeze=()):
     """Wrap `model` in a PeftModel per the `lora` config group.
 
     `init_from` set: the adapter on disk (`<model>/speech-lora`), weights loaded exactly, trainable.
     Otherwise: a fresh LoRA. Either way the control-token rows ride along as `trainable_token_indices`.
+    `unfreeze` (model.unfreeze) trains whole modules too, as PEFT `modules_to_save`: trainable copies that are saved
+    in the adapter folder and restored by a plain `PeftModel.from_pretrained`.
     """
+    modules_to_save = unfrozen_modules(unfreeze) or None
     from peft import LoraConfig, PeftConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
     from peft.utils import load_peft_weights
 
@@ -147,6 +165,7 @@ def attach_lora(model, lora_cfg, model_path: str, control_token_ids: list[int], 
                                      f"expects {value}; fix the lora config or the checkpoint")
         config.inference_mode = False
         config.trainable_token_indices = token_indices
+        config.modules_to_save = modules_to_save
         peft_model = get_peft_model(model, config)
         # the file holds the LoRA weights; the control-token rows keep their fresh values
         state = get_peft_model_state_dict(peft_model)
@@ -162,6 +181,7 @@ def attach_lora(model, lora_cfg, model_path: str, control_token_ids: list[int], 
             lora_dropout=lora_cfg.dropout,
             target_modules=lora_cfg.target_modules,
             trainable_token_indices=token_indices,
+            modules_to_save=modules_to_save,
             task_type="CAUSAL_LM",
         )
         peft_model = get_peft_model(model, config)
@@ -216,7 +236,7 @@ def parameter_report(model) -> dict:
     groups: dict[str, dict[str, int]] = OrderedDict((g, {"total": 0, "trainable": 0}) for g, _ in _GROUPS)
     seen: set[int] = set()
     for name, param in model.named_parameters(remove_duplicate=False):
-        if id(param) in seen:
+        if id(param) in seen or ".original_module." in name:  # an unfrozen module's frozen twin: counted once
             continue
         seen.add(id(param))
         group = next(g for g, keys in _GROUPS if any(k in name for k in keys))

@@ -179,7 +179,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path):
     model, processor, model_path = load_base(cfg.model)
     control_ids = add_control_tokens(model, processor, cfg.seed)
     train_set, n_utterances = build_dataset(cfg, cfg.data.train_split, processor.tokenizer.audio_token)
-    model = attach_lora(model, cfg.lora, model_path, control_ids, cfg.seed)
+    model = attach_lora(model, cfg.lora, model_path, control_ids, cfg.seed, cfg.model.unfreeze)
 
     params = parameter_report(model)
     table = format_parameter_table(params)

@@ -50,6 +50,13 @@ def short_run(tmp_path_factory):
                 "trainer.activation_checkpointing=true")
 
 
+@pytest.fixture(scope="module")
+def unfrozen(tmp_path_factory):
+    """Table 3's other row: the audio encoder and projector train alongside the LoRA."""
+    return _run(tmp_path_factory, "unfrozen", "lora=paper_r64", "data.limit=2", "trainer.num_train_epochs=1",
+                "trainer.per_device_train_batch_size=2", "model.unfreeze=[audio_encoder,audio_projector]")
+
+
 def _changed(run, predicate) -> dict[str, bool]:
     return {n: not torch.equal(run["before"][n], run["after"][n]) for n in run["before"] if predicate(n)}
 
@@ -75,7 +82,7 @@ def test_overfit_run_reproduces_every_answer_greedily(overfit):
     assert answers == [r["answer"] for r in rows]
 
 
-@pytest.mark.parametrize("run_name", ["overfit", "short_run"])
+@pytest.mark.parametrize("run_name", ["overfit", "short_run", "unfrozen"])
 def test_final_model_reloads_with_plain_peft_and_identical_logits(request, run_name):
     run = request.getfixturevalue(run_name)
     trainer = run["trainer"]
@@ -115,3 +122,23 @@ def test_existing_results_are_not_overwritten(short_run):
     run_dir = short_run["final"].parent
     with pytest.raises(RunFolderError, match="resume=true.*another folder"):
         check_run_dir(run_dir, resume=False)
+
+
+def test_unfreeze_trains_the_audio_modules_and_shows_them_in_the_parameter_table(unfrozen, short_run):
+    def audio(name):
+        return "audio_embed.encoder" in name or "_proj_for_speech" in name
+
+    trained_copies = _changed(unfrozen, lambda n: audio(n) and ".modules_to_save." in n)
+    assert trained_copies and sum(trained_copies.values()) > 0.8 * len(trained_copies)
+    assert any(v for n, v in trained_copies.items() if "up_proj_for_speech" in n)
+    # the frozen twins, the language model and the vision tower did not move
+    rest = _changed(unfrozen, lambda n: "lora_" not in n and ".modules_to_save." not in n)
+    assert rest and not any(rest.values())
+    # LoRA-only (short_run) leaves the audio encoder bit-identical
+    lora_only = _changed(short_run, audio)
+    assert lora_only and not any(lora_only.values())
+    table = (unfrozen["final"].parent / "parameters.txt").read_text()
+    rows = {line.split()[0]: line.split()[1:] for line in table.splitlines()[1:]}
+    assert int(rows["audio_encoder"][1].replace(",", "")) > 0 and int(rows["audio_projector"][1].replace(",", "")) > 0
+    saved = json.loads((unfrozen["final"] / "adapter_config.json").read_text())["modules_to_save"]
+    assert set(saved) == {"audio_embed.encoder", "audio_embed.up_proj_for_speech", "audio_embed.down_proj_for_speech"}
