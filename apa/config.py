@@ -70,6 +70,7 @@ class DataConfig:
     limit: int | None = None  # use only the first N utterances of a split (demos, tests)
     max_bad_fraction: float = 0.05  # stop if more than this share of a split is unusable
     max_audio_seconds: float | None = 30.0
+    validation_fraction: float = 0.0  # > 0: hold out whole training speakers for an eval loss per epoch
 
 
 @dataclass

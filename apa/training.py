@@ -18,6 +18,7 @@ import time
 from dataclasses import asdict
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -25,7 +26,8 @@ from transformers import TrainerCallback
 
 from apa.collate import SpeechSFTCollator
 from apa.config import RunConfig, check_config, trainer_kwargs
-from apa.data.speechocean import load_configured_split
+from apa.data.speechocean import load_configured_split, split_by_speaker
+from apa.data.stats import example_lengths, summarize
 from apa.modeling import add_control_tokens, attach_lora, format_parameter_table, load_base, parameter_report
 from apa.prompts import build_examples
 from apa.run_folder import (
@@ -79,6 +81,8 @@ def sft_arguments(cfg: DictConfig, run_dir: Path):
         kwargs["bf16"] = False
     # Not optional for a speech model with a custom collator: TRL would otherwise drop the audio columns or try to
     # tokenize the rows itself.
+    if cfg.data.validation_fraction > 0:
+        kwargs.setdefault("eval_strategy", "epoch")  # an eval loss per epoch, beside the epoch checkpoint
     kwargs.update(
         output_dir=str(run_dir),
         remove_unused_columns=False,
@@ -155,14 +159,28 @@ class StopOnSignal(TrainerCallback):
         self._previous.clear()
 
 
-def build_dataset(cfg: DictConfig, split: str, audio_token: str):
+def build_datasets(cfg: DictConfig, processor, max_length: int | None) -> tuple[Any, Any, dict]:
+    """(train, validation or None, data record): two examples per utterance, each with its token `length` (for
+    length-grouped batching); statistics logged, examples longer than max_length named."""
     from datasets import Dataset
 
-    utterances = load_configured_split(cfg.data, split)
+    utterances = load_configured_split(cfg.data, cfg.data.train_split)
+    validation: list = []
+    if cfg.data.validation_fraction > 0:
+        utterances, validation = split_by_speaker(utterances, cfg.data.validation_fraction, cfg.seed)
     instructions = {"apa": cfg.prompts.apa, "mdd": cfg.prompts.mdd}
-    rows = [asdict(ex) for utt in utterances for ex in build_examples(utt, instructions, audio_token)]
-    log.info("%s: %d utterances -> %d examples (APA + MDD)", split, len(utterances), len(rows))
-    return Dataset.from_list(rows), len(utterances)
+    record: dict = {"train_utterances": len(utterances), "validation_utterances": len(validation)}
+    datasets = []
+    for name, part in (("train", utterances), ("validation", validation)):
+        if not part:
+            datasets.append(None)
+            continue
+        rows = [asdict(ex) for utt in part for ex in build_examples(utt, instructions, processor.tokenizer.audio_token)]
+        lengths = example_lengths(rows, processor)
+        record[f"{name}_examples"] = len(rows)
+        record[f"{name}_stats"] = summarize(lengths, max_length, name, [f"{r['id']}/{r['task']}" for r in rows])
+        datasets.append(Dataset.from_list([{**r, "length": n["total"]} for r, n in zip(rows, lengths, strict=True)]))
+    return datasets[0], datasets[1], record
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path):
@@ -178,7 +196,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path):
 
     model, processor, model_path = load_base(cfg.model)
     control_ids = add_control_tokens(model, processor, cfg.seed)
-    train_set, n_utterances = build_dataset(cfg, cfg.data.train_split, processor.tokenizer.audio_token)
+    train_set, validation_set, data_record = build_datasets(cfg, processor, args.max_length)
     model = attach_lora(model, cfg.lora, model_path, control_ids, cfg.seed, cfg.model.unfreeze)
 
     params = parameter_report(model)
@@ -192,7 +210,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path):
         "model_path": model_path,
         "control_token_ids": control_ids,
         "parameters": params,
-        "data": {"train_utterances": n_utterances, "train_examples": len(train_set)},
+        "data": data_record,
         "library_versions": _library_versions(),
         "git_commit": _git_commit(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -204,6 +222,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path):
         model=model,
         args=args,
         train_dataset=train_set,
+        eval_dataset=validation_set,
         data_collator=SpeechSFTCollator(processor, max_length=args.max_length),
         processing_class=processor,
         callbacks=[StopOnSignal()],

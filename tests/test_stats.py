@@ -1,0 +1,72 @@
+"""Dataset statistics match what the model sees; the speaker-held-out validation split; the max_length report."""
+
+import shutil
+from dataclasses import asdict
+
+import pytest
+
+from apa.collate import SpeechSFTCollator
+from apa.data import SAMPLE_ROOT
+from apa.data.speechocean import DataError, load_split, split_by_speaker
+from apa.data.stats import example_lengths, summarize
+from apa.modeling import load_base
+from apa.prompts import build_examples
+
+
+@pytest.fixture(scope="module")
+def sample_rows(make_config_module):
+    cfg = make_config_module("experiment=demo", "prompts=terse")
+    _, processor, _ = load_base(cfg.model)
+    utts = load_split("local", str(SAMPLE_ROOT), "train", max_bad_fraction=0)[:5]
+    instructions = {"apa": cfg.prompts.apa, "mdd": cfg.prompts.mdd}
+    rows = [asdict(ex) for u in utts for ex in build_examples(u, instructions, processor.tokenizer.audio_token)]
+    return rows, processor
+
+
+@pytest.fixture(scope="module")
+def make_config_module():
+    from tests.conftest import compose_config
+
+    return compose_config
+
+
+def test_token_lengths_are_what_the_collator_builds(sample_rows):
+    rows, processor = sample_rows
+    lengths = example_lengths(rows, processor)
+    collate = SpeechSFTCollator(processor)
+    for row, counted in zip(rows, lengths, strict=True):
+        batch = collate([row])
+        assert int(batch["attention_mask"].sum()) == counted["total"]
+        assert int((batch["input_ids"] == processor.audio_token_id).sum()) == counted["audio"]
+        assert int((batch["labels"] != -100).sum()) == counted["answer"]
+
+
+def test_examples_longer_than_max_length_are_named_not_truncated(sample_rows, caplog):
+    rows, processor = sample_rows
+    lengths = example_lengths(rows, processor)
+    totals = [n["total"] for n in lengths]
+    limit = sorted(set(totals))[-2]  # only the longest exceed it
+    expected = [f"{r['id']}/{r['task']}" for r, t in zip(rows, totals, strict=True) if t > limit]
+    caplog.set_level("INFO")
+    summary = summarize(lengths, limit, "train", [f"{r['id']}/{r['task']}" for r in rows])
+    assert summary["longer_than_max_length"] == len(expected) >= 1
+    assert f"{len(expected)} examples are longer than max_length={limit}" in caplog.text
+    assert "kept whole" in caplog.text and all(name in caplog.text for name in expected)
+    assert summary["tasks"]["apa"]["examples"] == summary["tasks"]["mdd"]["examples"] == 5
+    assert summary["hours"] == pytest.approx(sum(n["seconds"] for n in lengths) / 2 / 3600, abs=1e-4)
+
+
+def test_validation_split_holds_out_whole_speakers(tmp_path):
+    root = tmp_path / "so762"
+    shutil.copytree(SAMPLE_ROOT, root)
+    utt2spk = root / "train" / "utt2spk"
+    lines = utt2spk.read_text().splitlines()
+    # give the 20 training utterances four speakers of 5 utterances each
+    utt2spk.write_text("".join(f"{line.split()[0]} {1000 + i // 5}\n" for i, line in enumerate(lines)))
+    utts = load_split("local", str(root), "train", max_bad_fraction=0)
+    train, validation = split_by_speaker(utts, 0.25, seed=42)
+    assert len(validation) == 5 and len(train) == 15
+    assert not {u.speaker for u in train} & {u.speaker for u in validation}
+    assert split_by_speaker(utts, 0.25, seed=42) == (train, validation)  # reproducible
+    with pytest.raises(DataError, match="at least 2 speakers"):
+        split_by_speaker(load_split("local", str(SAMPLE_ROOT), "train", max_bad_fraction=0), 0.2, seed=42)
