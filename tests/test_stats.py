@@ -70,3 +70,20 @@ def test_validation_split_holds_out_whole_speakers(tmp_path):
     assert split_by_speaker(utts, 0.25, seed=42) == (train, validation)  # reproducible
     with pytest.raises(DataError, match="at least 2 speakers"):
         split_by_speaker(load_split("local", str(SAMPLE_ROOT), "train", max_bad_fraction=0), 0.2, seed=42)
+
+
+def test_training_with_a_validation_split_logs_an_eval_loss_per_epoch(tmp_path, make_config_module):
+    from apa.training import build_trainer, fit
+
+    root = tmp_path / "so762"
+    shutil.copytree(SAMPLE_ROOT, root)
+    utt2spk = root / "train" / "utt2spk"
+    lines = utt2spk.read_text().splitlines()
+    utt2spk.write_text("".join(f"{line.split()[0]} {1000 + i // 3}\n" for i, line in enumerate(lines)))
+    cfg = make_config_module("experiment=demo", "prompts=terse", "trainer.report_to=[]", f"data.path={root}",
+                             "data.limit=6", "data.validation_fraction=0.3", "trainer.per_device_train_batch_size=4")
+    trainer, resume_from, record = build_trainer(cfg, tmp_path / "run")
+    assert (record["data"]["train_utterances"], record["data"]["validation_utterances"]) == (3, 3)
+    fit(trainer, resume_from, record)
+    eval_losses = [e["eval_loss"] for e in trainer.state.log_history if "eval_loss" in e]
+    assert len(eval_losses) == cfg.trainer.num_train_epochs == 2 and all(v > 0 for v in eval_losses)
