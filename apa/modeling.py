@@ -73,6 +73,18 @@ def compute_dtype(requested: str) -> torch.dtype:
     return torch.bfloat16 if bf16_ok else torch.float32
 
 
+def attention_implementation(requested: str) -> str:
+    """flash_attention_2 only where the flash-attn package and a GPU exist; sdpa (PyTorch's fused kernels) otherwise."""
+    if requested == "flash_attention_2":
+        import importlib.util
+
+        if importlib.util.find_spec("flash_attn") is None or not torch.cuda.is_available():
+            log.warning("model.attn_implementation=flash_attention_2 needs a GPU and `pip install flash-attn`: "
+                        "using sdpa instead")
+            return "sdpa"
+    return requested
+
+
 def load_base(model_cfg):
     """(model, processor) from `model.path` at `model.revision`, weights in the compute dtype."""
     from transformers import AutoProcessor, Phi4MultimodalForCausalLM
@@ -89,14 +101,14 @@ def load_base(model_cfg):
         device = "cuda" if torch.cuda.is_available() else "cpu"
         log.warning("model=%s has random weights: for speed and memory measurements only", model_cfg.name)
         config = AutoConfig.from_pretrained(path)
-        config._attn_implementation = model_cfg.get("attn_implementation", "sdpa")
+        config._attn_implementation = attention_implementation(model_cfg.get("attn_implementation", "sdpa"))
         model = build_model(config, device, compute_dtype(model_cfg.get("dtype", "auto")))
         return model, processor, path
     model = Phi4MultimodalForCausalLM.from_pretrained(
         path,
         revision=revision,
         dtype=compute_dtype(model_cfg.get("dtype", "auto")),
-        attn_implementation=model_cfg.get("attn_implementation", "sdpa"),
+        attn_implementation=attention_implementation(model_cfg.get("attn_implementation", "sdpa")),
     )
     return model, processor, path
 

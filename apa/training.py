@@ -92,7 +92,21 @@ def sft_arguments(cfg: DictConfig, run_dir: Path):
 
 
 def _trainer_class():
+    from transformers.trainer_pt_utils import LengthGroupedSampler
     from trl import SFTTrainer
+
+    class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
+        """Length-grouped batches (little padding) in an order fixed by (data_seed, epoch). The stock sampler draws
+        from the global RNG, so a run resumed mid-epoch would skip other batches than the interrupted run had done;
+        the Trainer calls set_epoch before each epoch."""
+
+        def __init__(self, batch_size: int, lengths: list[int], seed: int):
+            super().__init__(batch_size, lengths=lengths)
+            self.seed = seed
+            self.set_epoch(0)
+
+        def set_epoch(self, epoch: int) -> None:
+            self.generator = torch.Generator().manual_seed(self.seed + epoch)
 
     class PronunciationTrainer(SFTTrainer):
         """SFTTrainer whose checkpoints are named by epoch (or by step, when stopped mid-epoch) and appear atomically.
@@ -101,6 +115,16 @@ def _trainer_class():
         `checkpoint-epoch-<N>/` or `checkpoint-step-<N>/`, so a crash mid-save never leaves a folder that resume
         would trust.
         """
+
+        def _get_train_sampler(self, train_dataset=None):
+            dataset = train_dataset if train_dataset is not None else self.train_dataset
+            if self.args.train_sampling_strategy != "group_by_length" or dataset is None:
+                return super()._get_train_sampler(train_dataset)
+            # the stock path asks the processor for model_input_names (which an audio-only processor lacks) and
+            # seeds from the global RNG; the `length` column comes from apa.data.stats
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            return EpochSeededLengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                                                   lengths=dataset[self.args.length_column_name], seed=seed)
 
         def _save_checkpoint(self, model, trial):
             super()._save_checkpoint(model, trial)
