@@ -1,0 +1,260 @@
+"""Benchmark the composed training config: real optimizer steps, or the data pipeline alone.
+
+    python -m apa.bench experiment=demo                                   tiny model on the CPU
+    python -m apa.bench model=phi4mm_random data=sample lora=paper_r64 trainer.per_device_train_batch_size=8
+    python -m apa.bench experiment=demo --mode data --workers 0 1 2       collate throughput per worker
+    python -m apa.bench ... --json out.json                               the figures as JSON too
+
+Train mode runs `--warmup` + `--steps` optimizer steps of the very trainer train.py builds (checkpoints and logging
+off) and reports steps/s, samples/s, tokens/s (text and audio), the padding share of the batches (as sampled, and
+with the other sampling strategy for comparison), peak memory (CUDA, else the process's RSS), MFU on a GPU, and the
+projected wall time of paper_table3 (3 epochs of 2 x 2500 examples) at the measured throughput and token lengths.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger("apa.bench")
+
+FULL_CORPUS_EXAMPLES_PER_EPOCH = 2 * 2500  # SpeechOcean762 train: 2500 utterances x (APA + MDD)
+PAPER_EPOCHS = 3
+# Dense bf16 peak of common cards (vendor data sheets), for MFU; --peak-tflops overrides.
+PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0, "L4": 121.0,
+                    "RTX 4090": 165.0, "RTX 3090": 71.0}
+
+
+def compose(overrides: list[str]):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from apa.config import register_configs
+
+    register_configs()
+    conf = Path(__file__).resolve().parent.parent / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        return hydra_compose(config_name="train", overrides=overrides)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Padding, FLOPs
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def padding_share(lengths: list[int], batch_size: int, strategy: str, megabatch: int, seed: int) -> float:
+    """Share of padded positions in the batches `strategy` would form (right padding to the longest in a batch)."""
+    from transformers.trainer_pt_utils import get_length_grouped_indices
+
+    generator = torch.Generator().manual_seed(seed)
+    if strategy == "group_by_length":
+        order = get_length_grouped_indices(lengths, megabatch, generator=generator)
+    else:
+        order = torch.randperm(len(lengths), generator=generator).tolist()
+    real = padded = 0
+    for start in range(0, len(order), batch_size):
+        batch = [lengths[i] for i in order[start : start + batch_size]]
+        real += sum(batch)
+        padded += max(batch) * len(batch)
+    return 1 - real / padded
+
+
+def flops_per_example(params: dict, mean_tokens: float, mean_audio_tokens: float, checkpointing: bool,
+                      unfrozen: bool) -> float:
+    """Matmul FLOPs of one training example: the frozen language model runs forward (2N per token), backward for
+    activation gradients only (2N), and forward again under activation checkpointing (2N); the audio encoder runs
+    forward only unless it is unfrozen. Embedding rows are lookups, not matmuls, and attention scores are left out."""
+    groups = params["groups"]
+    lm = groups["language_model"]["total"] - params.get("embedding_params", 0)
+    audio = groups["audio_encoder"]["total"] + groups["audio_projector"]["total"]
+    lm_factor = 6 if checkpointing else 4
+    audio_factor = (6 if checkpointing else 4) if unfrozen else 2
+    # the conformer runs at 8x the audio-token rate before its subsampling; counting it per audio token is a floor
+    return lm_factor * lm * mean_tokens + audio_factor * audio * mean_audio_tokens
+
+
+def peak_tflops(override: float | None) -> float | None:
+    if override:
+        return override
+    if not torch.cuda.is_available():
+        return None
+    name = torch.cuda.get_device_name()
+    return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Train mode
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def bench_training(overrides: list[str], steps: int, warmup: int, peak: float | None) -> dict:
+    from transformers import TrainerCallback
+
+    from apa.data.stats import example_lengths
+    from apa.training import build_trainer
+
+    cfg = compose([*overrides, f"trainer.max_steps={warmup + steps}", "trainer.save_strategy=no",
+                   "trainer.report_to=[]", f"trainer.logging_steps={warmup + steps}", "data.validation_fraction=0"])
+    cuda = torch.cuda.is_available()
+    times: list[float] = []
+
+    class StepTimer(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            if cuda:
+                torch.cuda.synchronize()
+            if state.global_step == warmup and cuda:
+                torch.cuda.reset_peak_memory_stats()
+            self.t0 = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if cuda:
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - self.t0)
+
+    with tempfile.TemporaryDirectory(prefix="apa-bench-") as tmp:
+        trainer, _, record = build_trainer(cfg, Path(tmp) / "run")
+        trainer.add_callback(StepTimer())
+        rows = [trainer.train_dataset[i] for i in range(len(trainer.train_dataset))]
+        lengths = example_lengths(rows, trainer.processing_class)
+        started = time.perf_counter()
+        trainer.train()
+        wall = time.perf_counter() - started
+
+    args = trainer.args
+    measured = times[warmup:]
+    if not measured:
+        raise SystemExit(f"no measured steps: the dataset gives {len(times)} optimizer steps in all; lower --warmup")
+    step_s = sum(measured) / len(measured)
+    examples_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+    totals = [n["total"] for n in lengths]
+    mean_total = sum(totals) / len(totals)
+    mean_audio = sum(n["audio"] for n in lengths) / len(lengths)
+    samples_s = examples_per_step / step_s
+    strategy = args.train_sampling_strategy
+    other = "random" if strategy == "group_by_length" else "group_by_length"
+    megabatch = args.per_device_train_batch_size * args.gradient_accumulation_steps
+    pad = {s: padding_share(totals, args.per_device_train_batch_size, s, megabatch, args.seed)
+           for s in (strategy, other)}
+    params = dict(record["parameters"])
+    embeddings = trainer.model.get_base_model().get_input_embeddings().weight
+    params["embedding_params"] = embeddings.numel()
+    flops = flops_per_example(params, mean_total, mean_audio, bool(args.activation_checkpointing),
+                              bool(cfg.model.unfreeze))
+    result = {
+        "config": {"model": cfg.model.name, "lora": cfg.lora.name, "batch": args.per_device_train_batch_size,
+                   "accumulation": args.gradient_accumulation_steps, "world_size": args.world_size,
+                   "bf16": args.bf16, "activation_checkpointing": bool(args.activation_checkpointing),
+                   "sampling": strategy, "attn_implementation": cfg.model.attn_implementation,
+                   "device": torch.cuda.get_device_name() if cuda else "cpu", "overrides": overrides},
+        "steps_measured": len(measured),
+        "seconds_per_step": step_s,
+        "steps_per_s": 1 / step_s,
+        "samples_per_s": samples_s,
+        "tokens_per_s": samples_s * mean_total,
+        "text_tokens_per_s": samples_s * (mean_total - mean_audio),
+        "audio_tokens_per_s": samples_s * mean_audio,
+        "mean_tokens_per_example": mean_total,
+        "padding_share": pad[strategy],
+        f"padding_share_if_{other}": pad[other],
+        "peak_memory_gb": (torch.cuda.max_memory_allocated() if cuda
+                           else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 1e9,
+        "peak_memory_kind": "cuda max allocated" if cuda else "process RSS",
+        "trainable_params": record["parameters"]["trainable"],
+        "total_params": record["parameters"]["total"],
+        "train_wall_s": wall,
+    }
+    achieved = flops * samples_s
+    result["model_tflops_per_s"] = achieved / 1e12
+    result["mfu"] = achieved / (peak * 1e12) if peak else None
+    total_examples = PAPER_EPOCHS * FULL_CORPUS_EXAMPLES_PER_EPOCH
+    result["projected_paper_table3_3_epochs_min"] = total_examples / samples_s / 60
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Data mode
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def bench_data(overrides: list[str], workers: list[int], batches: int) -> dict:
+    from dataclasses import asdict
+
+    from torch.utils.data import DataLoader
+    from transformers import AutoProcessor
+
+    from apa.collate import SpeechSFTCollator
+    from apa.data.speechocean import load_configured_split
+    from apa.modeling import resolve_model_path
+    from apa.prompts import build_examples
+
+    cfg = compose(overrides)
+    processor = AutoProcessor.from_pretrained(resolve_model_path(cfg.model), revision=cfg.model.get("revision"))
+    utterances = load_configured_split(cfg.data, cfg.data.train_split)
+    instructions = {"apa": cfg.prompts.apa, "mdd": cfg.prompts.mdd}
+    rows = [asdict(ex) for u in utterances for ex in build_examples(u, instructions, processor.tokenizer.audio_token)]
+    batch_size = cfg.trainer.per_device_train_batch_size
+    needed = batches * batch_size
+    rows = (rows * math.ceil(needed / len(rows)))[:needed]
+    collator = SpeechSFTCollator(processor, max_length=cfg.trainer.max_length)
+    out = {"batch": batch_size, "batches": batches, "workers": {}}
+    for n in workers:
+        loader = DataLoader(rows, batch_size=batch_size, collate_fn=collator, num_workers=n, shuffle=False)
+        started = time.perf_counter()
+        count = sum(len(batch["input_ids"]) for batch in loader)
+        seconds = time.perf_counter() - started
+        out["workers"][n] = {"samples_per_s": count / seconds, "samples_per_s_per_worker": count / seconds / max(n, 1)}
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides of the train config (as for train.py)")
+    parser.add_argument("--mode", choices=["train", "data"], default="train")
+    parser.add_argument("--steps", type=int, default=6, help="measured optimizer steps (train mode)")
+    parser.add_argument("--warmup", type=int, default=2, help="optimizer steps run before measuring")
+    parser.add_argument("--workers", type=int, nargs="+", default=[0], help="dataloader workers to try (data mode)")
+    parser.add_argument("--batches", type=int, default=20, help="batches to collate per setting (data mode)")
+    parser.add_argument("--peak-tflops", type=float, help="the device's dense bf16 peak, for MFU")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_intermixed_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    if args.mode == "train":
+        result = bench_training(args.overrides, args.steps, args.warmup, peak_tflops(args.peak_tflops))
+    else:
+        result = bench_data(args.overrides, args.workers, args.batches)
+    print("\n== apa.bench (" + args.mode + ")")
+    for key, value in result.items():
+        if isinstance(value, dict):
+            for sub, item in value.items():
+                shown = {k: _fmt(v) for k, v in item.items()} if isinstance(item, dict) else item
+                print(f"{key}.{sub!s:<34} {shown}")
+        else:
+            print(f"{key:<42} {_fmt(value)}")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2, default=str))
+    return result
+
+
+if __name__ == "__main__":
+    main()

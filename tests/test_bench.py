@@ -1,0 +1,33 @@
+"""apa.bench on the tiny model: real optimizer steps and the data pipeline, figures that add up."""
+
+import json
+
+import pytest
+
+from apa.bench import flops_per_example, main
+
+
+def test_train_mode_reports_consistent_figures(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    result = main(["experiment=demo", "data.limit=4", "trainer.per_device_train_batch_size=2", "--steps", "2",
+                   "--warmup", "1", "--json", str(out)])
+    assert json.loads(out.read_text())["steps_measured"] == 2 == result["steps_measured"]
+    assert result["samples_per_s"] == pytest.approx(2 * result["steps_per_s"])  # batch 2, no accumulation
+    assert result["tokens_per_s"] == pytest.approx(result["text_tokens_per_s"] + result["audio_tokens_per_s"])
+    assert 0 <= result["padding_share"] < 1 and result["peak_memory_gb"] > 0.1
+    assert result["mfu"] is None  # no GPU, no peak to compare with
+    assert result["projected_paper_table3_3_epochs_min"] == pytest.approx(15000 / result["samples_per_s"] / 60)
+    assert "projected_paper_table3_3_epochs_min" in capsys.readouterr().out
+
+
+def test_data_mode_measures_collate_throughput():
+    result = main(["experiment=demo", "data.limit=2", "--mode", "data", "--workers", "0", "--batches", "2"])
+    assert result["workers"][0]["samples_per_s"] > 0 and result["batch"] == 8
+
+
+def test_flops_count_follows_checkpointing_and_unfreezing():
+    params = {"groups": {"language_model": {"total": 1000}, "audio_encoder": {"total": 90},
+                         "audio_projector": {"total": 10}}, "embedding_params": 200}
+    # 800 matmul weights x 4 (forward + activation backward) x 10 tokens; audio forward only: 100 x 2 x 3 tokens
+    assert flops_per_example(params, 10, 3, checkpointing=False, unfrozen=False) == 4 * 800 * 10 + 2 * 100 * 3
+    assert flops_per_example(params, 10, 3, checkpointing=True, unfrozen=True) == 6 * 800 * 10 + 6 * 100 * 3
