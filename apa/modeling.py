@@ -133,7 +133,7 @@ def add_control_tokens(model, processor, seed: int) -> list[int]:
     with torch.no_grad():
         known = weight[: min(ids)].float()
         gen = torch.Generator().manual_seed(seed)
-        noise = torch.randn((len(ids), weight.shape[1]), generator=gen)
+        noise = torch.randn((len(ids), weight.shape[1]), generator=gen).to(known.device)  # CPU draw: same on a GPU
         rows = known.mean(0) + noise * known.std(0)
         weight[ids] = rows.to(weight.dtype).to(weight.device)
     return ids
