@@ -126,6 +126,10 @@ def _trainer_class():
             return EpochSeededLengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
                                                    lengths=dataset[self.args.length_column_name], seed=seed)
 
+        def _get_eval_sampler(self, eval_dataset):
+            # evaluation order changes nothing; the stock grouped sampler would ask the processor for model_input_names
+            return torch.utils.data.SequentialSampler(eval_dataset)
+
         def _save_checkpoint(self, model, trial):
             super()._save_checkpoint(model, trial)
             # every rank writes its own RNG state into checkpoint-<step>/: rename only once all have

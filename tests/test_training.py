@@ -36,8 +36,10 @@ def overfit(tmp_path_factory):
     Trains the control-token rows too, which exercises the tied-LM-head path of TRL's fused loss."""
     return _run(
         tmp_path_factory, "overfit", "lora=paper_r64", "lora.dropout=0.0", "lora.train_control_tokens=true",
-        "data.limit=3", "trainer.per_device_train_batch_size=6", "trainer.max_steps=160",
-        "trainer.learning_rate=5e-3", "trainer.lr_scheduler_type=constant", "trainer.save_strategy=no",
+        # cosine decay settles the answers: a constant rate kept flipping single digits between steps (measured:
+        # 6/6 exact from step 100 to 120 with this schedule, with length-grouped and with sequential batches)
+        "data.limit=3", "trainer.per_device_train_batch_size=6", "trainer.max_steps=120",
+        "trainer.learning_rate=5e-3", "trainer.lr_scheduler_type=cosine", "trainer.save_strategy=no",
         "trainer.logging_steps=20",
     )
 
