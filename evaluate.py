@@ -19,12 +19,10 @@ register_configs(trainer=False)  # the run's trainer settings are only read back
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
-    from apa.evaluation import evaluate
+    from apa.evaluation import evaluate, overrides_data
 
     hydra_cfg = HydraConfig.get()
-    data_overridden = any(o.split("=")[0].lstrip("+~") == "data" or o.startswith("data.")
-                          for o in hydra_cfg.overrides.task)
-    evaluate(cfg, data_overridden, Path(hydra_cfg.runtime.output_dir))
+    evaluate(cfg, overrides_data(list(hydra_cfg.overrides.task)), Path(hydra_cfg.runtime.output_dir))
 
 
 if __name__ == "__main__":

@@ -98,7 +98,6 @@ def peak_tflops(override: float | None) -> float | None:
 def bench_training(overrides: list[str], steps: int, warmup: int, peak: float | None) -> dict:
     from transformers import TrainerCallback
 
-    from apa.data.stats import example_lengths
     from apa.training import build_trainer
 
     cfg = compose([*overrides, f"trainer.max_steps={warmup + steps}", "trainer.save_strategy=no",
@@ -122,8 +121,6 @@ def bench_training(overrides: list[str], steps: int, warmup: int, peak: float | 
     with tempfile.TemporaryDirectory(prefix="apa-bench-") as tmp:
         trainer, _, record = build_trainer(cfg, Path(tmp) / "run")
         trainer.add_callback(StepTimer())
-        rows = [trainer.train_dataset[i] for i in range(len(trainer.train_dataset))]
-        lengths = example_lengths(rows, trainer.processing_class)
         started = time.perf_counter()
         trainer.train()
         wall = time.perf_counter() - started
@@ -134,9 +131,11 @@ def bench_training(overrides: list[str], steps: int, warmup: int, peak: float | 
         raise SystemExit(f"no measured steps: the dataset gives {len(times)} optimizer steps in all; lower --warmup")
     step_s = sum(measured) / len(measured)
     examples_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
-    totals = [n["total"] for n in lengths]
+    # token lengths as build_trainer measured them: per example in the `length` column, audio per task in the record
+    totals = trainer.train_dataset["length"]
     mean_total = sum(totals) / len(totals)
-    mean_audio = sum(n["audio"] for n in lengths) / len(lengths)
+    tasks = record["data"]["train_stats"]["tasks"].values()
+    mean_audio = sum(t["audio"]["mean"] * t["examples"] for t in tasks) / sum(t["examples"] for t in tasks)
     samples_s = examples_per_step / step_s
     strategy = args.train_sampling_strategy
     other = "random" if strategy == "group_by_length" else "group_by_length"
@@ -185,21 +184,18 @@ def bench_training(overrides: list[str], steps: int, warmup: int, peak: float | 
 
 
 def bench_data(overrides: list[str], workers: list[int], batches: int) -> dict:
-    from dataclasses import asdict
-
     from torch.utils.data import DataLoader
     from transformers import AutoProcessor
 
     from apa.collate import SpeechSFTCollator
     from apa.data.speechocean import load_configured_split
     from apa.modeling import resolve_model_path
-    from apa.prompts import build_examples
+    from apa.training import example_rows
 
     cfg = compose(overrides)
     processor = AutoProcessor.from_pretrained(resolve_model_path(cfg.model), revision=cfg.model.get("revision"))
     utterances = load_configured_split(cfg.data, cfg.data.train_split)
-    instructions = {"apa": cfg.prompts.apa, "mdd": cfg.prompts.mdd}
-    rows = [asdict(ex) for u in utterances for ex in build_examples(u, instructions, processor.tokenizer.audio_token)]
+    rows = example_rows(utterances, cfg.prompts, processor.tokenizer.audio_token)
     batch_size = cfg.trainer.per_device_train_batch_size
     needed = batches * batch_size
     rows = (rows * math.ceil(needed / len(rows)))[:needed]

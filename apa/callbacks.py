@@ -43,15 +43,14 @@ class EvaluateAndCompare(Callback):
         import torch
         from hydra import compose
 
-        from apa.evaluation import evaluate
+        from apa.evaluation import evaluate, overrides_data
 
         gc.collect()  # the trainer of the job that just ended still holds its model
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         overrides = [f"run_dir={run_dir}", f"checkpoint={self.checkpoint}", *self.overrides]
         cfg = compose(config_name="evaluate", overrides=overrides)
-        data_overridden = any(o.split("=")[0].lstrip("+~").split(".")[0] == "data" for o in self.overrides)
-        evaluate(cfg, data_overridden, run_dir / "eval")
+        evaluate(cfg, overrides_data(self.overrides), run_dir / "eval")
 
     def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
         self._exit_on_failures()

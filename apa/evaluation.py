@@ -229,6 +229,11 @@ def write_epoch_table(run_dir: Path, results: dict[str, dict]) -> None:
     (eval_dir / "epochs.md").write_text("\n".join(lines) + "\n")
 
 
+def overrides_data(overrides: list[str]) -> bool:
+    """Whether command-line overrides choose or change the `data` node (then it replaces the run's own test data)."""
+    return any(o.split("=")[0].lstrip("+~").split(".")[0] == "data" for o in overrides)
+
+
 def evaluate(cfg: DictConfig, data_overridden: bool, fallback_dir: Path) -> dict:
     """Entry point behind evaluate.py."""
     check_config(cfg, EvalConfig)
@@ -252,7 +257,7 @@ def evaluate(cfg: DictConfig, data_overridden: bool, fallback_dir: Path) -> dict
     for checkpoint in checkpoints_to_evaluate(run_dir, cfg.checkpoint):
         out_dir = run_dir / "eval" / checkpoint.name
         digest = weights_digest(checkpoint)
-        if digest in evaluated and rows is not None:
+        if digest in evaluated:
             # final_model usually holds the very weights of the last epoch checkpoint: greedy decoding would repeat
             # itself, so its predictions are copied (and re-scored) instead of generated again
             log.info("%s has the same weights as %s: reusing its predictions", checkpoint.name, evaluated[digest].name)

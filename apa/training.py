@@ -79,10 +79,10 @@ def sft_arguments(cfg: DictConfig, run_dir: Path):
     if kwargs.get("bf16") and not (torch.cuda.is_available() and torch.cuda.is_bf16_supported()):
         log.warning("trainer.bf16=true but this machine has no bf16 GPU: training in float32 instead")
         kwargs["bf16"] = False
-    # Not optional for a speech model with a custom collator: TRL would otherwise drop the audio columns or try to
-    # tokenize the rows itself.
     if cfg.data.validation_fraction > 0:
         kwargs.setdefault("eval_strategy", "epoch")  # an eval loss per epoch, beside the epoch checkpoint
+    # Not optional for a speech model with a custom collator: TRL would otherwise drop the audio columns or try to
+    # tokenize the rows itself.
     kwargs.update(
         output_dir=str(run_dir),
         remove_unused_columns=False,
@@ -187,6 +187,12 @@ class StopOnSignal(TrainerCallback):
         self._previous.clear()
 
 
+def example_rows(utterances, prompts_cfg, audio_token: str) -> list[dict]:
+    """Two supervised rows (APA, MDD) per utterance, as the trainer and the collator take them."""
+    instructions = {"apa": prompts_cfg.apa, "mdd": prompts_cfg.mdd}
+    return [asdict(ex) for utt in utterances for ex in build_examples(utt, instructions, audio_token)]
+
+
 def build_datasets(cfg: DictConfig, processor, max_length: int | None) -> tuple[Any, Any, dict]:
     """(train, validation or None, data record): two examples per utterance, each with its token `length` (for
     length-grouped batching); statistics logged, examples longer than max_length named."""
@@ -196,14 +202,13 @@ def build_datasets(cfg: DictConfig, processor, max_length: int | None) -> tuple[
     validation: list = []
     if cfg.data.validation_fraction > 0:
         utterances, validation = split_by_speaker(utterances, cfg.data.validation_fraction, cfg.seed)
-    instructions = {"apa": cfg.prompts.apa, "mdd": cfg.prompts.mdd}
     record: dict = {"train_utterances": len(utterances), "validation_utterances": len(validation)}
     datasets = []
     for name, part in (("train", utterances), ("validation", validation)):
         if not part:
             datasets.append(None)
             continue
-        rows = [asdict(ex) for utt in part for ex in build_examples(utt, instructions, processor.tokenizer.audio_token)]
+        rows = example_rows(part, cfg.prompts, processor.tokenizer.audio_token)
         lengths = example_lengths(rows, processor)
         record[f"{name}_examples"] = len(rows)
         record[f"{name}_stats"] = summarize(lengths, max_length, name, [f"{r['id']}/{r['task']}" for r in rows])

@@ -11,8 +11,6 @@ from apa.compare import compare
 from apa.evaluation import evaluation_examples, generate_predictions, load_for_eval, weights_digest
 from tests.conftest import FAST_EVAL, compose_eval_config
 
-FAST = FAST_EVAL  # short answers: greedy decoding of the random tiny model is slow here
-
 
 @pytest.fixture(scope="module")
 def evaluated(demo_sweep):
@@ -51,7 +49,7 @@ def test_final_model_reuses_the_predictions_of_the_identical_last_epoch(evaluate
 
 
 def test_interrupted_generation_resumes_to_an_identical_file(tmp_path):
-    cfg = compose_eval_config("model=tiny", "data=sample", "data.limit=3", "prompts=terse", *FAST)
+    cfg = compose_eval_config("model=tiny", "data=sample", "data.limit=3", "prompts=terse", *FAST_EVAL)
     model, processor = load_for_eval(cfg.model, None, cfg.seed)
     rows = evaluation_examples(cfg, processor.tokenizer.audio_token)
     full = tmp_path / "full" / "predictions.jsonl"

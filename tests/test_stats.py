@@ -1,7 +1,6 @@
 """Dataset statistics match what the model sees; the speaker-held-out validation split; the max_length report."""
 
 import shutil
-from dataclasses import asdict
 
 import pytest
 
@@ -10,24 +9,17 @@ from apa.data import SAMPLE_ROOT
 from apa.data.speechocean import DataError, load_split, split_by_speaker
 from apa.data.stats import example_lengths, summarize
 from apa.modeling import load_base
-from apa.prompts import build_examples
+from apa.training import example_rows
+from tests.conftest import compose_config
 
 
 @pytest.fixture(scope="module")
-def sample_rows(make_config_module):
-    cfg = make_config_module("experiment=demo", "prompts=terse")
+def sample_rows():
+    cfg = compose_config("experiment=demo", "prompts=terse")
     _, processor, _ = load_base(cfg.model)
     utts = load_split("local", str(SAMPLE_ROOT), "train", max_bad_fraction=0)[:5]
-    instructions = {"apa": cfg.prompts.apa, "mdd": cfg.prompts.mdd}
-    rows = [asdict(ex) for u in utts for ex in build_examples(u, instructions, processor.tokenizer.audio_token)]
+    rows = example_rows(utts, cfg.prompts, processor.tokenizer.audio_token)
     return rows, processor
-
-
-@pytest.fixture(scope="module")
-def make_config_module():
-    from tests.conftest import compose_config
-
-    return compose_config
 
 
 def test_token_lengths_are_what_the_collator_builds(sample_rows):
@@ -72,7 +64,7 @@ def test_validation_split_holds_out_whole_speakers(tmp_path):
         split_by_speaker(load_split("local", str(SAMPLE_ROOT), "train", max_bad_fraction=0), 0.2, seed=42)
 
 
-def test_training_with_a_validation_split_logs_an_eval_loss_per_epoch(tmp_path, make_config_module):
+def test_training_with_a_validation_split_logs_an_eval_loss_per_epoch(tmp_path):
     from apa.training import build_trainer, fit
 
     root = tmp_path / "so762"
@@ -80,7 +72,7 @@ def test_training_with_a_validation_split_logs_an_eval_loss_per_epoch(tmp_path, 
     utt2spk = root / "train" / "utt2spk"
     lines = utt2spk.read_text().splitlines()
     utt2spk.write_text("".join(f"{line.split()[0]} {1000 + i // 3}\n" for i, line in enumerate(lines)))
-    cfg = make_config_module("experiment=demo", "prompts=terse", "trainer.report_to=[]", f"data.path={root}",
+    cfg = compose_config("experiment=demo", "prompts=terse", "trainer.report_to=[]", f"data.path={root}",
                              "data.limit=6", "data.validation_fraction=0.3", "trainer.per_device_train_batch_size=4")
     trainer, resume_from, record = build_trainer(cfg, tmp_path / "run")
     assert (record["data"]["train_utterances"], record["data"]["validation_utterances"]) == (3, 3)
