@@ -184,6 +184,10 @@ def bench_training(overrides: list[str], steps: int, warmup: int, peak: float | 
 
 
 def bench_data(overrides: list[str], workers: list[int], batches: int) -> dict:
+    """Collate throughput, as the trainer's dataloader runs it, in two states of the per-process feature cache:
+    cold (every clip's log-mel computed: the first epoch's worst case) and warm (every clip cached: later epochs
+    with persistent workers). Workers are forked from a process whose cache is already warm, as persistent workers
+    are after their first epoch."""
     from torch.utils.data import DataLoader
     from transformers import AutoProcessor
 
@@ -199,14 +203,20 @@ def bench_data(overrides: list[str], workers: list[int], batches: int) -> dict:
     batch_size = cfg.trainer.per_device_train_batch_size
     needed = batches * batch_size
     rows = (rows * math.ceil(needed / len(rows)))[:needed]
-    collator = SpeechSFTCollator(processor, max_length=cfg.trainer.max_length)
-    out = {"batch": batch_size, "batches": batches, "workers": {}}
-    for n in workers:
-        loader = DataLoader(rows, batch_size=batch_size, collate_fn=collator, num_workers=n, shuffle=False)
-        started = time.perf_counter()
-        count = sum(len(batch["input_ids"]) for batch in loader)
-        seconds = time.perf_counter() - started
-        out["workers"][n] = {"samples_per_s": count / seconds, "samples_per_s_per_worker": count / seconds / max(n, 1)}
+    warm = SpeechSFTCollator(processor, cfg.trainer.max_length, cfg.data.feature_cache_mb)
+    warm(rows)  # fills the cache (when it is on)
+    collators = {"cold": SpeechSFTCollator(processor, cfg.trainer.max_length, feature_cache_mb=0), "warm": warm}
+    out: dict = {"batch": batch_size, "batches": batches, "feature_cache_mb": cfg.data.feature_cache_mb,
+                 "torch_threads": torch.get_num_threads()}
+    for state, collator in collators.items():
+        out[state] = {}
+        for n in workers:
+            loader = DataLoader(rows, batch_size=batch_size, collate_fn=collator, num_workers=n, shuffle=False)
+            started = time.perf_counter()
+            count = sum(len(batch["input_ids"]) for batch in loader)
+            seconds = time.perf_counter() - started
+            out[state][f"workers={n}"] = {"samples_per_s": count / seconds,
+                                          "samples_per_s_per_worker": count / seconds / max(n, 1)}
     return out
 
 

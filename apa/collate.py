@@ -1,11 +1,29 @@
-"""Batch examples into Phi-4-multimodal inputs with labels that teach only the answer."""
+"""Batch examples into Phi-4-multimodal inputs with labels that teach only the answer.
+
+The collator produces exactly what `processor(text=..., audio=..., padding=True)` produces (tested tensor by tensor),
+but does the expensive parts once instead of once per batch:
+
+- **Prompt tokens.** Every example of a task has the same prompt (chat template, control token, instruction, one
+  audio placeholder); only the number of audio tokens differs. The prompt is tokenized once per distinct prompt and
+  the placeholder expanded by list arithmetic; each answer is tokenized once and kept.
+- **Log-mel features.** The checkpoint's own feature extractor runs one clip at a time and the result is kept in a
+  bounded per-process cache: a clip serves two examples (APA and MDD) and comes back every epoch. With persistent
+  dataloader workers the cache lives across epochs.
+
+One deliberate difference: padded feature frames are zeros. transformers' batched extractor means to zero the frames
+past a clip's end (its comment: to match the original per-clip implementation) but leaves the last one or two frames
+that overlap the clip's tail non-zero. Those frames lie outside `audio_attention_mask`; zeros are what the original
+per-clip extractor and every fully padded frame give.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from typing import Any
 
 import torch
+from torch.nn.utils.rnn import pad_sequence
 
 from apa.constants import ASSISTANT_TOKEN, SAMPLING_RATE
 from apa.data.audio import decode_audio
@@ -24,39 +42,121 @@ def chat_text(processor, user_content: str, answer: str | None) -> str:
     )
 
 
+class ChatTokens:
+    """Token ids of a conversation in three parts: prompt before the audio placeholder, prompt after it (ending in
+    `<|assistant|>`), answer (with its end tokens). Prompts are tokenized once per distinct prompt, answers once.
+
+    Splitting is exact because the placeholder and `<|assistant|>` are special tokens: the tokenizer never merges
+    text across them, so the pieces concatenate to the tokens of the whole conversation (tested against the
+    processor)."""
+
+    def __init__(self, processor):
+        self.processor = processor
+        self.audio_id = processor.audio_token_id
+        self._prompts: dict[str, tuple[list[int], list[int]]] = {}
+        self._answers: dict[tuple[str, str], list[int]] = {}
+
+    def _ids(self, text: str) -> list[int]:
+        return self.processor.tokenizer(text, add_special_tokens=False).input_ids
+
+    def prompt(self, user_content: str) -> tuple[list[int], list[int]]:
+        if user_content not in self._prompts:
+            ids = self._ids(chat_text(self.processor, user_content, None))
+            if ids.count(self.audio_id) != 1:
+                found = ids.count(self.audio_id)
+                raise ValueError(f"a prompt must hold exactly one audio placeholder ({self.processor.audio_token}); "
+                                 f"found {found} in {user_content!r}")
+            cut = ids.index(self.audio_id)
+            self._prompts[user_content] = (ids[:cut], ids[cut + 1:])
+        return self._prompts[user_content]
+
+    def answer(self, user_content: str, answer: str) -> list[int]:
+        key = (user_content, answer)
+        if key not in self._answers:
+            prompt = chat_text(self.processor, user_content, None)
+            full = chat_text(self.processor, user_content, answer)
+            if not full.startswith(prompt):
+                raise ValueError("the chat template does not extend the generation prompt with the answer; "
+                                 "prompt tokens cannot be shared")
+            self._answers[key] = self._ids(full[len(prompt):])
+        return self._answers[key]
+
+
+class ClipFeatures:
+    """Log-mel features of one clip by the checkpoint's feature extractor, with a bounded LRU cache (in MB).
+
+    Per clip, the extractor gives frames bit-identical to the valid frames of its batched output (tested)."""
+
+    def __init__(self, feature_extractor, cache_mb: float = 1024):
+        self.extractor = feature_extractor
+        self.budget = int(cache_mb * 2**20)
+        self.used = 0
+        self._cache: OrderedDict[str, tuple[torch.Tensor, int]] = OrderedDict()
+
+    def __call__(self, path: str) -> tuple[torch.Tensor, int]:
+        """(frames x mel bins float32 features, number of audio tokens)."""
+        hit = self._cache.get(path)
+        if hit is not None:
+            self._cache.move_to_end(path)
+            return hit
+        out = self.extractor(decode_audio(path), sampling_rate=SAMPLING_RATE, return_tensors="pt")
+        item = (out["audio_input_features"][0], int(out["audio_embed_sizes"][0]))
+        size = item[0].numel() * item[0].element_size()
+        if size <= self.budget:
+            self._cache[path] = item
+            self.used += size
+            while self.used > self.budget:
+                _, (old, _) = self._cache.popitem(last=False)
+                self.used -= old.numel() * old.element_size()
+        return item
+
+
 class SpeechSFTCollator:
     """Rows {id, task, audio_path, user_content, answer} -> processor features + labels.
 
-    Labels are -100 on everything up to and including the last `<|assistant|>` (the prompt and its audio
-    placeholders) and on padding; the answer, its `<|end|>` and the final end-of-text are learned. Because
-    `<|assistant|>` is a special token, tokenizing the whole conversation splits exactly where the answer begins.
+    Labels are -100 on the prompt (up to and including `<|assistant|>`), its audio placeholders and padding; the
+    answer, its `<|end|>` and the final end-of-text are learned. Right padding, as the processor pads for training.
     """
 
-    def __init__(self, processor, max_length: int | None = None):
-        self.processor = processor
+    def __init__(self, processor, max_length: int | None = None, feature_cache_mb: float = 1024):
         self.max_length = max_length
+        self.pad_id = processor.tokenizer.pad_token_id
         self.assistant_id = processor.tokenizer.convert_tokens_to_ids(ASSISTANT_TOKEN)
         self.audio_id = processor.audio_token_id
+        self.tokens = ChatTokens(processor)
+        self.features = ClipFeatures(processor.audio_processor, feature_cache_mb)
+
+    def _example(self, row: dict[str, Any]) -> tuple[list[int], int, torch.Tensor, int]:
+        features, n_audio = self.features(row["audio_path"])
+        before, after = self.tokens.prompt(row["user_content"])
+        if not after or after[-1] != self.assistant_id:
+            raise ValueError(f"example {row['id']}: the prompt does not end in {ASSISTANT_TOKEN}; the chat template "
+                             "would let the model learn the prompt")
+        prompt = before + [self.audio_id] * n_audio + after
+        return prompt + self.tokens.answer(row["user_content"], row["answer"]), len(prompt), features, n_audio
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        self.processor.tokenizer.padding_side = "right"
-        texts = [chat_text(self.processor, r["user_content"], r["answer"]) for r in rows]
-        audio = [decode_audio(r["audio_path"]) for r in rows]
-        batch = self.processor(
-            text=texts, audio=audio, sampling_rate=SAMPLING_RATE, return_tensors="pt", padding=True
-        )
-        input_ids = batch["input_ids"]
-        labels = input_ids.clone()
-        for i, row in enumerate(input_ids):
-            starts = (row == self.assistant_id).nonzero()
-            if len(starts) == 0:
-                raise ValueError(f"example {rows[i]['id']} has no {ASSISTANT_TOKEN}: the chat template lost the answer")
-            labels[i, : int(starts[-1]) + 1] = IGNORE_INDEX
-        labels[batch["attention_mask"] == 0] = IGNORE_INDEX
-        labels[input_ids == self.audio_id] = IGNORE_INDEX
+        examples = [self._example(r) for r in rows]
+        ids = [torch.tensor(e[0]) for e in examples]
+        input_ids = pad_sequence(ids, batch_first=True, padding_value=self.pad_id)
+        lengths = torch.tensor([len(x) for x in ids])
+        attention_mask = (torch.arange(input_ids.shape[1])[None, :] < lengths[:, None]).long()
+        labels = input_ids.masked_fill(attention_mask == 0, IGNORE_INDEX)
+        for i, (_, prompt_length, _, _) in enumerate(examples):
+            labels[i, :prompt_length] = IGNORE_INDEX
+        frames = [e[2] for e in examples]
+        batch = {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "audio_input_features": pad_sequence(frames, batch_first=True, padding_value=0.0),
+            "audio_embed_sizes": torch.tensor([e[3] for e in examples]),
+        }
+        if len(rows) > 1:  # as the feature extractor: a single clip has no padding, hence no mask
+            n_frames = torch.tensor([len(f) for f in frames])
+            batch["audio_attention_mask"] = torch.arange(int(n_frames.max()))[None, :] < n_frames[:, None]
         if self.max_length and input_ids.shape[1] > self.max_length:
-            long = [r["id"] for r, n in zip(rows, batch["attention_mask"].sum(1), strict=True) if n > self.max_length]
+            long = [r["id"] for r, n in zip(rows, lengths.tolist(), strict=True) if n > self.max_length]
             log.warning("examples %s are longer than max_length=%d; kept whole (no answer is truncated)",
                         long, self.max_length)
         batch["labels"] = labels
-        return dict(batch)
+        return batch

@@ -71,6 +71,7 @@ class DataConfig:
     max_bad_fraction: float = 0.05  # stop if more than this share of a split is unusable
     max_audio_seconds: float | None = 30.0
     validation_fraction: float = 0.0  # > 0: hold out whole training speakers for an eval loss per epoch
+    feature_cache_mb: float = 1024  # per dataloader process: log-mel features kept across batches and epochs; 0 = off
 
 
 @dataclass

@@ -256,7 +256,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path):
         args=args,
         train_dataset=train_set,
         eval_dataset=validation_set,
-        data_collator=SpeechSFTCollator(processor, max_length=args.max_length),
+        data_collator=SpeechSFTCollator(processor, args.max_length, cfg.data.feature_cache_mb),
         processing_class=processor,
         callbacks=[StopOnSignal()],
     )

@@ -22,7 +22,9 @@ def test_train_mode_reports_consistent_figures(tmp_path, capsys):
 
 def test_data_mode_measures_collate_throughput():
     result = main(["experiment=demo", "data.limit=2", "--mode", "data", "--workers", "0", "--batches", "2"])
-    assert result["workers"][0]["samples_per_s"] > 0 and result["batch"] == 8
+    assert result["batch"] == 8 and result["feature_cache_mb"] > 0
+    for state in ("cold", "warm"):
+        assert result[state]["workers=0"]["samples_per_s"] > 0
 
 
 def test_flops_count_follows_checkpointing_and_unfreezing():
