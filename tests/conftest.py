@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +20,9 @@ from apa.config import register_configs
 
 REPO = Path(__file__).resolve().parent.parent
 CONF = REPO / "conf"
+# 4 utterances -> 8 examples, batch 2: 4 optimizer steps an epoch, 2 epochs; LoRA dropout on, so RNG state matters
+RESUME_OVERRIDES = ("experiment=demo", "prompts=terse", "lora=paper_r64", "data.limit=4", "trainer.num_train_epochs=2",
+                    "trainer.per_device_train_batch_size=2", "trainer.report_to=[]", "trainer.logging_steps=1")
 FAST_EVAL = ("batch_size=3", "max_new_tokens.apa=6", "max_new_tokens.mdd=6")  # short answers: decoding is slow here
 os.environ.setdefault("APA_CACHE_DIR", str(REPO / ".cache" / "apa"))
 register_configs()
@@ -37,20 +45,154 @@ def compose_eval_config(*overrides: str):
         return compose(config_name="evaluate", overrides=list(overrides))
 
 
-@pytest.fixture(scope="session")
-def demo_sweep(tmp_path_factory):
-    """What multirun.sh runs, as a user runs it (subprocess): `train.py -m` over both LoRA configs (2 epochs, batch
-    4 x accumulation 2) with the evaluate_and_compare callback (every checkpoint evaluated, then the comparison).
+class BackgroundRun:
+    """A command run as a user runs it, in its own process, started with the session (see pytest_sessionstart)."""
+
+    def __init__(self, cmd: list[str], cwd: Path, out_dir: Path):
+        self.out_dir = out_dir
+        self.log_path = out_dir / "output.log"
+        self._log = self.log_path.open("w")
+        # its own process group, so that stop() also ends what it started (torchrun's ranks, submitit's jobs)
+        self.proc = subprocess.Popen(cmd, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.killed = threading.Event()
+
+    def kill_once(self, ready: Path, delay: float, timeout: float = 600) -> None:
+        """SIGKILL the process `delay` seconds after `ready` appears (watched from a thread of this session)."""
+
+        def watch():
+            deadline = time.monotonic() + timeout
+            while not ready.exists():
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    return
+                time.sleep(0.02)
+            time.sleep(delay)
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGKILL)
+                self.killed.set()
+
+        threading.Thread(target=watch, daemon=True).start()
+
+    def wait(self, expected_code: int = 0, timeout: float = 600) -> Path:
+        """The run's folder, once its command has ended with `expected_code`."""
+        try:
+            code = self.proc.wait(timeout=timeout)
+        finally:
+            self.stop()
+        assert code == expected_code, self.log_path.read_text()[-3000:]
+        return self.out_dir
+
+    def stop(self) -> None:
+        if self._log.closed:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:  # the group is gone: every process of it has ended
+            pass
+        self.proc.wait()
+        self._log.close()
+
+
+def _demo_sweep(out_dir: Path) -> BackgroundRun:
+    """What multirun.sh runs, as a user runs it: `train.py -m` over both LoRA configs (2 epochs, batch 4 x
+    accumulation 2) with the evaluate_and_compare callback (every checkpoint evaluated, then the comparison).
     The jobs go through hydra-submitit-launcher's local launcher, the SLURM launcher's stand-in on one machine: each
     job is its own process, and both run at once."""
-    sweep = tmp_path_factory.mktemp("sweep")
-    cmd = [
+    return BackgroundRun([
         sys.executable, "train.py", "-m", "experiment=demo", "lora=pretrained_r320,paper_r64", "prompts=terse",
         "data.limit=4", "trainer.num_train_epochs=2", "trainer.per_device_train_batch_size=4",
-        "trainer.gradient_accumulation_steps=2", f"hydra.sweep.dir={sweep}", "hydra/callbacks=evaluate_and_compare",
+        "trainer.gradient_accumulation_steps=2", f"hydra.sweep.dir={out_dir}", "hydra/callbacks=evaluate_and_compare",
         "hydra.callbacks.evaluate_and_compare.overrides=[" + ",".join(f'"{o}"' for o in FAST_EVAL) + "]",
         "hydra/launcher=submitit_local",
-    ]
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return sweep
+    ], REPO, out_dir)
+
+
+def _torchrun_two_ranks(out_dir: Path) -> BackgroundRun:
+    """torchrun with 2 CPU ranks (gloo) and no hydra.run.dir: each rank composes the default, timestamped
+    outputs/runs/<time>_paper_r64 under the working directory, and they must agree on it."""
+    return BackgroundRun([
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", str(REPO / "train.py"),
+        "experiment=demo", "lora=paper_r64", "prompts=terse", "data.limit=4", "trainer.num_train_epochs=2",
+        "trainer.per_device_train_batch_size=2", "trainer.report_to=[]",
+    ], out_dir, out_dir)
+
+
+def _sigkilled_in_epoch_2(out_dir: Path) -> BackgroundRun:
+    """A real `kill -9` of train.py (no handler can run) half a second after its epoch-1 checkpoint appears
+    (renamed into place complete), so during epoch 2: 4 steps of about a second each here."""
+    run = BackgroundRun([sys.executable, "train.py", *RESUME_OVERRIDES, f"hydra.run.dir={out_dir / 'run'}"],
+                        REPO, out_dir)
+    run.kill_once(out_dir / "run" / "checkpoint-epoch-1", delay=0.5)
+    return run
+
+
+# name: (test files that use it, how to start it). Each costs ~25 s of single-threaded library imports in fresh
+# processes. Started as the session starts, they run while collection and the in-process tests use the other core;
+# the tests that use them run last and wait for them.
+BACKGROUND = {
+    "demo_sweep": (("test_cli.py", "test_evaluation.py", "test_predict.py"), _demo_sweep),
+    "torchrun_two_ranks": (("test_distributed.py",), _torchrun_two_ranks),
+    "sigkilled_in_epoch_2": (("test_resume.py",), _sigkilled_in_epoch_2),
+}
+_RUNS: dict[str, BackgroundRun] = {}
+
+
+def _start(name: str) -> None:
+    if name not in _RUNS:
+        _RUNS[name] = BACKGROUND[name][1](Path(tempfile.mkdtemp(prefix=f"apa-{name}-")))
+
+
+def pytest_sessionstart(session):
+    """Start the runs whose test files are among the paths asked for (before collection, which takes ~25 s)."""
+    config = session.config
+    if config.option.collectonly:
+        return
+    asked = [(config.invocation_params.dir / arg.split("::")[0]).resolve() for arg in config.args]
+    for name, (files, _) in BACKGROUND.items():
+        if any(p == f or p in f.parents for p in asked for f in (REPO / "tests" / n for n in files)):
+            _start(name)
+
+
+def _background_needs(item) -> set[str]:
+    return BACKGROUND.keys() & set(getattr(item, "fixturenames", ()))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Stop the runs no selected test uses, start any missed, and move the modules that wait for them to the end
+    (whole modules, so that their module-scoped fixtures are built once)."""
+    needed = set().union(*map(_background_needs, items))
+    for name in list(_RUNS):
+        if name not in needed:
+            _RUNS.pop(name).stop()
+    if not config.option.collectonly:
+        for name in sorted(needed):
+            _start(name)
+    waiting_modules = {item.module for item in items if _background_needs(item)}
+    waiting = [item for item in items if item.module in waiting_modules]
+    for item in waiting:
+        items.remove(item)
+    items.extend(waiting)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    for run in _RUNS.values():
+        run.stop()
+        if exitstatus == 0:
+            shutil.rmtree(run.out_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def demo_sweep():
+    return _RUNS["demo_sweep"].wait()
+
+
+@pytest.fixture(scope="session")
+def torchrun_two_ranks():
+    return _RUNS["torchrun_two_ranks"].wait()
+
+
+@pytest.fixture(scope="session")
+def sigkilled_in_epoch_2():
+    run = _RUNS["sigkilled_in_epoch_2"]
+    out_dir = run.wait(expected_code=-signal.SIGKILL)
+    assert run.killed.is_set(), "the run ended before it could be killed in epoch 2"
+    return out_dir / "run"

@@ -22,9 +22,9 @@ def rows_and_processor():
     return rows, processor
 
 
-def _processor_batch(processor, rows):
-    processor.tokenizer.padding_side = "right"
-    texts = [chat_text(processor, r["user_content"], r["answer"]) for r in rows]
+def _processor_batch(processor, rows, for_generation=False):
+    processor.tokenizer.padding_side = "left" if for_generation else "right"
+    texts = [chat_text(processor, r["user_content"], None if for_generation else r["answer"]) for r in rows]
     audio = [decode_audio(r["audio_path"]) for r in rows]
     return processor(text=texts, audio=audio, sampling_rate=SAMPLING_RATE, return_tensors="pt", padding=True)
 
@@ -50,6 +50,22 @@ def test_batches_equal_the_processors_output(rows_and_processor):
         samples = len(decode_audio(row["audio_path"]))
         differing = (their_features[i, n:] != 0).any(-1).nonzero().flatten() + n
         assert all(frame * hop < samples for frame in differing.tolist()), (i, differing)
+
+
+def test_generation_inputs_equal_the_processors_left_padded_prompts(rows_and_processor):
+    rows, processor = rows_and_processor
+    rows = rows[::-1]
+    ours = SpeechSFTCollator(processor).generation_inputs(rows)
+    reference = _processor_batch(processor, rows, for_generation=True)
+    assert set(ours) == set(reference)
+    for key in ("input_ids", "attention_mask", "audio_embed_sizes", "audio_attention_mask"):
+        assert torch.equal(ours[key], reference[key]), key
+    assert (reference["attention_mask"][:, 0] == 0).any()  # some rows really are left-padded
+    valid = reference["audio_attention_mask"]
+    assert torch.equal(ours["audio_input_features"][valid], reference["audio_input_features"][valid])
+    # decoded audio passed in gives the same inputs as the rows' files
+    again = SpeechSFTCollator(processor).generation_inputs(rows, [decode_audio(r["audio_path"]) for r in rows])
+    assert all(torch.equal(ours[k], again[k]) for k in ours)
 
 
 def test_a_single_example_has_no_audio_mask_like_the_processor(rows_and_processor):

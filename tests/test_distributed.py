@@ -1,25 +1,14 @@
 """Data-parallel training with torchrun on CPU (gloo), and what a multi-process launch without a rendezvous gets."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 
 from apa import distributed
-from tests.conftest import REPO
 
 
-def test_torchrun_two_ranks_share_one_run_folder_and_split_the_batches(tmp_path):
-    cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", str(REPO / "train.py"),
-        "experiment=demo", "lora=paper_r64", "prompts=terse", "data.limit=4", "trainer.num_train_epochs=2",
-        "trainer.per_device_train_batch_size=2", "trainer.report_to=[]",
-    ]
-    # no hydra.run.dir: each rank composes the default, timestamped outputs/runs/<time>_paper_r64 (cwd = tmp_path)
-    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    runs = list((tmp_path / "outputs" / "runs").iterdir())
+def test_torchrun_two_ranks_share_one_run_folder_and_split_the_batches(torchrun_two_ranks):
+    runs = list((torchrun_two_ranks / "outputs" / "runs").iterdir())
     assert len(runs) == 1 and runs[0].name.endswith("_paper_r64")
     run = runs[0]
     record = json.loads((run / "training_config.json").read_text())

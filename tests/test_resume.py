@@ -3,9 +3,6 @@
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
@@ -14,11 +11,7 @@ from transformers import TrainerCallback
 
 from apa.run_folder import resumable_checkpoints
 from apa.training import build_trainer, fit, train
-from tests.conftest import REPO, compose_config
-
-# 4 utterances -> 8 examples, batch 2: 4 optimizer steps an epoch, 2 epochs; LoRA dropout on, so RNG state matters
-OVERRIDES = ("experiment=demo", "prompts=terse", "lora=paper_r64", "data.limit=4", "trainer.num_train_epochs=2",
-             "trainer.per_device_train_batch_size=2", "trainer.report_to=[]", "trainer.logging_steps=1")
+from tests.conftest import RESUME_OVERRIDES, compose_config
 
 
 class SendSigterm(TrainerCallback):
@@ -43,34 +36,20 @@ def _adapter(run_dir):
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("whole")
-    train(compose_config(*OVERRIDES), run_dir)
+    train(compose_config(*RESUME_OVERRIDES), run_dir)
     return run_dir
 
 
 
 
 
-def test_sigkill_in_epoch_2_then_resume_gives_the_same_adapter_after_the_same_steps(uninterrupted, tmp_path):
-    """A real `kill -9` of train.py during epoch 2 (no handler can run), then resume=true."""
-    run_dir = tmp_path / "run"
-    log = (tmp_path / "train.out").open("w")
-    proc = subprocess.Popen([sys.executable, "train.py", *OVERRIDES, f"hydra.run.dir={run_dir}"], cwd=REPO,
-                            stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 300
-        while not (run_dir / "checkpoint-epoch-1").exists():  # appears complete (renamed into place)
-            assert proc.poll() is None, (tmp_path / "train.out").read_text()[-3000:]
-            assert time.monotonic() < deadline, "epoch 1 never finished"
-            time.sleep(0.02)
-        time.sleep(0.5)  # into epoch 2 (4 steps of about a second each here)
-        proc.send_signal(signal.SIGKILL)
-        assert proc.wait(timeout=60) == -signal.SIGKILL
-    finally:
-        proc.kill()
-        log.close()
+def test_sigkill_in_epoch_2_then_resume_gives_the_same_adapter_after_the_same_steps(uninterrupted,
+                                                                                       sigkilled_in_epoch_2):
+    """A real `kill -9` of train.py during epoch 2 (conftest.sigkilled_in_epoch_2), then resume=true."""
+    run_dir = sigkilled_in_epoch_2
     assert not (run_dir / "checkpoint-epoch-2").exists() and not (run_dir / "final_model").exists()
     assert [p.name for p in resumable_checkpoints(run_dir)] == ["checkpoint-epoch-1"]
-    train(compose_config(*OVERRIDES, "resume=true"), run_dir)
+    train(compose_config(*RESUME_OVERRIDES, "resume=true"), run_dir)
     expected, got = _adapter(uninterrupted), _adapter(run_dir)
     assert expected.keys() == got.keys()
     assert all(torch.equal(expected[k], got[k]) for k in expected)
@@ -78,7 +57,7 @@ def test_sigkill_in_epoch_2_then_resume_gives_the_same_adapter_after_the_same_st
 
 
 def test_sigterm_saves_a_checkpoint_exits_cleanly_and_resumes(uninterrupted, tmp_path):
-    trainer, resume_from, record = build_trainer(compose_config(*OVERRIDES), tmp_path)
+    trainer, resume_from, record = build_trainer(compose_config(*RESUME_OVERRIDES), tmp_path)
     trainer.add_callback(SendSigterm(1))
     with pytest.raises(SystemExit) as stopped:
         fit(trainer, resume_from, record)
@@ -87,12 +66,12 @@ def test_sigterm_saves_a_checkpoint_exits_cleanly_and_resumes(uninterrupted, tmp
     assert [p.name for p in resumable_checkpoints(tmp_path)] == ["checkpoint-step-2"]
     assert not list(tmp_path.glob("checkpoint-[0-9]*")) and not (tmp_path / "final_model").exists()
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # handlers restored
-    train(compose_config(*OVERRIDES, "resume=true"), tmp_path)
+    train(compose_config(*RESUME_OVERRIDES, "resume=true"), tmp_path)
     expected, got = _adapter(uninterrupted), _adapter(tmp_path)
     assert all(torch.equal(expected[k], got[k]) for k in expected)
 
 
 def test_same_config_and_seed_give_a_bit_identical_adapter(uninterrupted, tmp_path):
-    train(compose_config(*OVERRIDES), tmp_path)
+    train(compose_config(*RESUME_OVERRIDES), tmp_path)
     expected, got = _adapter(uninterrupted), _adapter(tmp_path)
     assert all(torch.equal(expected[k], got[k]) for k in expected)
