@@ -142,6 +142,12 @@ def bench_training(overrides: list[str], steps: int, warmup: int, peak: float | 
     megabatch = args.per_device_train_batch_size * args.gradient_accumulation_steps
     pad = {s: padding_share(totals, args.per_device_train_batch_size, s, megabatch, args.seed)
            for s in (strategy, other)}
+    # A few dozen examples form one mega-batch, so grouping cannot show here; resampled to the full corpus's 5000
+    # examples per epoch, the measured lengths show what it buys there (an estimate: the sample's length spread).
+    corpus = [totals[i] for i in torch.randint(len(totals), (FULL_CORPUS_EXAMPLES_PER_EPOCH,),
+                                                generator=torch.Generator().manual_seed(args.seed)).tolist()]
+    pad_corpus = {s: padding_share(corpus, args.per_device_train_batch_size, s, megabatch, args.seed)
+                  for s in ("random", "group_by_length")}
     params = dict(record["parameters"])
     embeddings = trainer.model.get_base_model().get_input_embeddings().weight
     params["embedding_params"] = embeddings.numel()
@@ -163,6 +169,7 @@ def bench_training(overrides: list[str], steps: int, warmup: int, peak: float | 
         "mean_tokens_per_example": mean_total,
         "padding_share": pad[strategy],
         f"padding_share_if_{other}": pad[other],
+        "padding_share_full_corpus_estimate": pad_corpus,
         "peak_memory_gb": (torch.cuda.max_memory_allocated() if cuda
                            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 1e9,
         "peak_memory_kind": "cuda max allocated" if cuda else "process RSS",
@@ -253,7 +260,7 @@ def main(argv: list[str] | None = None) -> dict:
     for key, value in result.items():
         if isinstance(value, dict):
             for sub, item in value.items():
-                shown = {k: _fmt(v) for k, v in item.items()} if isinstance(item, dict) else item
+                shown = {k: _fmt(v) for k, v in item.items()} if isinstance(item, dict) else _fmt(item)
                 print(f"{key}.{sub!s:<34} {shown}")
         else:
             print(f"{key:<42} {_fmt(value)}")

@@ -15,6 +15,8 @@ def test_train_mode_reports_consistent_figures(tmp_path, capsys):
     assert result["samples_per_s"] == pytest.approx(2 * result["steps_per_s"])  # batch 2, no accumulation
     assert result["tokens_per_s"] == pytest.approx(result["text_tokens_per_s"] + result["audio_tokens_per_s"])
     assert 0 <= result["padding_share"] < 1 and result["peak_memory_gb"] > 0.1
+    corpus = result["padding_share_full_corpus_estimate"]
+    assert 0 < corpus["group_by_length"] < corpus["random"] < 1  # at corpus scale, grouping cuts padding
     assert result["mfu"] is None  # no GPU, no peak to compare with
     assert result["projected_paper_table3_3_epochs_min"] == pytest.approx(15000 / result["samples_per_s"] / 60)
     assert "projected_paper_table3_3_epochs_min" in capsys.readouterr().out
