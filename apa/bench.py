@@ -203,6 +203,8 @@ def bench_data(overrides: list[str], workers: list[int], batches: int) -> dict:
     from apa.modeling import resolve_model_path
     from apa.training import example_rows
 
+    if batches < 2:
+        raise SystemExit("--batches must be at least 2: the first batch of each setting is not timed")
     cfg = compose(overrides)
     processor = AutoProcessor.from_pretrained(resolve_model_path(cfg.model), revision=cfg.model.get("revision"))
     utterances = load_configured_split(cfg.data, cfg.data.train_split)
@@ -219,8 +221,11 @@ def bench_data(overrides: list[str], workers: list[int], batches: int) -> dict:
         out[state] = {}
         for n in workers:
             loader = DataLoader(rows, batch_size=batch_size, collate_fn=collator, num_workers=n, shuffle=False)
+            # steady state: the clock starts at the first batch, so worker start-up (a fork, ~0.5 s) is left out
+            batches_iter = iter(loader)
+            next(batches_iter)
             started = time.perf_counter()
-            count = sum(len(batch["input_ids"]) for batch in loader)
+            count = sum(len(batch["input_ids"]) for batch in batches_iter)
             seconds = time.perf_counter() - started
             out[state][f"workers={n}"] = {"samples_per_s": count / seconds,
                                           "samples_per_s_per_worker": count / seconds / max(n, 1)}

@@ -27,4 +27,4 @@ run pretrained_r320 lora=pretrained_r320
 run paper_r64_no_length_grouping lora=paper_r64 trainer.train_sampling_strategy=random
 echo "== data pipeline"
 python3 -m apa.bench model=phi4mm_random data=sample data.limit=null --mode data --workers 0 2 4 --batches 20 \
-  --json "$out/data.json" > "$out/data.log" 2>&1; echo "exit $?"; tail -5 "$out/data.log"
+  --json "$out/data.json" > "$out/data.log" 2>&1; echo "exit $?"; tail -12 "$out/data.log"
