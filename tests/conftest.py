@@ -156,6 +156,7 @@ def _background_needs(item) -> set[str]:
     return BACKGROUND.keys() & set(getattr(item, "fixturenames", ()))
 
 
+@pytest.hookimpl(trylast=True)  # after -k / -m deselection, so that `items` is what will run
 def pytest_collection_modifyitems(config, items):
     """Stop the runs no selected test uses, start any missed, and move the modules that wait for them to the end
     (whole modules, so that their module-scoped fixtures are built once)."""
