@@ -11,9 +11,9 @@ but does the expensive parts once instead of once per batch:
   dataloader workers the cache lives across epochs.
 
 One deliberate difference: padded feature frames are zeros. transformers' batched extractor means to zero the frames
-past a clip's end (its comment: to match the original per-clip implementation) but leaves the last one or two frames
-that overlap the clip's tail non-zero. Those frames lie outside `audio_attention_mask`; zeros are what the original
-per-clip extractor and every fully padded frame give.
+past a clip's end (its comment: to match the unbatched implementation) but leaves the one or two frames that overlap
+the clip's tail non-zero. Those frames lie outside `audio_attention_mask`; zeros are what a clip extracted alone and
+every fully padded frame give. Generation inputs come from here too, so evaluation sees what training saw.
 """
 
 from __future__ import annotations
