@@ -96,11 +96,11 @@ def plan_batches(rows: list[dict], batch_size: int) -> list[list[dict]]:
 
 
 def generate_predictions(model, processor, rows: list[dict], path: Path, batch_size: int,
-                         max_new_tokens: dict[str, int]) -> list[dict]:
+                         max_new_tokens: dict[str, int], feature_cache_mb: float = 1024) -> list[dict]:
     from apa.collate import SpeechSFTCollator
     from apa.generation import generate_answers
 
-    batcher = SpeechSFTCollator(processor)  # one feature cache for both tasks' batches
+    batcher = SpeechSFTCollator(processor, feature_cache_mb=feature_cache_mb)  # one cache for both tasks' batches
     path.parent.mkdir(parents=True, exist_ok=True)
     done = _done_keys(path)
     batches = plan_batches(rows, batch_size)
@@ -202,7 +202,7 @@ def evaluate_one(model, processor, rows: list[dict], means: dict[str, float], cf
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "train_means.json").write_text(json.dumps(means, indent=2))
     generate_predictions(model, processor, rows, out_dir / "predictions.jsonl", cfg.batch_size,
-                         dict(cfg.max_new_tokens))
+                         dict(cfg.max_new_tokens), cfg.data.feature_cache_mb)
     metrics = score_file(out_dir / "predictions.jsonl", means)
     log.info("%s: %s", out_dir, format_metrics(metrics))
     return metrics
