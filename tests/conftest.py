@@ -163,12 +163,14 @@ def pytest_collection_modifyitems(config, items):
     needed = set().union(*map(_background_needs, items))
     for name in list(_RUNS):
         if name not in needed:
-            _RUNS.pop(name).stop()
+            unused = _RUNS.pop(name)
+            unused.stop()
+            shutil.rmtree(unused.out_dir, ignore_errors=True)
     if not config.option.collectonly:
         for name in sorted(needed):
             _start(name)
-    waiting_modules = {item.module for item in items if _background_needs(item)}
-    waiting = [item for item in items if item.module in waiting_modules]
+    waiting_modules = {item.path for item in items if _background_needs(item)}
+    waiting = [item for item in items if item.path in waiting_modules]
     for item in waiting:
         items.remove(item)
     items.extend(waiting)
