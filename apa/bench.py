@@ -213,7 +213,8 @@ def bench_data(overrides: list[str], workers: list[int], batches: int) -> dict:
     needed = batches * batch_size
     rows = (rows * math.ceil(needed / len(rows)))[:needed]
     warm = SpeechSFTCollator(processor, cfg.trainer.max_length, cfg.data.feature_cache_mb)
-    warm(rows)  # fills the cache (when it is on)
+    for path in {r["audio_path"] for r in rows}:  # fill the cache (when it is on)
+        warm.features(path)
     collators = {"cold": SpeechSFTCollator(processor, cfg.trainer.max_length, feature_cache_mb=0), "warm": warm}
     out: dict = {"batch": batch_size, "batches": batches, "feature_cache_mb": cfg.data.feature_cache_mb,
                  "torch_threads": torch.get_num_threads()}

@@ -53,19 +53,29 @@ class ChatTokens:
     def __init__(self, processor):
         self.processor = processor
         self.audio_id = processor.audio_token_id
+        self.assistant_id = processor.tokenizer.convert_tokens_to_ids(ASSISTANT_TOKEN)
+        self._prompt_texts: dict[str, str] = {}
         self._prompts: dict[str, tuple[list[int], list[int]]] = {}
         self._answers: dict[tuple[str, str], list[int]] = {}
 
     def _ids(self, text: str) -> list[int]:
         return self.processor.tokenizer(text, add_special_tokens=False).input_ids
 
+    def _prompt_text(self, user_content: str) -> str:
+        if user_content not in self._prompt_texts:
+            self._prompt_texts[user_content] = chat_text(self.processor, user_content, None)
+        return self._prompt_texts[user_content]
+
     def prompt(self, user_content: str) -> tuple[list[int], list[int]]:
         if user_content not in self._prompts:
-            ids = self._ids(chat_text(self.processor, user_content, None))
+            ids = self._ids(self._prompt_text(user_content))
             if ids.count(self.audio_id) != 1:
                 found = ids.count(self.audio_id)
                 raise ValueError(f"a prompt must hold exactly one audio placeholder ({self.processor.audio_token}); "
                                  f"found {found} in {user_content!r}")
+            if ids[-1] != self.assistant_id:
+                raise ValueError(f"the prompt does not end in {ASSISTANT_TOKEN}; the chat template would let the "
+                                 f"model learn the prompt: {user_content!r}")
             cut = ids.index(self.audio_id)
             self._prompts[user_content] = (ids[:cut], ids[cut + 1:])
         return self._prompts[user_content]
@@ -73,7 +83,7 @@ class ChatTokens:
     def answer(self, user_content: str, answer: str) -> list[int]:
         key = (user_content, answer)
         if key not in self._answers:
-            prompt = chat_text(self.processor, user_content, None)
+            prompt = self._prompt_text(user_content)
             full = chat_text(self.processor, user_content, answer)
             if not full.startswith(prompt):
                 raise ValueError("the chat template does not extend the generation prompt with the answer; "
@@ -125,16 +135,12 @@ class SpeechSFTCollator:
     def __init__(self, processor, max_length: int | None = None, feature_cache_mb: float = 1024):
         self.max_length = max_length
         self.pad_id = processor.tokenizer.pad_token_id
-        self.assistant_id = processor.tokenizer.convert_tokens_to_ids(ASSISTANT_TOKEN)
         self.audio_id = processor.audio_token_id
         self.tokens = ChatTokens(processor)
         self.features = ClipFeatures(processor.audio_processor, feature_cache_mb)
 
     def _prompt(self, row: dict[str, Any], n_audio: int) -> list[int]:
         before, after = self.tokens.prompt(row["user_content"])
-        if not after or after[-1] != self.assistant_id:
-            raise ValueError(f"example {row.get('id', '')}: the prompt does not end in {ASSISTANT_TOKEN}; the chat "
-                             "template would let the model learn the prompt")
         return before + [self.audio_id] * n_audio + after
 
     @staticmethod

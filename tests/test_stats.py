@@ -48,13 +48,18 @@ def test_examples_longer_than_max_length_are_named_not_truncated(sample_rows, ca
     assert summary["hours"] == pytest.approx(sum(n["seconds"] for n in lengths) / 2 / 3600, abs=1e-4)
 
 
-def test_validation_split_holds_out_whole_speakers(tmp_path):
+def _sample_with_speakers_of(size: int, tmp_path):
+    """A copy of the bundled sample whose training utterances belong to speakers of `size` utterances each."""
     root = tmp_path / "so762"
     shutil.copytree(SAMPLE_ROOT, root)
     utt2spk = root / "train" / "utt2spk"
     lines = utt2spk.read_text().splitlines()
-    # give the 20 training utterances four speakers of 5 utterances each
-    utt2spk.write_text("".join(f"{line.split()[0]} {1000 + i // 5}\n" for i, line in enumerate(lines)))
+    utt2spk.write_text("".join(f"{line.split()[0]} {1000 + i // size}\n" for i, line in enumerate(lines)))
+    return root
+
+
+def test_validation_split_holds_out_whole_speakers(tmp_path):
+    root = _sample_with_speakers_of(5, tmp_path)  # the 20 training utterances: four speakers of 5
     utts = load_split("local", str(root), "train", max_bad_fraction=0)
     train, validation = split_by_speaker(utts, 0.25, seed=42)
     assert len(validation) == 5 and len(train) == 15
@@ -67,11 +72,7 @@ def test_validation_split_holds_out_whole_speakers(tmp_path):
 def test_training_with_a_validation_split_logs_an_eval_loss_per_epoch(tmp_path):
     from apa.training import build_trainer, fit
 
-    root = tmp_path / "so762"
-    shutil.copytree(SAMPLE_ROOT, root)
-    utt2spk = root / "train" / "utt2spk"
-    lines = utt2spk.read_text().splitlines()
-    utt2spk.write_text("".join(f"{line.split()[0]} {1000 + i // 3}\n" for i, line in enumerate(lines)))
+    root = _sample_with_speakers_of(3, tmp_path)
     cfg = compose_config("experiment=demo", "prompts=terse", "trainer.report_to=[]", f"data.path={root}",
                              "data.limit=6", "data.validation_fraction=0.3", "trainer.per_device_train_batch_size=4")
     trainer, resume_from, record = build_trainer(cfg, tmp_path / "run")
