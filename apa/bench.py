@@ -196,17 +196,17 @@ def bench_data(overrides: list[str], workers: list[int], batches: int) -> dict:
     with persistent workers). Workers are forked from a process whose cache is already warm, as persistent workers
     are after their first epoch."""
     from torch.utils.data import DataLoader
-    from transformers import AutoProcessor
 
     from apa.collate import SpeechSFTCollator
     from apa.data.speechocean import load_configured_split
+    from apa.layout import load_processor
     from apa.modeling import resolve_model_path
     from apa.training import example_rows
 
     if batches < 2:
         raise SystemExit("--batches must be at least 2: the first batch of each setting is not timed")
     cfg = compose(overrides)
-    processor = AutoProcessor.from_pretrained(resolve_model_path(cfg.model), revision=cfg.model.get("revision"))
+    processor = load_processor(resolve_model_path(cfg.model), cfg.model.get("revision"))
     utterances = load_configured_split(cfg.data, cfg.data.train_split)
     rows = example_rows(utterances, cfg.prompts, processor.tokenizer.audio_token)
     batch_size = cfg.trainer.per_device_train_batch_size

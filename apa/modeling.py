@@ -73,43 +73,49 @@ def compute_dtype(requested: str) -> torch.dtype:
     return torch.bfloat16 if bf16_ok else torch.float32
 
 
-def attention_implementation(requested: str) -> str:
-    """flash_attention_2 only where the flash-attn package and a GPU exist; sdpa (PyTorch's fused kernels) otherwise."""
+def attention_implementation(requested: str) -> dict[str, str]:
+    """Per sub-model attention: the language model (and the unused vision tower) get `requested` where it can run,
+    the audio encoder always sdpa: flash-attention cannot take its float relative-position bias mask.
+
+    flash_attention_2 needs the flash-attn package and a GPU; without them, sdpa (PyTorch's fused kernels), logged.
+    """
     if requested == "flash_attention_2":
         import importlib.util
 
         if importlib.util.find_spec("flash_attn") is None or not torch.cuda.is_available():
             log.warning("model.attn_implementation=flash_attention_2 needs a GPU and `pip install flash-attn`: "
                         "using sdpa instead")
-            return "sdpa"
-    return requested
+            requested = "sdpa"
+    return {"": requested, "vision_config": requested, "audio_config": "sdpa"}
 
 
 def load_base(model_cfg):
-    """(model, processor) from `model.path` at `model.revision`, weights in the compute dtype."""
-    from transformers import AutoProcessor, Phi4MultimodalForCausalLM
+    """(model, processor, path) from `model.path` at `model.revision`, weights in the compute dtype, after the
+    checks that need no weights (native format, token ids of tokenizer vs config, chat markers)."""
+    from transformers import AutoConfig, Phi4MultimodalForCausalLM
+
+    from apa.layout import load_processor, token_problems
 
     path = resolve_model_path(model_cfg)
     check_checkpoint(path)
     revision = model_cfg.get("revision")
-    processor = AutoProcessor.from_pretrained(path, revision=revision)
+    processor = load_processor(path, revision)
+    config = AutoConfig.from_pretrained(path, revision=revision)
+    problems = token_problems(config, processor.tokenizer)
+    if problems:
+        raise ModelLoadError(f"{path}: " + "; ".join(problems) + ". Tokenizer and config must come from the same "
+                             "checkpoint and revision (`python -m apa.check_checkpoint` lists every check)")
+    attention = attention_implementation(model_cfg.get("attn_implementation", "sdpa"))
+    dtype = compute_dtype(model_cfg.get("dtype", "auto"))
     if model_cfg.get("random"):
-        from transformers import AutoConfig
-
         from apa.full_size import build_model
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
         log.warning("model=%s has random weights: for speed and memory measurements only", model_cfg.name)
-        config = AutoConfig.from_pretrained(path)
-        config._attn_implementation = attention_implementation(model_cfg.get("attn_implementation", "sdpa"))
-        model = build_model(config, device, compute_dtype(model_cfg.get("dtype", "auto")))
-        return model, processor, path
-    model = Phi4MultimodalForCausalLM.from_pretrained(
-        path,
-        revision=revision,
-        dtype=compute_dtype(model_cfg.get("dtype", "auto")),
-        attn_implementation=attention_implementation(model_cfg.get("attn_implementation", "sdpa")),
-    )
+        config._attn_implementation = attention
+        return build_model(config, device, dtype), processor, path
+    model = Phi4MultimodalForCausalLM.from_pretrained(path, revision=revision, dtype=dtype,
+                                                      attn_implementation=attention)
     return model, processor, path
 
 
@@ -125,9 +131,10 @@ def add_control_tokens(model, processor, seed: int) -> list[int]:
                                  replace_extra_special_tokens=False)
     ids = tokenizer.convert_tokens_to_ids(list(CONTROL_TOKENS))
     embeddings = model.get_input_embeddings()
-    if max(ids) >= embeddings.weight.shape[0]:
-        log.warning("resizing embeddings to %d rows for the control tokens", len(tokenizer))
-        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    if max(ids) >= embeddings.weight.shape[0]:  # the real matrix has spare rows; resize only when it has none left
+        log.warning("resizing the embeddings from %d to %d rows for the control tokens", embeddings.weight.shape[0],
+                    max(ids) + 1)
+        model.resize_token_embeddings(max(ids) + 1, mean_resizing=False)
         embeddings = model.get_input_embeddings()
     weight = embeddings.weight
     with torch.no_grad():
@@ -154,22 +161,23 @@ def unfrozen_modules(unfreeze) -> list[str]:
     return [name for group in unfreeze for name in UNFREEZABLE[group]]
 
 
-def attach_lora(model, lora_cfg, model_path: str, control_token_ids: list[int], seed: int, unfreeze=()):
+def attach_lora(model, lora_cfg, model_path: str, control_token_ids: list[int], seed: int, unfreeze=(),
+                revision: str | None = None):
     """Wrap `model` in a PeftModel per the `lora` config group.
 
-    `init_from` set: the adapter on disk (`<model>/speech-lora`), weights loaded exactly, trainable.
-    Otherwise: a fresh LoRA. Either way the control-token rows ride along as `trainable_token_indices`.
+    `init_from` set: the adapter on disk (`<model>/<init_from>`, fetched at `revision` from the hub), loaded by
+    `load_speech_adapter` (any key spelling, every tensor checked), trainable. Otherwise a fresh LoRA on the same
+    modules. Either way the control-token rows ride along as `trainable_token_indices` (when there are any).
     `unfreeze` (model.unfreeze) trains whole modules too, as PEFT `modules_to_save`: trainable copies that are saved
     in the adapter folder and restored by a plain `PeftModel.from_pretrained`.
     """
-    modules_to_save = unfrozen_modules(unfreeze) or None
-    from peft import LoraConfig, PeftConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
-    from peft.utils import load_peft_weights
+    from peft import LoraConfig, PeftConfig, get_peft_model
 
+    modules_to_save = unfrozen_modules(unfreeze) or None
     torch.manual_seed(seed)  # LoRA init happens here, before the Trainer seeds anything
-    token_indices = {"embed_tokens": list(control_token_ids)}
+    token_indices = {"embed_tokens": list(control_token_ids)} if control_token_ids else None
     if lora_cfg.init_from:
-        adapter_dir = _adapter_dir(model_path, lora_cfg.init_from)
+        adapter_dir = adapter_folder(model_path, lora_cfg.init_from, revision)
         config = PeftConfig.from_pretrained(adapter_dir)
         for key, value in (("r", lora_cfg.r), ("lora_alpha", lora_cfg.alpha), ("lora_dropout", lora_cfg.dropout)):
             if getattr(config, key) != value:
@@ -178,15 +186,11 @@ def attach_lora(model, lora_cfg, model_path: str, control_token_ids: list[int], 
         config.inference_mode = False
         config.trainable_token_indices = token_indices
         config.modules_to_save = modules_to_save
-        peft_model = get_peft_model(model, config)
-        # the file holds the LoRA weights; the control-token rows keep their fresh values
-        state = get_peft_model_state_dict(peft_model)
-        on_disk = load_peft_weights(adapter_dir)
-        unknown = sorted(set(on_disk) - set(state))
-        if unknown:
-            raise ModelLoadError(f"{adapter_dir} holds weights this model lacks: {unknown[:3]}")
-        set_peft_model_state_dict(peft_model, {**state, **on_disk})
+        peft_model = load_speech_adapter(model, config, adapter_dir)
     else:
+        if Path(model_path, "speech-lora").is_dir() or not Path(model_path).exists():
+            log.info("lora=%s starts a fresh LoRA (r=%d); the checkpoint's own speech adapter (speech-lora/) is not "
+                     "used", lora_cfg.name, lora_cfg.r)
         config = LoraConfig(
             r=lora_cfg.r,
             lora_alpha=lora_cfg.alpha,
@@ -196,6 +200,7 @@ def attach_lora(model, lora_cfg, model_path: str, control_token_ids: list[int], 
             modules_to_save=modules_to_save,
             task_type="CAUSAL_LM",
         )
+        _refuse_wrong_targets(model, config, f"lora={lora_cfg.name}")
         peft_model = get_peft_model(model, config)
     _expose_head_bias(peft_model)
     for name, param in peft_model.named_parameters():
@@ -204,7 +209,50 @@ def attach_lora(model, lora_cfg, model_path: str, control_token_ids: list[int], 
     return peft_model
 
 
-def _adapter_dir(model_path: str, subfolder: str) -> str:
+def _refuse_wrong_targets(model, config, origin: str) -> None:
+    from apa.layout import target_module_problems
+
+    names = [name for name, _ in model.named_modules()]
+    problems = target_module_problems(config, names, model.config.get_text_config().num_hidden_layers)
+    if problems:
+        raise ModelLoadError(f"{origin}: " + "; ".join(problems))
+
+
+def load_speech_adapter(model, config, adapter_dir: str):
+    """`model` wrapped with the adapter in `adapter_dir`, whichever way its keys are spelt (PEFT-prefixed,
+    transformers' converter: unprefixed, or remote code: `.lora_A.speech.weight`), then proved: the wrapped modules
+    are exactly the language model's 4 projections per layer, and every LoRA tensor equals the file's (none is left
+    at its initial value). A plain `PeftModel.from_pretrained` on a converter-style folder warns and leaves lora_B
+    at zero instead."""
+    from peft import get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    from apa.layout import lora_key_report, normalise_lora_key
+
+    _refuse_wrong_targets(model, config, str(adapter_dir))
+    weights_file = Path(adapter_dir) / "adapter_model.safetensors"
+    if not weights_file.is_file():
+        raise ModelLoadError(f"{adapter_dir} has no adapter_model.safetensors")
+    on_disk = load_file(str(weights_file))
+    layers = model.config.get_text_config().num_hidden_layers
+    _, problems = lora_key_report(on_disk, layers)
+    if problems:
+        raise ModelLoadError(f"{weights_file}: " + "; ".join(problems))
+    weights = {normalise_lora_key(key)[0]: value for key, value in on_disk.items()}
+    peft_model = get_peft_model(model, config)
+    state = get_peft_model_state_dict(peft_model)
+    set_peft_model_state_dict(peft_model, {**state, **weights})
+    live = get_peft_model_state_dict(peft_model)
+    differing = [k for k, v in weights.items() if not torch.equal(live[k].detach().cpu(), v.to(live[k].dtype))]
+    if differing:
+        raise ModelLoadError(f"{weights_file}: {len(differing)} LoRA tensor(s) did not load, e.g. {differing[0]}")
+    log.info("speech adapter %s: %d LoRA tensors on %d modules loaded and checked against the file", adapter_dir,
+             len(weights), len(weights) // 2)
+    return peft_model
+
+
+def adapter_folder(model_path: str, subfolder: str, revision: str | None = None) -> str:
+    """The adapter folder of a local checkpoint, or its download from the hub at the base model's revision."""
     local = Path(model_path) / subfolder
     if local.is_dir():
         return str(local)
@@ -212,7 +260,8 @@ def _adapter_dir(model_path: str, subfolder: str) -> str:
         raise ModelLoadError(f"{local} not found: lora.init_from={subfolder} needs the checkpoint's adapter folder")
     from huggingface_hub import snapshot_download
 
-    return str(Path(snapshot_download(model_path, allow_patterns=[f"{subfolder}/*"])) / subfolder)
+    root = snapshot_download(model_path, revision=revision, allow_patterns=[f"{subfolder}/*"])
+    return str(Path(root) / subfolder)
 
 
 def _expose_head_bias(peft_model) -> None:

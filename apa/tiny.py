@@ -20,23 +20,20 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from apa.constants import (
-    ASSISTANT_TOKEN,
-    END_TOKEN,
-    ENDOFTEXT_TOKEN,
-    SPEECH_LORA_TARGET_REGEX,
-    USER_TOKEN,
-)
+from apa.constants import ASSISTANT_TOKEN, END_TOKEN, ENDOFTEXT_TOKEN, SPEECH_LORA_TARGET_REGEX, USER_TOKEN
 from apa.data.records import ARPABET
+from apa.layout import AUDIO_TOKEN, IMAGE_TOKEN, REAL_IMAGE_PROCESSOR, SPECIAL_TOKENS, convert_config, remote_config
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 1  # bump when the generated files change, so cached copies are rebuilt
+GENERATOR_VERSION = 2  # bump when the generated files change, so cached copies are rebuilt
 PROMPTS_DIR = Path(__file__).resolve().parent.parent / "conf" / "prompts"
-IMAGE_TOKEN = "<|image|>"
-AUDIO_TOKEN = "<|audio|>"
-SYSTEM_TOKEN = "<|system|>"
-SPECIAL_TOKENS = [ENDOFTEXT_TOKEN, SYSTEM_TOKEN, USER_TOKEN, ASSISTANT_TOKEN, END_TOKEN, IMAGE_TOKEN, AUDIO_TOKEN]
+# The real tokenizer's special tokens, in the real order (by id)
+SPECIAL_TOKEN_ORDER = [SPECIAL_TOKENS[i] for i in sorted(SPECIAL_TOKENS)]
+SPARE_ROWS = 35  # embedding rows beyond the tokenizer: 200064 rows for 200029 tokens in the real checkpoint
+# The vision tower is never used by this project; the tiny one keeps the real class at the smallest size.
+TINY_VISION = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+               "image_size": 28, "patch_size": 14, "crop_size": 28}
 
 # Phi-4's chat format: <|role|>content<|end|> per turn, then <|assistant|> to prompt an answer, or end of text
 # after a full conversation (that final token is part of what training teaches).
@@ -46,7 +43,7 @@ CHAT_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% else %}{{ eos_token }}{% endif %}"
 )
-
+assert all(t in SPECIAL_TOKEN_ORDER for t in (ASSISTANT_TOKEN, END_TOKEN, ENDOFTEXT_TOKEN, USER_TOKEN))
 
 
 # Generic instruction-style English so that prompt texts tokenize into words rather than single bytes. Fixed here
@@ -70,7 +67,7 @@ class TinySpec:
     Also the schema of the `model.tiny` config node."""
 
     seed: int = 0
-    vocab_size: int = 2048
+    vocab_size: int = 2048  # upper bound of the BPE vocabulary; the embedding has len(tokenizer) + 35 rows
     hidden_size: int = 128
     intermediate_size: int = 256
     num_hidden_layers: int = 2
@@ -135,122 +132,132 @@ def _tokenizer_corpus() -> list[str]:
     return lines * 4
 
 
-def _build_tokenizer(spec: TinySpec):
+def build_tokenizer(rows: int, real_ids: bool = False):
+    """A byte-level BPE trained in memory on `_tokenizer_corpus()`, with the real tokenizer's special tokens.
+
+    `rows` bounds the BPE vocabulary (the tiny corpus fills ~1,340 tokens). `real_ids=False` (tiny): the special
+    tokens follow the BPE vocabulary in the real order. `real_ids=True` (full-size random): each
+    special token sits at its real id (SPECIAL_TOKENS), the ids between the BPE vocabulary and 199999 unused; that
+    is what makes `model=phi4mm_random`'s config the real one, token ids included. The tiny model cannot have the
+    real ids: a 200064-row tied head makes a CPU training step ~85x slower (5.9 s vs 0.07 s, 8 x 250 tokens).
+    """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    n_special = len(SPECIAL_TOKENS)
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        # leave room at the end of the embedding matrix, as the real checkpoint does (200064 rows for ~200k tokens),
-        # so control tokens added later need no resize
-        vocab_size=spec.vocab_size - n_special - 32,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
+    trainer = trainers.BpeTrainer(vocab_size=rows - len(SPECIAL_TOKENS) - SPARE_ROWS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator(_tokenizer_corpus(), trainer=trainer)
-    tok.add_special_tokens(SPECIAL_TOKENS)
+    layout = json.loads(tok.to_str())
+    base = tok.get_vocab_size()
+    for i, (real_id, token) in enumerate(sorted(SPECIAL_TOKENS.items())):
+        token_id = real_id if real_ids else base + i
+        layout["model"]["vocab"][token] = token_id
+        layout["added_tokens"].append({"id": token_id, "content": token, "single_word": False, "lstrip": False,
+                                       "rstrip": False, "normalized": False, "special": True})
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
+        tokenizer_object=Tokenizer.from_str(json.dumps(layout)),
         bos_token=ENDOFTEXT_TOKEN,
         eos_token=ENDOFTEXT_TOKEN,
         pad_token=ENDOFTEXT_TOKEN,
         unk_token=None,
-        extra_special_tokens={"image_token": IMAGE_TOKEN, "audio_token": AUDIO_TOKEN},
+        extra_special_tokens={"image_token": IMAGE_TOKEN, "audio_token": AUDIO_TOKEN},  # as the converter sets them
         chat_template=CHAT_TEMPLATE,
         model_max_length=131072,
     )
 
 
-def _write_checkpoint(spec: TinySpec, out: Path) -> None:
+def token_roles(tokenizer) -> dict[str, int]:
+    """The ids convert_config needs, read from the tokenizer."""
+    return {"endoftext": tokenizer.convert_tokens_to_ids(ENDOFTEXT_TOKEN),
+            "end": tokenizer.convert_tokens_to_ids(END_TOKEN),
+            "audio": tokenizer.audio_token_id, "image": tokenizer.image_token_id}
+
+
+def tiny_remote_config(spec: TinySpec, ids: dict[str, int], rows: int) -> dict:
+    """The released remote-code config.json scaled down: sizes shrink, every other field (longrope and its factor
+    lists, cut to the tiny rotary size; sliding window; relative-bias distance; dtype; ...) stays the real one."""
+    cfg = remote_config()
+    cfg.update(hidden_size=spec.hidden_size, intermediate_size=spec.intermediate_size,
+               num_hidden_layers=spec.num_hidden_layers, num_attention_heads=spec.num_attention_heads,
+               num_key_value_heads=spec.num_key_value_heads, vocab_size=rows, initializer_range=spec.initializer_range,
+               bos_token_id=ids["endoftext"], eos_token_id=ids["endoftext"], pad_token_id=ids["endoftext"])
+    cfg["speech_lora"].update(r=spec.speech_lora_r, lora_alpha=spec.speech_lora_alpha, dp=spec.speech_lora_dropout)
+    half = int(spec.hidden_size // spec.num_attention_heads * cfg["partial_rotary_factor"]) // 2
+    for key in ("short_factor", "long_factor"):
+        factors = cfg["rope_scaling"][key]
+        cfg["rope_scaling"][key] = factors[:: len(factors) // half][:half]
+    audio = cfg["audio_processor"]["config"]
+    audio.update(attention_dim=spec.audio_hidden_size, attention_heads=4, linear_units=2 * spec.audio_hidden_size,
+                 num_blocks=spec.audio_blocks, depthwise_seperable_out_channel=spec.audio_hidden_size,
+                 ext_pw_out_channel=spec.audio_hidden_size)
+    audio["nemo_conv_settings"]["conv_channels"] = 16
+    cfg["embd_layer"]["image_embd_layer"]["crop_size"] = TINY_VISION["crop_size"]
+    return cfg
+
+
+def random_speech_lora(model, lora_kwargs: dict, seed: int, std: float, dtype=None) -> dict:
+    """A speech LoRA of the right shapes with seeded random values, keyed as the remote-code checkpoint keys it
+    (`model.layers.0.self_attn.qkv_proj.lora_A.speech.weight`), drawn on the CPU."""
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import (
-        GenerationConfig,
-        Phi4MultimodalConfig,
-        Phi4MultimodalFeatureExtractor,
-        Phi4MultimodalForCausalLM,
-        Phi4MultimodalProcessor,
-    )
+
+    config = LoraConfig(**lora_kwargs, target_modules=SPEECH_LORA_TARGET_REGEX, task_type="CAUSAL_LM")
+    with torch.device("meta"):
+        shapes = {name: p.shape for name, p in get_peft_model(model, config).named_parameters() if "lora_" in name}
+    gen = torch.Generator().manual_seed(seed)
+    state = {}
+    for name, shape in shapes.items():
+        key = name.removeprefix("base_model.model.").replace(".default.", ".speech.")
+        state[key] = (torch.randn(shape, generator=gen) * std).to(dtype or torch.float32)
+    return state
+
+
+def write_speech_lora(out: Path, remote_state: dict, lora_kwargs: dict) -> None:
+    """`speech-lora/` as transformers' converter writes it: every tensor whose key holds "lora" and "speech", with
+    "speech." removed from the key (so no PEFT `base_model.model.` prefix), and a plain LoraConfig with the regex."""
+    from peft import LoraConfig
+    from safetensors.torch import save_file
+
+    adapter = out / "speech-lora"
+    LoraConfig(**lora_kwargs, target_modules=SPEECH_LORA_TARGET_REGEX, task_type="CAUSAL_LM").save_pretrained(
+        str(adapter))
+    converted = {k.replace("speech.", ""): v for k, v in remote_state.items() if "lora" in k and "speech" in k}
+    save_file(converted, str(adapter / "adapter_model.safetensors"))
+
+
+def write_processor(tokenizer, out: Path) -> None:
+    """Tokenizer, chat template and processor files; processor_config.json names the real image processor class
+    (which imports torchvision: apa.layout.load_processor loads such a folder without it)."""
+    from transformers import Phi4MultimodalFeatureExtractor, Phi4MultimodalProcessor
     from transformers.image_processing_utils import ImageProcessingMixin
 
-    tokenizer = _build_tokenizer(spec)
-    if len(tokenizer) + 4 > spec.vocab_size:
-        raise ValueError(f"tiny tokenizer has {len(tokenizer)} tokens; vocab_size {spec.vocab_size} leaves no room")
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
-    config = Phi4MultimodalConfig(
-        vocab_size=spec.vocab_size,
-        hidden_size=spec.hidden_size,
-        intermediate_size=spec.intermediate_size,
-        num_hidden_layers=spec.num_hidden_layers,
-        num_attention_heads=spec.num_attention_heads,
-        num_key_value_heads=spec.num_key_value_heads,
-        max_position_embeddings=4096,
-        original_max_position_embeddings=4096,
-        initializer_range=spec.initializer_range,
-        tie_word_embeddings=True,
-        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.75},
-        bos_token_id=ids[ENDOFTEXT_TOKEN],
-        pad_token_id=ids[ENDOFTEXT_TOKEN],
-        eos_token_id=[ids[ENDOFTEXT_TOKEN], ids[END_TOKEN]],
-        audio_config={
-            "hidden_size": spec.audio_hidden_size,
-            "num_blocks": spec.audio_blocks,
-            "num_attention_heads": 4,
-            "intermediate_size": 2 * spec.audio_hidden_size,
-            "nemo_conv_channels": 16,
-            "bias_max_distance": 50,
-            # the defaults (1024) do not follow hidden_size and fail with a channel mismatch
-            "ext_pw_out_channel": spec.audio_hidden_size,
-            "depthwise_separable_out_channel": spec.audio_hidden_size,
-            "audio_token_id": ids[AUDIO_TOKEN],
-        },
-        vision_config={
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
-            "image_size": 28,
-            "patch_size": 14,
-            "crop_size": 28,
-            "image_token_id": ids[IMAGE_TOKEN],
-        },
-    )
+    processor = Phi4MultimodalProcessor(image_processor=ImageProcessingMixin(),
+                                        audio_processor=Phi4MultimodalFeatureExtractor(), tokenizer=tokenizer)
+    processor.save_pretrained(out)
+    config_file = out / "processor_config.json"
+    config = json.loads(config_file.read_text())
+    config["image_processor"] = dict(REAL_IMAGE_PROCESSOR)
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def _write_checkpoint(spec: TinySpec, out: Path) -> None:
+    import torch
+    from transformers import GenerationConfig, Phi4MultimodalForCausalLM
+
+    tokenizer = build_tokenizer(spec.vocab_size)
+    ids = token_roles(tokenizer)
+    rows = len(tokenizer) + SPARE_ROWS  # as many spare embedding rows as the real checkpoint has
+    config = convert_config(tiny_remote_config(spec, ids, rows), ids, vision=TINY_VISION)
     torch.manual_seed(spec.seed)
     model = Phi4MultimodalForCausalLM(config).eval()
-    model.generation_config = GenerationConfig(
-        bos_token_id=ids[ENDOFTEXT_TOKEN],
-        eos_token_id=[ids[ENDOFTEXT_TOKEN], ids[END_TOKEN]],
-        pad_token_id=ids[ENDOFTEXT_TOKEN],
-    )
+    model.generation_config = GenerationConfig(bos_token_id=ids["endoftext"], pad_token_id=ids["endoftext"],
+                                               eos_token_id=[ids["endoftext"], ids["end"]])
     model.save_pretrained(out)
-
-    # An audio-only project needs no torchvision: a bare image-processor mixin saves and reloads offline.
-    processor = Phi4MultimodalProcessor(
-        image_processor=ImageProcessingMixin(),
-        audio_processor=Phi4MultimodalFeatureExtractor(),
-        tokenizer=tokenizer,
-    )
-    processor.save_pretrained(out)
-
-    lora = LoraConfig(
-        r=spec.speech_lora_r,
-        lora_alpha=spec.speech_lora_alpha,
-        lora_dropout=spec.speech_lora_dropout,
-        target_modules=SPEECH_LORA_TARGET_REGEX,
-        task_type="CAUSAL_LM",
-    )
-    peft_model = get_peft_model(model, lora)
-    gen = torch.Generator().manual_seed(spec.seed + 1)
-    with torch.no_grad():
-        for name, param in peft_model.named_parameters():
-            if "lora_" in name:
-                param.copy_(torch.randn(param.shape, generator=gen) * spec.speech_lora_init_std)
-    peft_model.save_pretrained(out / "speech-lora")
-    # The adapter must not point at this temporary folder.
-    cfg_path = out / "speech-lora" / "adapter_config.json"
-    adapter_cfg = json.loads(cfg_path.read_text())
-    adapter_cfg["base_model_name_or_path"] = None
-    cfg_path.write_text(json.dumps(adapter_cfg, indent=2, sort_keys=True))
+    write_processor(tokenizer, out)
+    lora = {"r": spec.speech_lora_r, "lora_alpha": spec.speech_lora_alpha, "lora_dropout": spec.speech_lora_dropout}
+    # non-zero B, so that "continuing the pretrained adapter" is observable; bf16 as Microsoft's adapter is
+    write_speech_lora(out, random_speech_lora(model, lora, spec.seed + 1, spec.speech_lora_init_std, torch.bfloat16),
+                      lora)

@@ -230,7 +230,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path):
     model, processor, model_path = load_base(cfg.model)
     control_ids = add_control_tokens(model, processor, cfg.seed)
     train_set, validation_set, data_record = build_datasets(cfg, processor, args.max_length)
-    model = attach_lora(model, cfg.lora, model_path, control_ids, cfg.seed, cfg.model.unfreeze)
+    model = attach_lora(model, cfg.lora, model_path, control_ids, cfg.seed, cfg.model.unfreeze,
+                        cfg.model.get("revision"))
 
     params = parameter_report(model)
     table = format_parameter_table(params)

@@ -81,7 +81,7 @@ def test_labels_cover_exactly_the_answer(base):
     assert (batch["labels"][batch["attention_mask"] == 0] == IGNORE_INDEX).all()
 
 
-def test_pretrained_r320_starts_from_the_adapter_on_disk_bit_for_bit(base):
+def test_pretrained_r320_starts_from_the_adapter_on_disk_bit_for_bit(base):  # any spelling: test_layout.py
     cfg, model, processor, path = base
     from tests.conftest import compose_config
 
@@ -91,9 +91,9 @@ def test_pretrained_r320_starts_from_the_adapter_on_disk_bit_for_bit(base):
     on_disk = load_peft_weights(f"{path}/speech-lora")
     state = {k: v for k, v in peft_model.state_dict().items() if "lora_" in k}
     assert len(state) == len(on_disk) > 0
-    for key, value in on_disk.items():
-        live = state[key.replace(".weight", ".default.weight")]
-        assert torch.equal(live, value)
+    for key, value in on_disk.items():  # converter-style keys (no base_model.model. prefix), bf16 on disk
+        live = state[f"base_model.model.{key}".replace(".weight", ".default.weight")]
+        assert torch.equal(live, value.to(live.dtype))
     assert any(v.abs().sum() > 0 for k, v in on_disk.items() if "lora_B" in k)  # a real, non-zero adapter
     trainable = {n for n, p in peft_model.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in n for n in trainable)
