@@ -177,3 +177,49 @@ def test_flash_attention_without_the_package_falls_back_to_sdpa_everywhere():
     from apa.modeling import attention_implementation
 
     assert set(attention_implementation("flash_attention_2").values()) == {"sdpa"}  # no GPU, no flash-attn here
+
+
+def test_check_checkpoint_reports_the_tiny_checkpoint_clean(tiny, capsys):
+    from apa.check_checkpoint import main
+
+    _, path = tiny
+    assert main([str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "PROBLEM" not in out and out.rstrip().endswith("no problems found")
+    assert "keys in the converter spelling" in out and "Phi4MultimodalImageProcessorFast" in out
+
+
+def test_check_checkpoint_names_each_problem_of_a_broken_copy(tiny, tmp_path, capsys):
+    from apa.check_checkpoint import main
+
+    _, path = tiny
+    copy = _copy(path, tmp_path / "broken")
+    config = json.loads((copy / "config.json").read_text())
+    config["audio_config"]["audio_token_id"] = 7
+    config["rope_parameters"] = {"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.75}
+    (copy / "config.json").write_text(json.dumps(config))
+    adapter_cfg = json.loads((copy / "speech-lora" / "adapter_config.json").read_text())
+    adapter_cfg["target_modules"] = ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]
+    (copy / "speech-lora" / "adapter_config.json").write_text(json.dumps(adapter_cfg))
+    weights = load_file(str(copy / "speech-lora" / "adapter_model.safetensors"))
+    weights.pop("model.layers.1.mlp.down_proj.lora_B.weight")
+    save_file(weights, str(copy / "speech-lora" / "adapter_model.safetensors"))
+    assert main([str(copy)]) == 1
+    problems = [line for line in capsys.readouterr().out.splitlines() if line.startswith("PROBLEM")]
+    assert len(problems) == 5, problems  # the rope change shows twice: its type and its lost original length
+    joined = "\n".join(problems)
+    assert "rope_parameters.rope_type='default' (released: 'longrope')" in joined
+    assert "rope_parameters.original_max_position_embeddings=None (released: 4096)" in joined
+    assert "audio token <|endoftext11|> has id" in joined and "is 7" in joined
+    assert "outside the language model's projections" in joined
+    assert "1 of the 16 LoRA tensors are missing, e.g. base_model.model.model.layers.1.mlp.down_proj.lora_B" in joined
+
+
+def test_check_checkpoint_refuses_a_remote_code_checkpoint(tmp_path, capsys):
+    from apa.check_checkpoint import main
+    from apa.layout import remote_config
+
+    (tmp_path / "config.json").write_text(json.dumps(remote_config()))
+    assert main([str(tmp_path)]) == 1
+    assert "not a native Phi-4-multimodal checkpoint" in capsys.readouterr().out
+    assert main([str(tmp_path / "missing")]) == 2
