@@ -25,7 +25,8 @@ from apa.layout import (
 
 # Fields whose value makes the model compute differently: they must be the released checkpoint's.
 LAYOUT_FIELDS = ("rope_parameters.rope_type", "rope_parameters.original_max_position_embeddings",
-                 "rope_parameters.partial_rotary_factor", "rope_parameters.rope_theta", "original_max_position_embeddings",
+                 "rope_parameters.partial_rotary_factor", "rope_parameters.rope_theta",
+                 "original_max_position_embeddings",
                  "max_position_embeddings", "sliding_window", "tie_word_embeddings", "rms_norm_eps", "hidden_act",
                  "audio_config.bias_max_distance", "audio_config.time_reduction", "audio_config.kernel_size",
                  "audio_config.input_size", "audio_config.downsample_rate")
