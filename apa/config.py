@@ -128,6 +128,15 @@ class MaxNewTokens:
 
 
 @dataclass
+class BaselineConfig:
+    """How `evaluate.py` without run_dir runs the untrained model. The paper's "no training" row (§3.1) is the model
+    with its own speech LoRA active (the remote-code model always ran speech with it) and no control tokens."""
+
+    speech_lora: bool = True  # the checkpoint's speech-lora/ on; false: the bare base model (ignores audio)
+    control_tokens: bool = False  # true: prompts start with <|APA|>/<|MDD|> (seeded new rows), as training sees them
+
+
+@dataclass
 class EvalConfig:
     model: ModelConfig = MISSING  # used for the base model (no run_dir); a run folder brings its own
     data: DataConfig = MISSING  # used when given on the command line or for the base model
@@ -137,6 +146,7 @@ class EvalConfig:
     predictions: str | None = None  # re-score this predictions.jsonl, no model
     batch_size: int = 8
     max_new_tokens: MaxNewTokens = field(default_factory=MaxNewTokens)
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)  # only without run_dir
     seed: int = 42
 
 

@@ -40,7 +40,7 @@ class EvaluationError(RuntimeError):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def evaluation_examples(cfg: DictConfig, audio_token: str) -> list[dict]:
+def evaluation_examples(cfg: DictConfig, audio_token: str, control_token: bool = True) -> list[dict]:
     """Both tasks for every usable utterance of the test split, each with its reference."""
     utterances = load_configured_split(cfg.data, cfg.data.test_split)
     instructions = {"apa": cfg.prompts.apa, "mdd": cfg.prompts.mdd}
@@ -48,7 +48,7 @@ def evaluation_examples(cfg: DictConfig, audio_token: str) -> list[dict]:
     for utt in utterances:
         references = {"apa": apa_target(utt),
                       "mdd": {**mdd_target(utt), "canonical_phones": " ".join(utt.canonical_phones)}}
-        for ex in build_examples(utt, instructions, audio_token):
+        for ex in build_examples(utt, instructions, audio_token, control_token):
             rows.append({**asdict(ex), "reference": references[ex.task]})
     return rows
 
@@ -179,22 +179,40 @@ def weights_digest(checkpoint: Path) -> str:
     return digest.hexdigest()
 
 
-def load_for_eval(model_cfg, adapter_dir: Path | None, seed: int):
-    """Base model (+ adapter and its tokenizer/processor), on the GPU when there is one, in eval mode."""
+def load_for_eval(model_cfg, adapter_dir: Path, seed: int):
+    """Base model + a trained adapter with its tokenizer/processor, on the GPU when there is one, in eval mode."""
     import torch
     from peft import PeftModel
-    from transformers import AutoProcessor
 
-    from apa.modeling import add_control_tokens, load_base
+    from apa.layout import load_processor
+    from apa.modeling import load_base
 
-    model, processor, _ = load_base(model_cfg)
-    if adapter_dir is None:
-        add_control_tokens(model, processor, seed)  # the untrained model still sees the same prompts
-    else:
-        processor = AutoProcessor.from_pretrained(str(adapter_dir))
-        model = PeftModel.from_pretrained(model, str(adapter_dir))
+    model, _, _ = load_base(model_cfg)
+    processor = load_processor(str(adapter_dir))
+    model = PeftModel.from_pretrained(model, str(adapter_dir))
     device = "cuda" if torch.cuda.is_available() else "cpu"
     return model.to(device).eval(), processor
+
+
+def load_baseline(model_cfg, baseline, seed: int):
+    """The untrained model as the paper's "no training" row ran it: with the checkpoint's own speech LoRA (loaded and
+    checked like lora=pretrained_r320's) unless baseline.speech_lora=false, control tokens only if asked for."""
+    import torch
+    from peft import PeftConfig
+
+    from apa.modeling import adapter_folder, add_control_tokens, load_base, load_speech_adapter
+
+    model, processor, path = load_base(model_cfg)
+    if baseline.control_tokens:
+        add_control_tokens(model, processor, seed)
+    if baseline.speech_lora:
+        adapter_dir = adapter_folder(path, "speech-lora", model_cfg.get("revision"))
+        model = load_speech_adapter(model, PeftConfig.from_pretrained(adapter_dir), adapter_dir)
+    else:
+        log.warning("baseline.speech_lora=false: the native model without its speech adapter does not use audio "
+                    "meaningfully (transformers' own integration test expects a refusal to listen)")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return model.to(device).eval(), processor, path
 
 
 def evaluate_one(model, processor, rows: list[dict], means: dict[str, float], cfg: DictConfig, out_dir: Path) -> dict:
@@ -244,9 +262,14 @@ def evaluate(cfg: DictConfig, data_overridden: bool, fallback_dir: Path) -> dict
         print(json.dumps(metrics, indent=2))
         return metrics
     if not cfg.run_dir:
-        model, processor = load_for_eval(cfg.model, None, cfg.seed)
-        rows, means = evaluation_examples(cfg, processor.tokenizer.audio_token), train_means(cfg)
-        metrics = evaluate_one(model, processor, rows, means, cfg, fallback_dir / "base_model")
+        model, processor, path = load_baseline(cfg.model, cfg.baseline, cfg.seed)
+        out_dir = fallback_dir / "base_model"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        settings = {"model": path, "revision": cfg.model.get("revision"), **OmegaConf.to_container(cfg.baseline)}
+        (out_dir / "eval_settings.json").write_text(json.dumps(settings, indent=2) + "\n")
+        log.info("untrained baseline: %s", settings)
+        rows = evaluation_examples(cfg, processor.tokenizer.audio_token, cfg.baseline.control_tokens)
+        metrics = evaluate_one(model, processor, rows, train_means(cfg), cfg, out_dir)
         print(format_metrics(metrics))
         return metrics
     run_dir = Path(cfg.run_dir)

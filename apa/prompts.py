@@ -41,19 +41,21 @@ def format_answer(target: dict) -> str:
     return json.dumps(target, ensure_ascii=False)
 
 
-def user_content(task: str, instructions: dict[str, str], audio_token: str) -> str:
-    """Control token first, then the instruction with the checkpoint's own audio placeholder in place of {audio}."""
-    return CONTROL_TOKEN[task] + instructions[task].replace("{audio}", audio_token)
+def user_content(task: str, instructions: dict[str, str], audio_token: str, control_token: bool = True) -> str:
+    """Control token first (left out for the untrained baseline, as the paper ran it), then the instruction with the
+    checkpoint's own audio placeholder in place of {audio}."""
+    return (CONTROL_TOKEN[task] if control_token else "") + instructions[task].replace("{audio}", audio_token)
 
 
-def build_examples(utt: Utterance, instructions: dict[str, str], audio_token: str) -> list[Example]:
+def build_examples(utt: Utterance, instructions: dict[str, str], audio_token: str,
+                   control_token: bool = True) -> list[Example]:
     targets = {"apa": apa_target(utt), "mdd": mdd_target(utt)}
     return [
         Example(
             id=utt.id,
             task=task,
             audio_path=utt.audio_path,
-            user_content=user_content(task, instructions, audio_token),
+            user_content=user_content(task, instructions, audio_token, control_token),
             answer=format_answer(targets[task]),
         )
         for task in TASKS

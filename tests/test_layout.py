@@ -223,3 +223,28 @@ def test_check_checkpoint_refuses_a_remote_code_checkpoint(tmp_path, capsys):
     assert main([str(tmp_path)]) == 1
     assert "not a native Phi-4-multimodal checkpoint" in capsys.readouterr().out
     assert main([str(tmp_path / "missing")]) == 2
+
+
+def test_untrained_baseline_runs_as_the_paper_did_with_the_speech_lora_and_no_control_tokens(tmp_path):
+    """evaluate.py without run_dir: the checkpoint's own speech LoRA on, prompts without <|APA|>/<|MDD|>, recorded."""
+    from omegaconf import OmegaConf
+
+    from apa.evaluation import evaluate, load_baseline
+    from tests.conftest import FAST_EVAL, compose_eval_config
+
+    cfg = compose_eval_config("model=tiny", "data=sample", "data.limit=2", *FAST_EVAL)
+    model, processor, _ = load_baseline(cfg.model, cfg.baseline, cfg.seed)
+    assert model.active_adapter == "default" and model.peft_config["default"].r == 320  # speech-lora active
+    assert "<|APA|>" not in processor.tokenizer.get_vocab()
+    from apa.evaluation import evaluation_examples
+
+    rows = evaluation_examples(cfg, processor.tokenizer.audio_token, cfg.baseline.control_tokens)
+    assert rows and all(r["user_content"].startswith(processor.tokenizer.audio_token) for r in rows)
+    evaluate(cfg, data_overridden=True, fallback_dir=tmp_path)
+    settings = json.loads((tmp_path / "base_model" / "eval_settings.json").read_text())
+    assert (settings["speech_lora"], settings["control_tokens"]) == (True, False)
+    lines = (tmp_path / "base_model" / "predictions.jsonl").read_text().splitlines()
+    assert len(lines) == 4
+    other = OmegaConf.merge(cfg, {"baseline": {"speech_lora": False, "control_tokens": True}})
+    bare, processor, _ = load_baseline(other.model, other.baseline, other.seed)
+    assert not hasattr(bare, "peft_config") and "<|APA|>" in processor.tokenizer.get_vocab()
