@@ -114,8 +114,8 @@ def plot_epochs(rows: list[dict], out: Path) -> None:
     fig, axes = plt.subplots(1, len(EPOCH_METRICS), figsize=(4 * len(EPOCH_METRICS), 3.5))
     for ax, metric in zip(axes, EPOCH_METRICS, strict=True):
         for run in sorted({r["run"] for r in rows}):
-            points = [(int(r["epoch"]), r.get(metric, math.nan)) for r in rows
-                      if r["run"] == run and str(r["epoch"]).isdigit()]
+            points = [(int(r["epoch"]), math.nan if r.get(metric) is None else r[metric]) for r in rows
+                      if r["run"] == run and str(r["epoch"]).isdigit()]  # null in metrics.json: undefined
             if points:
                 ax.plot(*zip(*points, strict=True), marker="o", label=run)
         paper = [(e, v[TABLE_COLUMNS.index(metric)]) for e, v in PAPER_TABLE3.items()]

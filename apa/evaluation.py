@@ -142,8 +142,14 @@ def score_file(path: Path, means: dict[str, float] | None = None) -> dict:
         means = {a: sum(r[a] for r in apa) / len(apa) for a in APA_ASPECTS} if apa else {}
         log.warning("no train_means.json beside %s: imputing unparsed APA answers with the test-set mean", path)
     metrics = compute_metrics(predictions, means)
-    (path.parent / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (path.parent / "metrics.json").write_text(metrics_json(metrics))
     return metrics
+
+
+def metrics_json(metrics: dict) -> str:
+    """JSON text of `metrics`; an undefined value (NaN, infinity) becomes null, never a bare NaN (which is not JSON)."""
+    defined = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in metrics.items()}
+    return json.dumps(defined, indent=2, allow_nan=False)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -241,7 +247,7 @@ def evaluate(cfg: DictConfig, data_overridden: bool, fallback_dir: Path) -> dict
     check_config(cfg, EvalConfig)
     if cfg.predictions:
         metrics = score_file(Path(cfg.predictions))
-        print(json.dumps(metrics, indent=2))
+        print(metrics_json(metrics))
         return metrics
     if not cfg.run_dir:
         model, processor = load_for_eval(cfg.model, None, cfg.seed)

@@ -9,6 +9,7 @@ import pytest
 
 from apa.evaluation import score_file
 from apa.metrics import EPS, compute_metrics, error_rate, kaldi_align, mdd_counts, normalise_phones, normalise_words
+from apa.table3 import fmt
 from tests.conftest import REPO
 
 
@@ -108,6 +109,18 @@ def test_deletion_marks_and_unk_are_normalised_inside_the_metric():
                          _mdd(2, "S IY1", "S <UNK>", "s <unk>")], {})  # <unk> said and heard: TR + CD
     assert (m["mdd_ta"], m["mdd_fr"], m["mdd_fa"], m["mdd_cd"], m["mdd_de"]) == (3, 0, 0, 2, 0)
     assert m["per"] == 0 and m["mdd_f1"] == 1
+
+
+def test_metrics_json_holds_null_for_undefined_values(tmp_path):
+    # MDD answers only: no APA answer, so parse_rate_apa is 0/0; no true rejection, so DER is 0/0
+    path = tmp_path / "predictions.jsonl"
+    path.write_text(json.dumps(_mdd(1, "K AE T", "K AE T", "K AE T")) + "\n")
+    score_file(path, {})
+    text = (tmp_path / "metrics.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    metrics = json.loads(text, parse_constant=lambda c: pytest.fail(f"bare {c} in metrics.json"))
+    assert metrics["parse_rate_apa"] is None and metrics["der"] is None and metrics["mdd_precision"] is None
+    assert metrics["mdd_ta"] == 3 and fmt(metrics["der"]) == "n/a"
 
 
 def test_unparsed_mdd_answer_is_an_empty_hypothesis():
