@@ -27,7 +27,7 @@ from apa.data.speechocean import load_configured_split
 from apa.metrics import compute_metrics
 from apa.prompts import PARSERS, apa_target, build_examples, mdd_target
 from apa.run_folder import FINAL_MODEL, epoch_checkpoints
-from apa.table3 import PAPER_TABLE3, TABLE_COLUMNS, epoch_of, fmt
+from apa.table3 import PAPER_TABLE3, TABLE_COLUMNS, TABLE_HEADERS, TABLE_NOTE, epoch_of, fmt
 
 log = logging.getLogger(__name__)
 
@@ -229,12 +229,11 @@ def write_epoch_table(run_dir: Path, results: dict[str, dict]) -> None:
         writer = csv.writer(f)
         writer.writerow(header)
         writer.writerows(rows)
-    lines = ["| source | epoch | PCC acc | PCC flu | PCC pros | PCC total | WER | PER | F1 | P | R |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| " + " | ".join(("source", "epoch", *TABLE_HEADERS)) + " |", "|---" * (2 + len(TABLE_HEADERS)) + "|"]
     lines += [f"| this run ({row[0]}) | {row[1]} | " + " | ".join(fmt(v) for v in row[2:]) + " |" for row in rows]
     lines += [f"| paper, LoRA-only | {epoch} | " + " | ".join(fmt(v) for v in values) + " |"
               for epoch, values in PAPER_TABLE3.items()]
-    (eval_dir / "epochs.md").write_text("\n".join(lines) + "\n")
+    (eval_dir / "epochs.md").write_text("\n".join(lines) + "\n\n" + TABLE_NOTE + "\n")
 
 
 def overrides_data(overrides: list[str]) -> bool:
