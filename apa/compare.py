@@ -19,7 +19,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
 from apa.data.records import APA_ASPECTS  # noqa: E402
-from apa.table3 import PAPER_TABLE3, TABLE_COLUMNS, epoch_of, fmt  # noqa: E402
+from apa.table3 import MDD_F1_LABEL, PAPER_TABLE3, TABLE_COLUMNS, TABLE_HEADERS, TABLE_NOTE, epoch_of, fmt  # noqa: E402
 
 EPOCH_METRICS = ("pcc_total", "wer", "per", "mdd_f1")
 
@@ -82,8 +82,7 @@ def write_tables(rows: list[dict], out: Path) -> str:
         for epoch, values in PAPER_TABLE3.items():
             writer.writerow({"run": "paper (arXiv 2509.02915, LoRA-only)", "lora": "speech LoRA", "epoch": epoch,
                              **dict(zip(TABLE_COLUMNS, values, strict=True))})
-    head = ["run", "lora", "epoch", "trainable", "train s", "final loss", "PCC acc", "PCC flu", "PCC pros",
-            "PCC total", "WER", "PER", "F1", "P", "R"]
+    head = ["run", "lora", "epoch", "trainable", "train s", "final loss", *TABLE_HEADERS]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         lines.append("| " + " | ".join([r["run"], r["lora"], str(r["epoch"]), f"{r['trainable_params']:,}",
@@ -94,7 +93,7 @@ def write_tables(rows: list[dict], out: Path) -> str:
     table = "\n".join(lines) + "\n"
     (out / "comparison.md").write_text(
         "# Run comparison\n\nOne row per run and evaluated checkpoint; the paper's Table 3 (LoRA-only) below. "
-        "F1/P/R are the standard MDD metrics (docs/metrics.md).\n\n" + table)
+        f"{TABLE_NOTE}\n\n" + table)
     return table
 
 
@@ -114,13 +113,13 @@ def plot_epochs(rows: list[dict], out: Path) -> None:
     fig, axes = plt.subplots(1, len(EPOCH_METRICS), figsize=(4 * len(EPOCH_METRICS), 3.5))
     for ax, metric in zip(axes, EPOCH_METRICS, strict=True):
         for run in sorted({r["run"] for r in rows}):
-            points = [(int(r["epoch"]), r.get(metric, math.nan)) for r in rows
-                      if r["run"] == run and str(r["epoch"]).isdigit()]
+            points = [(int(r["epoch"]), math.nan if r.get(metric) is None else r[metric]) for r in rows
+                      if r["run"] == run and str(r["epoch"]).isdigit()]  # null in metrics.json: undefined
             if points:
                 ax.plot(*zip(*points, strict=True), marker="o", label=run)
         paper = [(e, v[TABLE_COLUMNS.index(metric)]) for e, v in PAPER_TABLE3.items()]
         ax.plot(*zip(*paper, strict=True), linestyle="--", color="grey", label="paper")
-        ax.set(xlabel="epoch", title=metric)
+        ax.set(xlabel="epoch", title=MDD_F1_LABEL if metric == "mdd_f1" else metric)
     axes[0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "metrics_per_epoch.png", dpi=100)

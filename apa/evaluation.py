@@ -27,7 +27,7 @@ from apa.data.speechocean import load_configured_split
 from apa.metrics import compute_metrics
 from apa.prompts import PARSERS, apa_target, build_examples, mdd_target
 from apa.run_folder import FINAL_MODEL, epoch_checkpoints
-from apa.table3 import PAPER_TABLE3, TABLE_COLUMNS, epoch_of, fmt
+from apa.table3 import PAPER_TABLE3, TABLE_COLUMNS, TABLE_HEADERS, TABLE_NOTE, epoch_of, fmt
 
 log = logging.getLogger(__name__)
 
@@ -142,8 +142,14 @@ def score_file(path: Path, means: dict[str, float] | None = None) -> dict:
         means = {a: sum(r[a] for r in apa) / len(apa) for a in APA_ASPECTS} if apa else {}
         log.warning("no train_means.json beside %s: imputing unparsed APA answers with the test-set mean", path)
     metrics = compute_metrics(predictions, means)
-    (path.parent / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (path.parent / "metrics.json").write_text(metrics_json(metrics))
     return metrics
+
+
+def metrics_json(metrics: dict) -> str:
+    """JSON text of `metrics`; an undefined value (NaN, infinity) becomes null, never a bare NaN (which is not JSON)."""
+    defined = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in metrics.items()}
+    return json.dumps(defined, indent=2, allow_nan=False)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -241,12 +247,11 @@ def write_epoch_table(run_dir: Path, results: dict[str, dict]) -> None:
         writer = csv.writer(f)
         writer.writerow(header)
         writer.writerows(rows)
-    lines = ["| source | epoch | PCC acc | PCC flu | PCC pros | PCC total | WER | PER | F1 | P | R |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| " + " | ".join(("source", "epoch", *TABLE_HEADERS)) + " |", "|---" * (2 + len(TABLE_HEADERS)) + "|"]
     lines += [f"| this run ({row[0]}) | {row[1]} | " + " | ".join(fmt(v) for v in row[2:]) + " |" for row in rows]
     lines += [f"| paper, LoRA-only | {epoch} | " + " | ".join(fmt(v) for v in values) + " |"
               for epoch, values in PAPER_TABLE3.items()]
-    (eval_dir / "epochs.md").write_text("\n".join(lines) + "\n")
+    (eval_dir / "epochs.md").write_text("\n".join(lines) + "\n\n" + TABLE_NOTE + "\n")
 
 
 def overrides_data(overrides: list[str]) -> bool:
@@ -259,7 +264,7 @@ def evaluate(cfg: DictConfig, data_overridden: bool, fallback_dir: Path) -> dict
     check_config(cfg, EvalConfig)
     if cfg.predictions:
         metrics = score_file(Path(cfg.predictions))
-        print(json.dumps(metrics, indent=2))
+        print(metrics_json(metrics))
         return metrics
     if not cfg.run_dir:
         model, processor, path = load_baseline(cfg.model, cfg.baseline, cfg.seed)

@@ -1,4 +1,5 @@
-"""Table 3's metrics from predictions: PCC per aspect, WER, PER, MDD (standard hierarchy) and phone recognition.
+"""Table 3's metrics from predictions: PCC per aspect, WER, PER, MDD (TA/FR/FA/TR hierarchy counted as Fu et al.'s
+scorer counts it) and phone recognition.
 
 Every convention is written down with worked examples in docs/metrics.md.
 """
@@ -14,7 +15,7 @@ import jiwer
 import numpy as np
 from scipy.stats import pearsonr
 
-from apa.data.records import APA_ASPECTS, strip_stress
+from apa.data.records import APA_ASPECTS, DELETION_MARKS, UNKNOWN_PHONE, strip_stress
 
 _PUNCT = re.compile(f"[{re.escape(string.punctuation.replace(chr(39), ''))}]")
 
@@ -25,12 +26,24 @@ def normalise_words(text: str) -> str:
 
 
 def normalise_phones(phones: str | Iterable[str]) -> list[str]:
+    """Phones as every metric compares them: upper-cased, stress digits stripped (`ih1` -> `IH`), `<unk>` in any case
+    -> `<unk>`, annotated deletions (`<del>`, `<DEL>`) dropped (they mark a phone that is absent, not a phone)."""
     tokens = phones.split() if isinstance(phones, str) else list(phones)
-    return [strip_stress(p.upper()) if p != "<unk>" else p for p in tokens]
+    out = []
+    for token in tokens:
+        folded = token.lower()
+        if folded in DELETION_MARKS:
+            continue
+        out.append(UNKNOWN_PHONE if folded == UNKNOWN_PHONE else strip_stress(token.upper()))
+    return out
 
 
 def align(reference: list[str], hypothesis: list[str]) -> list[tuple[str | None, str | None]]:
-    """Edit-distance alignment (jiwer) as (ref, hyp) pairs; None marks a deletion (hyp) or insertion (ref)."""
+    """Edit-distance alignment (jiwer) as (ref, hyp) pairs; None marks a deletion (hyp) or insertion (ref).
+
+    For WER, PER (whose error counts do not depend on which cheapest alignment is taken), phone recognition and
+    apa.predict's display; MDD uses `kaldi_align`, whose ties fall as in the published scorer.
+    """
     if not reference:
         return [(None, h) for h in hypothesis]
     out = jiwer.process_words(" ".join(reference), " ".join(hypothesis) if hypothesis else "")
@@ -47,9 +60,42 @@ def align(reference: list[str], hypothesis: list[str]) -> list[tuple[str | None,
     return pairs
 
 
-def per_canonical(canonical: list[str], other: list[str]) -> list[str | None]:
-    """For each canonical phone, the phone aligned to it in `other` (None: deleted). Insertions are dropped."""
-    return [hyp for ref, hyp in align(canonical, other) if ref is not None]
+EPS = "<eps>"
+
+
+def kaldi_align(reference: list[str], hypothesis: list[str], eps: str = EPS) -> list[tuple[str, str]]:
+    """Levenshtein alignment as Kaldi's `align-text` makes it, as (ref, hyp) pairs with `eps` facing an inserted or
+    deleted token.
+
+    Same costs and the same choice between equally cheap alignments as `LevenshteinAlignment` in kaldi-asr/kaldi
+    src/util/edit-distance-inl.h (called by src/bin/align-text.cc): substitution, insertion and deletion cost 1 each,
+    a match 0; the path is traced back from the end of both sequences and, at every step, a match/substitution is
+    taken when it is no dearer than the alternatives, else a deletion when no dearer than an insertion. So ties
+    put substitutions and matches late and deletions/insertions early (`A B` vs `C` -> `A <eps> ; B C`).
+    """
+    if eps in reference or eps in hypothesis:
+        raise ValueError(f"{eps!r} marks gaps in the alignment and cannot be a token")
+    rows, cols = len(reference), len(hypothesis)
+    cost = [list(range(cols + 1))]
+    for i in range(1, rows + 1):
+        row = [i]
+        for j in range(1, cols + 1):
+            row.append(min(cost[i - 1][j - 1] + (reference[i - 1] != hypothesis[j - 1]),
+                           cost[i - 1][j] + 1, row[j - 1] + 1))
+        cost.append(row)
+    pairs: list[tuple[str, str]] = []
+    i, j = rows, cols
+    while i or j:
+        if i and j:
+            diagonal = cost[i - 1][j - 1] + (reference[i - 1] != hypothesis[j - 1])
+            deletion, insertion = cost[i - 1][j] + 1, cost[i][j - 1] + 1
+            step_i, step_j = (1, 1) if diagonal <= min(deletion, insertion) else (1, 0) if deletion <= insertion \
+                else (0, 1)
+        else:
+            step_i, step_j = (1, 0) if i else (0, 1)
+        pairs.append((reference[i - 1] if step_i else eps, hypothesis[j - 1] if step_j else eps))
+        i, j = i - step_i, j - step_j
+    return pairs[::-1]
 
 
 def _pcc(human: list[float], predicted: list[float]) -> tuple[float, float]:
@@ -81,21 +127,40 @@ def error_rate(references: list[list[str]], hypotheses: list[list[str]]) -> floa
     return errors / total if total else math.nan
 
 
+MDD_COUNTS = ("ta", "fr", "fa", "tr", "cd", "de")
+
+
 def mdd_counts(canonical: list[str], annotated: list[str], recognised: list[str]) -> dict[str, int]:
-    """TA/FR/FA/TR and, within TR, correct diagnoses (CD) and diagnosis errors (DE) over canonical phones."""
-    said = per_canonical(canonical, annotated)
-    heard = per_canonical(canonical, recognised)
-    counts = dict.fromkeys(("ta", "fr", "fa", "tr", "cd", "de"), 0)
-    for canon, s, h in zip(canonical, said, heard, strict=True):
-        mispronounced = s != canon
-        rejected = h != canon
-        if not mispronounced:
-            counts["fr" if rejected else "ta"] += 1
-        elif not rejected:
+    """TA/FR/FA/TR and, within TR, correct diagnoses (CD) and diagnosis errors (DE), counted as Fu et al.'s scorer
+    counts them (cageyoko/CTC-Attention-Mispronunciation, egs/timit_l2arctic/result/utils/scoring/
+    ins_del_sub_cor_analysis.py, driven by three Kaldi `align-text` alignments in
+    egs/timit_l2arctic_dataaug/result/mdd_result.sh). Our own implementation of its rules:
+
+    - one decision per position of the canonical-annotated alignment: every canonical phone, and every phone the
+      annotator heard inserted;
+    - `said` is the annotated phone there (`<eps>`: deleted by the speaker), `heard` the recognised phone facing it:
+      taken from the annotated-recognised alignment where a phone was said, from the canonical-recognised alignment
+      where the speaker deleted the canonical phone (`<eps>`: nothing recognised there); phones the model inserted
+      face no annotated phone and are not counted;
+    - mispronounced iff said != canonical, rejected iff heard != canonical (`<eps>` is a symbol like any other);
+      a true rejection is a correct diagnosis iff heard == said.
+    """
+    human = kaldi_align(canonical, annotated)
+    facing_said = [heard for said, heard in kaldi_align(annotated, recognised) if said != EPS]
+    facing_canonical = [heard for canon, heard in kaldi_align(canonical, recognised) if canon != EPS]
+    counts = dict.fromkeys(MDD_COUNTS, 0)
+    n_canon = n_said = 0  # canonical / annotated phones passed so far
+    for canon, said in human:
+        heard = facing_canonical[n_canon] if said == EPS else facing_said[n_said]
+        n_canon += canon != EPS
+        n_said += said != EPS
+        if said == canon:
+            counts["ta" if heard == canon else "fr"] += 1
+        elif heard == canon:
             counts["fa"] += 1
         else:
             counts["tr"] += 1
-            counts["cd" if h == s else "de"] += 1
+            counts["cd" if heard == said else "de"] += 1
     return counts
 
 
@@ -103,8 +168,16 @@ def _ratio(num: float, den: float) -> float:
     return num / den if den else math.nan
 
 
+def _f1(precision: float, recall: float) -> float:
+    """Harmonic mean; 0.0 where precision and recall are both 0, undefined (NaN) where either is."""
+    if math.isnan(precision) or math.isnan(recall):
+        return math.nan
+    return 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+
+
 def mdd_metrics(records: list[dict]) -> dict[str, float]:
-    totals = dict.fromkeys(("ta", "fr", "fa", "tr", "cd", "de"), 0)
+    """MDD (`mdd_counts` summed over the corpus, then P/R/F1, FAR/FRR/DER) and phone recognition P/R/F1."""
+    totals = dict.fromkeys(MDD_COUNTS, 0)
     hits = predicted = annotated = 0
     for rec in records:
         canonical = normalise_phones(rec["reference"]["canonical_phones"])
@@ -121,13 +194,13 @@ def mdd_metrics(records: list[dict]) -> dict[str, float]:
     return {
         "mdd_precision": precision,
         "mdd_recall": recall,
-        "mdd_f1": _ratio(2 * precision * recall, precision + recall),
+        "mdd_f1": _f1(precision, recall),
         "far": 1 - recall if not math.isnan(recall) else math.nan,
         "frr": _ratio(totals["fr"], totals["ta"] + totals["fr"]),
         "der": _ratio(totals["de"], totals["cd"] + totals["de"]),
         "phone_precision": phone_p,
         "phone_recall": phone_r,
-        "phone_f1": _ratio(2 * phone_p * phone_r, phone_p + phone_r),
+        "phone_f1": _f1(phone_p, phone_r),
         **{f"mdd_{k}": v for k, v in totals.items()},
     }
 

@@ -14,6 +14,11 @@ PAPER_TABLE3 = {
 }
 TABLE_COLUMNS = ("pcc_accuracy", "pcc_fluency", "pcc_prosodic", "pcc_total", "wer", "per",
                  "mdd_f1", "mdd_precision", "mdd_recall")
+# What every table calls `mdd_f1`, and the note under it (docs/metrics.md, MDD)
+MDD_F1_LABEL = "MDD F1 (standard TA/FR/FA/TR hierarchy)"
+TABLE_HEADERS = ("PCC acc", "PCC flu", "PCC pros", "PCC total", "WER", "PER", MDD_F1_LABEL, "MDD P", "MDD R")
+TABLE_NOTE = ("Our rows: MDD P/R/F1 counted as Fu et al.'s scorer counts them (docs/metrics.md). Paper rows: the "
+              "paper's own F1 (P, R), whose definition is unpublished; no metric here claims to be it.")
 
 
 def epoch_of(checkpoint: str) -> str:

@@ -8,7 +8,8 @@ import sys
 import pytest
 
 from apa.evaluation import score_file
-from apa.metrics import compute_metrics, error_rate, mdd_counts, normalise_words
+from apa.metrics import EPS, compute_metrics, error_rate, kaldi_align, mdd_counts, normalise_phones, normalise_words
+from apa.table3 import fmt
 from tests.conftest import REPO
 
 
@@ -31,6 +32,7 @@ MDD_CASES = [
     _mdd(1, "DH IH1 S IH0 Z", "D IH S IH Z", "D IH IH Z", "THIS IS", "this is,"),  # TR+CD, FR (S deleted)
     _mdd(2, "K AE1 T", "K AH T", "K EH T S", "CAT", "cat!"),  # TR+DE (AH said, EH heard), S inserted
     _mdd(3, "B IY1", "B IH", "B IY", "BE", "BEE"),  # FA: IH said, canonical IY heard
+    _mdd(4, "S T AA1 P", "S AH T AA P", "S AH T AA P", "STOP", "stop."),  # AH inserted by the speaker, heard: TR+CD
 ]
 
 
@@ -43,17 +45,82 @@ def test_mdd_hierarchy_counts_by_hand():
 
 def test_all_metrics_on_hand_computed_cases():
     m = compute_metrics(MDD_CASES, {})
-    # TA 6, FR 1, FA 1, TR 2 (CD 1, DE 1)
-    assert m["mdd_precision"] == pytest.approx(2 / 3) and m["mdd_recall"] == pytest.approx(2 / 3)
-    assert m["mdd_f1"] == pytest.approx(2 / 3)
-    assert m["far"] == pytest.approx(1 / 3) and m["frr"] == pytest.approx(1 / 7) and m["der"] == pytest.approx(0.5)
-    # PER: 1 deletion / 5 + (1 sub + 1 insertion) / 3 + 1 sub / 2 -> 4 / 10
-    assert m["per"] == pytest.approx(0.4)
-    # phone recognition: 7 hits, 10 predicted, 10 annotated
-    assert (m["phone_precision"], m["phone_recall"], m["phone_f1"]) == pytest.approx((0.7, 0.7, 0.7))
-    # WER after normalisation: only BE -> BEE is wrong, 1 / 4 words
-    assert m["wer"] == pytest.approx(0.25)
-    assert m["parse_rate_mdd"] == 1 and m["n_mdd"] == 3
+    # cases 1-3: TA 6, FR 1, FA 1, TR 2 (CD 1, DE 1); case 4 (new: the speaker's insertion is a position of its own,
+    # which the canonical-aligned counting used before ignored): TA 4, TR 1 (CD 1) -> TA 10, FR 1, FA 1, TR 3
+    assert (m["mdd_ta"], m["mdd_fr"], m["mdd_fa"], m["mdd_tr"], m["mdd_cd"], m["mdd_de"]) == (10, 1, 1, 3, 2, 1)
+    assert m["mdd_precision"] == pytest.approx(3 / 4) and m["mdd_recall"] == pytest.approx(3 / 4)
+    assert m["mdd_f1"] == pytest.approx(3 / 4)
+    assert m["far"] == pytest.approx(1 / 4) and m["frr"] == pytest.approx(1 / 11) and m["der"] == pytest.approx(1 / 3)
+    # PER: 1 deletion / 5 + (1 sub + 1 insertion) / 3 + 1 sub / 2 + 0 / 5 -> 4 / 15
+    assert m["per"] == pytest.approx(4 / 15)
+    # phone recognition: 7 + 5 hits, 10 + 5 predicted, 10 + 5 annotated
+    assert (m["phone_precision"], m["phone_recall"], m["phone_f1"]) == pytest.approx((0.8, 0.8, 0.8))
+    # WER after normalisation: only BE -> BEE is wrong, 1 / 5 words
+    assert m["wer"] == pytest.approx(0.2)
+    assert m["parse_rate_mdd"] == 1 and m["n_mdd"] == 4
+
+
+def _counts(canonical, annotated, recognised):
+    return mdd_counts(canonical.split(), annotated.split(), recognised.split())
+
+
+def _hierarchy(ta=0, fr=0, fa=0, cd=0, de=0):
+    return {"ta": ta, "fr": fr, "fa": fa, "tr": cd + de, "cd": cd, "de": de}
+
+
+def test_a_phone_the_speaker_inserted_is_judged_like_any_other():
+    # canonical S T AA P, said S AH T AA P: the inserted AH is a position of its own (Fu et al.'s ins_ins/ins_noins)
+    assert _counts("S T AA P", "S AH T AA P", "S AH T AA P") == _hierarchy(ta=4, cd=1)  # AH recognised
+    assert _counts("S T AA P", "S AH T AA P", "S T AA P") == _hierarchy(ta=4, fa=1)  # AH missed: accepted
+    assert _counts("S T AA P", "S AH T AA P", "S IH T AA P") == _hierarchy(ta=4, de=1)  # IH for AH: wrong diagnosis
+
+
+def test_the_recognised_phones_are_aligned_to_what_was_said_not_to_the_canonical_phones():
+    # AE expected, AH said, the model writes both: aligned to K AH T, AH is recognised (AE an ignored insertion) ->
+    # TR + CD; aligned to the canonical phones (the convention used before) AE would have matched AE: FA
+    assert _counts("K AE T", "K AH T", "K AE AH T") == _hierarchy(ta=2, cd=1)
+    # a phone the model adds where the speaker was right is not counted (no FR): it faces no annotated phone
+    assert _counts("K AE T", "K AE T", "K AE EH T") == _hierarchy(ta=3)
+
+
+def test_kaldi_tie_break_between_equally_cheap_alignments():
+    # Kaldi traces back from the end and prefers match/substitution, then deletion, then insertion
+    assert kaldi_align(["B", "AE"], ["P"]) == [("B", EPS), ("AE", "P")]  # not (B, P), (AE, <eps>): also cost 2
+    assert kaldi_align(["A", "B"], ["B", "A"]) == [("A", "B"), ("B", "A")]  # two substitutions, not del + ins
+    # last step: sub A/B costs 3, deletion and insertion 2 each -> the deletion; then B B and A A match
+    assert kaldi_align(["A", "B", "A"], ["B", "A", "B"]) == [(EPS, "B"), ("A", "A"), ("B", "B"), ("A", EPS)]
+    assert kaldi_align([], ["A"]) == [(EPS, "A")] and kaldi_align(["A"], []) == [("A", EPS)]
+    # canonical P AE, said B AE, recognised P: B faces <eps> (DE: rejected, wrongly diagnosed), AE faces P (FR).
+    # The other cheapest alignment (jiwer's) would give B -> P (FA) and AE -> <eps> (FR).
+    assert _counts("P AE", "B AE", "P") == _hierarchy(fr=1, de=1)
+
+
+def test_f1_is_zero_when_precision_and_recall_are_both_zero():
+    # AH said for AE, the model hears AE (FA); T said right, the model hears D (FR): TR 0 -> P = 0/1, R = 0/1
+    m = compute_metrics([_mdd(1, "K AE T", "K AH T", "K AE D")], {})
+    assert (m["mdd_ta"], m["mdd_fr"], m["mdd_fa"], m["mdd_tr"]) == (1, 1, 1, 0)
+    assert m["mdd_precision"] == 0 and m["mdd_recall"] == 0 and m["mdd_f1"] == 0.0
+    assert m["far"] == 1 and m["frr"] == 0.5 and math.isnan(m["der"])  # no true rejection: DER undefined
+
+
+def test_deletion_marks_and_unk_are_normalised_inside_the_metric():
+    assert normalise_phones("k <DEL> ae1 <UNK> T <del> <unk> AE*") == ["K", "AE", "<unk>", "T", "<unk>", "AE*"]
+    m = compute_metrics([_mdd(1, "K AE1 T", "K <del> T", "K T"),  # AE deleted, and not heard: TR + CD
+                         _mdd(2, "S IY1", "S <UNK>", "s <unk>")], {})  # <unk> said and heard: TR + CD
+    assert (m["mdd_ta"], m["mdd_fr"], m["mdd_fa"], m["mdd_cd"], m["mdd_de"]) == (3, 0, 0, 2, 0)
+    assert m["per"] == 0 and m["mdd_f1"] == 1
+
+
+def test_metrics_json_holds_null_for_undefined_values(tmp_path):
+    # MDD answers only: no APA answer, so parse_rate_apa is 0/0; no true rejection, so DER is 0/0
+    path = tmp_path / "predictions.jsonl"
+    path.write_text(json.dumps(_mdd(1, "K AE T", "K AE T", "K AE T")) + "\n")
+    score_file(path, {})
+    text = (tmp_path / "metrics.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    metrics = json.loads(text, parse_constant=lambda c: pytest.fail(f"bare {c} in metrics.json"))
+    assert metrics["parse_rate_apa"] is None and metrics["der"] is None and metrics["mdd_precision"] is None
+    assert metrics["mdd_ta"] == 3 and fmt(metrics["der"]) == "n/a"
 
 
 def test_unparsed_mdd_answer_is_an_empty_hypothesis():
@@ -89,7 +156,7 @@ def test_evaluate_cli_rescores_a_hand_written_predictions_file(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert metrics["mdd_f1"] == pytest.approx(2 / 3) and metrics["per"] == pytest.approx(0.4)
+    assert metrics["mdd_f1"] == pytest.approx(3 / 4) and metrics["per"] == pytest.approx(4 / 15)
     assert metrics["pcc_fluency"] == pytest.approx(11 / math.sqrt(130))
-    assert json.loads(done.stdout[done.stdout.index("{"):])["wer"] == pytest.approx(0.25)
+    assert json.loads(done.stdout[done.stdout.index("{"):])["wer"] == pytest.approx(0.2)
     assert score_file(path) == metrics
