@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt
 import pytest
 
 from apa.compare import compare
-from apa.evaluation import evaluation_examples, generate_predictions, load_for_eval, weights_digest
+from apa.evaluation import evaluation_examples, generate_predictions, load_baseline, weights_digest
 from tests.conftest import FAST_EVAL, compose_eval_config
 
 
@@ -50,8 +50,8 @@ def test_final_model_reuses_the_predictions_of_the_identical_last_epoch(evaluate
 
 def test_interrupted_generation_resumes_to_an_identical_file(tmp_path):
     cfg = compose_eval_config("model=tiny", "data=sample", "data.limit=3", "prompts=terse", *FAST_EVAL)
-    model, processor = load_for_eval(cfg.model, None, cfg.seed)
-    rows = evaluation_examples(cfg, processor.tokenizer.audio_token)
+    model, processor, _ = load_baseline(cfg.model, cfg.baseline, cfg.seed)  # the untrained model, as the paper ran it
+    rows = evaluation_examples(cfg, processor.tokenizer.audio_token, cfg.baseline.control_tokens)
     full = tmp_path / "full" / "predictions.jsonl"
     generate_predictions(model, processor, rows, full, 2, dict(cfg.max_new_tokens))
     lines = full.read_bytes().splitlines(keepends=True)
