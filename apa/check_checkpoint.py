@@ -63,12 +63,15 @@ def _local_or_hub(path: str, filename: str, revision: str | None) -> Path | None
         candidate = local / filename
         return candidate if candidate.is_file() else None
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError
+    from huggingface_hub.errors import LocalEntryNotFoundError, RemoteEntryNotFoundError
 
     try:
         return Path(hf_hub_download(path, filename, revision=revision))
-    except EntryNotFoundError:
+    except RemoteEntryNotFoundError:  # the hub answered: the file is not there
         return None
+    except LocalEntryNotFoundError as err:  # no answer (offline, HF_HUB_OFFLINE=1) and nothing cached
+        raise OSError(f"cannot read {filename} of {path} from the hub or its local cache: check the network or "
+                      "HF_HUB_OFFLINE, or pass a local folder (huggingface-cli download … --local-dir <dir>)") from err
 
 
 def _adapter_tensor_names(path: str, adapter: str, revision: str | None) -> list[str] | None:
