@@ -22,6 +22,8 @@ import json
 import re
 from pathlib import Path
 
+from apa.constants import SPEECH_LORA_TARGET_REGEX
+
 REMOTE_CONFIG_FILE = Path(__file__).with_name("phi4mm_remote_config.json")
 
 # The converted tokenizer's special tokens (id: spelling). 199999, 200010, 200011, 200020: transformers' converter
@@ -58,7 +60,6 @@ REAL_IMAGE_PROCESSOR = {
 }
 
 # The speech LoRA's targets: the language model's attention and MLP projections, 4 per decoder layer.
-LM_PROJECTION = re.compile(r"model\.layers\.\d+\.((self_attn\.(qkv|o)_proj)|(mlp\.(gate_up|down)_proj))")
 PROJECTIONS_PER_LAYER = 4
 
 
@@ -189,7 +190,7 @@ def target_module_problems(lora_config, module_names, num_hidden_layers: int) ->
     if extra:
         problems.append(f"target_modules={lora_config.target_modules!r} would also put LoRA on {len(extra)} module(s) "
                         f"outside the language model's projections, e.g. {extra[0]}; use the regex "
-                        f"{LM_PROJECTION.pattern!r} (a string) instead")
+                        f"{SPEECH_LORA_TARGET_REGEX!r} (a string) instead")
     if missing:
         problems.append(f"target_modules={lora_config.target_modules!r} misses {len(missing)} of the "
                         f"{len(expected)} language-model projections, e.g. {missing[0]}")
