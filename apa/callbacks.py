@@ -2,6 +2,9 @@
 
     python train.py -m experiment=demo lora=pretrained_r320,paper_r64 hydra/callbacks=evaluate_and_compare
 
+With `table3: true` (experiment=table3_lora_only / table3_unfreeze set it) it also evaluates the untrained model once
+(the paper's epoch-0 row) into <sweep or run>/baseline/ and writes table3.md / table3.csv there (apa.table3).
+
 It does what `evaluate.py run_dir=<job> checkpoint=all` and `python -m apa.compare <sweep>` do, in the training
 process, so the libraries are imported once instead of three times (about half of the CPU demo's wall time).
 Hydra only warns when a callback raises, so failures are remembered and turned into a non-zero exit at the end.
@@ -22,16 +25,23 @@ log = logging.getLogger(__name__)
 
 
 class EvaluateAndCompare(Callback):
-    def __init__(self, checkpoint: str = "all", overrides: list[str] | None = None, compare: bool = True) -> None:
+    def __init__(self, checkpoint: str = "all", overrides: list[str] | None = None, compare: bool = True,
+                 table3: bool = False) -> None:
         self.checkpoint = checkpoint
         self.overrides = list(overrides or [])
         self.compare = compare
+        self.table3 = table3
         self.failures: list[str] = []
+        self.runs: list[Path] = []
+        self.base_model: dict | None = None  # model/data/prompts of the jobs, for the untrained baseline
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if job_return.status != JobStatus.COMPLETED:
             return  # Hydra reports the training failure itself
         run_dir = Path(config.hydra.runtime.output_dir)
+        self.runs.append(run_dir)
+        if self.table3:
+            self._remember_base_model(config)
         try:
             self._evaluate(run_dir)
         except Exception:
@@ -52,10 +62,45 @@ class EvaluateAndCompare(Callback):
         cfg = compose(config_name="evaluate", overrides=overrides)
         evaluate(cfg, overrides_data(self.overrides), run_dir / "eval")
 
+    def _remember_base_model(self, config: DictConfig) -> None:
+        from omegaconf import OmegaConf
+
+        base = {key: OmegaConf.to_container(config[key], resolve=True) for key in ("model", "data", "prompts")}
+        if self.base_model is None:
+            self.base_model = base
+        elif base != self.base_model:
+            log.warning("table3: the jobs differ in model, data or prompts; the untrained baseline uses the first "
+                        "job's (%s)", self.runs[0])
+
+    def _table3(self, out: Path) -> None:
+        """The untrained baseline (once), then table3.md beside the runs."""
+        from hydra import compose
+        from omegaconf import OmegaConf
+
+        from apa.evaluation import evaluate
+        from apa.table3 import BASELINE_DIR, write_table3
+
+        if self.base_model is None:
+            return  # no job finished
+        try:
+            baseline_dir = out / BASELINE_DIR
+            if not (baseline_dir / "base_model" / "metrics.json").exists():
+                cfg = compose(config_name="evaluate", overrides=list(self.overrides))
+                cfg = OmegaConf.merge(cfg, self.base_model)
+                evaluate(cfg, True, baseline_dir)
+            print(write_table3(self.runs, baseline_dir, out))
+        except Exception:
+            log.exception("table3 for %s failed; rerun it with `python -m apa.table3 %s`", out, out)
+            self.failures.append(f"table3 {out}")
+
     def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.table3 and self.runs:
+            self._table3(self.runs[0])
         self._exit_on_failures()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.table3:
+            self._table3(Path(config.hydra.sweep.dir))
         if self.compare:
             from apa.compare import compare
 

@@ -28,6 +28,9 @@ from apa.tiny import TinySpec, default_cache_dir
 # A new run folder's time stamp: rank 0's under torchrun / accelerate launch (apa.distributed), else now.
 OmegaConf.register_new_resolver("apa_run_stamp", run_stamp, replace=True)
 OmegaConf.register_new_resolver("apa_sample_root", lambda: str(SAMPLE_ROOT), replace=True)
+# experiment=table3's job folders: table3_lora_only_0, table3_unfreeze_1
+OmegaConf.register_new_resolver("apa_table3_setting", lambda unfreeze: "unfreeze" if unfreeze else "lora_only",
+                                replace=True)
 # evaluate.py logs into <run_dir>/eval, or a fresh outputs/eval/<time> folder for the base model / re-scoring.
 OmegaConf.register_new_resolver(
     "apa_eval_dir", lambda run_dir, stamp: f"{run_dir}/eval" if run_dir else f"outputs/eval/{stamp}", replace=True

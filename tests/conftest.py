@@ -125,6 +125,16 @@ def _sigkilled_in_epoch_2(out_dir: Path) -> BackgroundRun:
     return run
 
 
+def _table3_sweep(out_dir: Path) -> BackgroundRun:
+    """The README's CPU-sized Table 3 sweep: LoRA-only and Unfreeze for 4 epochs each, every epoch evaluated, the
+    untrained baseline, table3.md (the paper's prompts replaced by the terse ones, answers kept short)."""
+    return BackgroundRun([
+        sys.executable, "train.py", "-m", "experiment=table3", "model=tiny", "data=sample", "trainer=cpu_demo",
+        "trainer.num_train_epochs=4", "data.limit=4", "prompts=terse", f"hydra.sweep.dir={out_dir}",
+        "hydra.callbacks.evaluate_and_compare.overrides=[" + ",".join(f'"{o}"' for o in FAST_EVAL) + "]",
+    ], REPO, out_dir)
+
+
 # name: (test files that use it, how to start it). Each costs ~25 s of single-threaded library imports in fresh
 # processes. Started as the session starts, they run while collection and the in-process tests use the other core;
 # the tests that use them run last and wait for them.
@@ -132,6 +142,7 @@ BACKGROUND = {
     "demo_sweep": (("test_cli.py", "test_evaluation.py", "test_predict.py"), _demo_sweep),
     "torchrun_two_ranks": (("test_distributed.py",), _torchrun_two_ranks),
     "sigkilled_in_epoch_2": (("test_resume.py",), _sigkilled_in_epoch_2),
+    "table3_sweep": (("test_table3.py",), _table3_sweep),
 }
 _RUNS: dict[str, BackgroundRun] = {}
 
@@ -191,6 +202,11 @@ def demo_sweep():
 @pytest.fixture(scope="session")
 def torchrun_two_ranks():
     return _RUNS["torchrun_two_ranks"].wait()
+
+
+@pytest.fixture(scope="session")
+def table3_sweep():
+    return _RUNS["table3_sweep"].wait()
 
 
 @pytest.fixture(scope="session")

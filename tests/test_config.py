@@ -12,9 +12,9 @@ from apa.training import sft_arguments
 GROUPS = {
     "model": ["phi4mm", "tiny", "phi4mm_random"],
     "lora": ["pretrained_r320", "paper_r64"],
-    "trainer": ["paper_table3", "cpu_demo"],
+    "trainer": ["paper_table3", "cpu_demo", "seed_3epochs"],
     "data": ["speechocean762", "sample"],
-    "prompts": ["default", "terse"],
+    "prompts": ["paper", "concise", "terse"],
 }
 
 
@@ -47,7 +47,7 @@ def test_the_covering_set_pairs_every_option_with_every_other():
 def test_every_option_composes_with_every_other(make_config, choice):
     overrides = [f"{group}={name}" for group, name in zip(GROUPS, choice, strict=True)]
     cfg = make_config(*overrides)
-    assert cfg.trainer.num_train_epochs == (3 if choice[2] == "paper_table3" else 2)
+    assert cfg.trainer.num_train_epochs == {"paper_table3": 4, "seed_3epochs": 3, "cpu_demo": 2}[choice[2]]
     for group, name in zip(GROUPS, choice, strict=True):
         if group != "trainer":  # trainer presets are plain SFTConfig fields, with no name
             assert cfg[group].name == name
@@ -55,12 +55,60 @@ def test_every_option_composes_with_every_other(make_config, choice):
 
 def test_defaults_are_the_paper_setup(make_config):
     cfg = make_config()
-    assert (cfg.model.name, cfg.lora.name, cfg.data.name) == ("phi4mm", "paper_r64", "speechocean762")
+    assert (cfg.model.name, cfg.lora.name, cfg.data.name, cfg.prompts.name) == (
+        "phi4mm", "pretrained_r320", "speechocean762", "paper")
+    assert (cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.init_from) == (320, 640, 0.01, "speech-lora")
     t = cfg.trainer
-    assert (t.num_train_epochs, t.per_device_train_batch_size, t.gradient_accumulation_steps) == (3, 8, 8)
-    assert (t.learning_rate, t.optim, t.lr_scheduler_type, t.max_length) == (2e-5, "adamw_torch", "linear", 2048)
+    # the paper's stated values
+    assert (t.num_train_epochs, t.per_device_train_batch_size, t.gradient_accumulation_steps) == (4, 8, 8)
+    assert t.learning_rate == 2e-5
+    # the official fine-tuning script's values for what the paper leaves unstated
+    assert (t.optim, t.adam_beta1, t.adam_beta2, t.adam_epsilon) == ("adamw_torch", 0.9, 0.95, 1e-7)
+    assert (t.weight_decay, t.max_grad_norm, t.lr_scheduler_type, t.warmup_steps) == (0.01, 1.0, "linear", 50)
     assert t.bf16 and t.activation_checkpointing and t.activation_checkpointing_kwargs.use_reentrant is False
-    assert t.save_strategy == "epoch" and list(t.report_to) == ["tensorboard"] and t.seed == 42
+    assert t.save_strategy == "epoch" and list(t.report_to) == ["tensorboard"] and t.seed == 42 and t.max_length == 2048
+
+
+def test_the_seed_recipe_is_one_override_away(make_config):
+    t = make_config("trainer=seed_3epochs").trainer
+    assert (t.num_train_epochs, t.warmup_steps, t.adam_beta2, t.weight_decay, t.learning_rate) == (3, 0.05, 0.999,
+                                                                                                   0.0, 2e-5)
+
+
+def test_every_number_in_the_recipe_configs_says_where_it_comes_from():
+    """conf/trainer/paper_table3.yaml and conf/lora/*.yaml: each value line carries its source tag."""
+    import yaml
+
+    from tests.conftest import CONF
+
+    tags = ("[paper]", "[script]", "[ours]", "[seed]", "[checkpoint]")
+    files = [CONF / "trainer" / "paper_table3.yaml", CONF / "trainer" / "seed_3epochs.yaml",
+             CONF / "lora" / "pretrained_r320.yaml", CONF / "lora" / "paper_r64.yaml"]
+    for path in files:
+        for line in path.read_text().splitlines():
+            key, _, value = line.partition(":")
+            if line.startswith((" ", "#", "-")) or not value.strip() or key in ("defaults", "name", "init_from"):
+                continue
+            if isinstance(yaml.safe_load(value.split("#")[0]), (int, float)) and "train_control_tokens" not in key:
+                assert any(tag in line for tag in tags), f"{path.name}: {line!r} does not say where it comes from"
+
+
+def test_the_paper_prompts_are_the_appendix_text_with_the_audio_first(make_config):
+    prompts = make_config("prompts=paper").prompts
+    assert prompts.apa.startswith("{audio}Rate the pronunciation of the audio.\n**Accuracy**\nScore range: 0 - 10")
+    assert prompts.apa.endswith("{'accuracy': ACCURACY_SCORE, 'fluency': FLUENCY_SCORE, 'prosodic': PROSODIC_SCORE, "
+                                "'total': TOTAL_SCORE}")
+    assert prompts.mdd.startswith("{audio}Transcribe the audio utterance, providing both a word-level transcript")
+    assert "mark it with '<unk>'" in prompts.mdd and prompts.apa.count("Score range: 0 - 10") == 4
+
+
+@pytest.mark.parametrize(("experiment", "unfreeze"), [("table3_lora_only", []),
+                                                      ("table3_unfreeze", ["audio_encoder", "audio_projector"]),
+                                                      ("table3", [])])
+def test_table3_experiments_are_the_paper_settings(make_config, experiment, unfreeze):
+    cfg = make_config(f"experiment={experiment}")
+    assert (cfg.lora.name, cfg.prompts.name, cfg.trainer.num_train_epochs) == ("pretrained_r320", "paper", 4)
+    assert list(cfg.model.unfreeze) == unfreeze
 
 
 def test_demo_experiment_selects_tiny_sample_cpu(make_config):
