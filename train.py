@@ -3,6 +3,7 @@
     python train.py experiment=demo lora=pretrained_r320          # tiny model, bundled sample, CPU
     python train.py -m experiment=demo lora=pretrained_r320,paper_r64
     python train.py model=phi4mm data.path=/data/speechocean762 lora=paper_r64
+    python train.py resume=true hydra.run.dir=<run>              # continue a run with its own overrides
     torchrun --nproc_per_node=4 train.py lora=paper_r64          # data parallel: one run folder, rank 0 writes
 """
 
@@ -11,20 +12,57 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from apa.config import register_configs
 from apa.distributed import export_submitit_environment, launch_overrides
+from apa.errors import one_line_errors
 
 register_configs()
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="train")
-def main(cfg: DictConfig) -> None:
-    from apa.training import train
+def resume_config(cfg: DictConfig, run_dir: Path, given: list[str]) -> DictConfig:
+    """With resume=true: the run's own saved overrides, then this command's (a conflicting one is refused later,
+    with the differences listed), so that a forgotten override is not a different run."""
+    if not cfg.resume:
+        return cfg
+    from hydra import compose
 
-    export_submitit_environment()
-    train(cfg, Path(HydraConfig.get().runtime.output_dir))
+    saved = run_dir / ".hydra" / "overrides.yaml"
+    own = [o for o in OmegaConf.load(saved) if o.split("=")[0] not in ("resume", "extend")] if saved.is_file() else []
+    return compose(config_name="train", overrides=[*own, *given])
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+@one_line_errors
+def main(cfg: DictConfig) -> None:
+    from apa.config import RunConfig, check_config
+    from apa.distributed import rank
+    from apa.run_folder import RunLock, check_run_dir
+
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    cfg = resume_config(cfg, run_dir, list(hydra_cfg.overrides.task))
+    check_config(cfg, RunConfig)
+    # lock, then refuse, before the heavy imports and before anything is written into the folder
+    lock = RunLock(run_dir, "training") if rank() == 0 else None
+    try:
+        if lock is not None:
+            lock.acquire()
+        check_run_dir(run_dir, cfg.resume, OmegaConf.to_container(cfg, resolve=True), cfg.extend, announce=False)
+        export_submitit_environment()
+        from apa.training import train
+
+        hydra_files = {"config.yaml": OmegaConf.to_yaml(cfg),
+                       "hydra.yaml": OmegaConf.to_yaml({"hydra": hydra_cfg}),
+                       "overrides.yaml": OmegaConf.to_yaml(list(hydra_cfg.overrides.task))}
+        final = train(cfg, run_dir, hydra_files, locked=True)
+    finally:
+        if lock is not None:
+            lock.release()
+        if run_dir.is_dir() and not any(run_dir.iterdir()):
+            run_dir.rmdir()  # a refused start leaves no empty folder behind
+    print(f"Trained: {final}\nEvaluate every epoch with: python evaluate.py run_dir={run_dir} checkpoint=all")
 
 
 if __name__ == "__main__":

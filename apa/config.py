@@ -23,6 +23,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from apa.constants import SPEECH_LORA_TARGET_REGEX
 from apa.data import SAMPLE_ROOT
 from apa.distributed import run_stamp
+from apa.errors import UserError
 from apa.tiny import TinySpec, default_cache_dir
 
 # A new run folder's time stamp: rank 0's under torchrun / accelerate launch (apa.distributed), else now.
@@ -121,7 +122,8 @@ class RunConfig:
     data: DataConfig = MISSING
     prompts: PromptsConfig = MISSING
     seed: int = 42
-    resume: bool = False
+    resume: bool = False  # continue hydra.run.dir=<run> from its newest intact checkpoint, with the run's own config
+    extend: bool = False  # with resume: train a (finished) run on to a larger trainer.num_train_epochs
 
 
 @dataclass
@@ -166,7 +168,7 @@ def register_configs(trainer: bool = True) -> None:
     cs.store(group="prompts", name="schema", node=PromptsConfig)
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """The composed config has an option the schema does not know; the message names it."""
 
 

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from apa.config import EvalConfig, check_config
 from apa.data.records import APA_ASPECTS
 from apa.data.speechocean import load_configured_split
+from apa.errors import UserError
 from apa.metrics import compute_metrics
 from apa.prompts import PARSERS, apa_target, build_examples, mdd_target
 from apa.run_folder import FINAL_MODEL, epoch_checkpoints
@@ -31,7 +32,7 @@ from apa.table3 import PAPER_TABLE3, TABLE_COLUMNS, TABLE_HEADERS, TABLE_NOTE, e
 
 log = logging.getLogger(__name__)
 
-class EvaluationError(RuntimeError):
+class EvaluationError(UserError, RuntimeError):
     """Evaluation cannot run as asked; the message names the fix."""
 
 

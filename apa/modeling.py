@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from apa.constants import CONTROL_TOKENS
+from apa.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +23,7 @@ CONVERT_HINT = (
 )
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(UserError, RuntimeError):
     """The checkpoint cannot be used; the message says what was found and how to get a usable one."""
 
 

@@ -17,10 +17,11 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from apa.data.audio import AudioError, decode_audio
+from apa.errors import UserError
 from apa.metrics import align, normalise_phones, normalise_words
 
 
-class PredictError(ValueError):
+class PredictError(UserError, ValueError):
     """Bad input for a single prediction; the message is printed as is."""
 
 
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         out = predict(args.adapter, args.audio, args.text)
-    except PredictError as e:
+    except UserError as e:  # also a model that cannot load (ModelLoadError), a full disk
         print(f"error: {e}", file=sys.stderr)
         return 2
     scores = out["scores"]

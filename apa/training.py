@@ -34,8 +34,13 @@ from apa.run_folder import (
     EPOCH_CHECKPOINT,
     FINAL_MODEL,
     STEP_CHECKPOINT,
+    TRAINING_RECORD,
+    RunLock,
     check_run_dir,
     resumable_checkpoints,
+    saved_record,
+    write_hydra_record,
+    write_manifest,
 )
 
 log = logging.getLogger(__name__)
@@ -145,6 +150,7 @@ def _trainer_class():
             written = run_dir / f"checkpoint-{self.state.global_step}"
             target = run_dir / (EPOCH_CHECKPOINT.format(round(epoch)) if at_epoch_end
                                 else STEP_CHECKPOINT.format(self.state.global_step))
+            write_manifest(written)  # sizes and digests, so that a damaged checkpoint is found before a resume
             if target.exists():  # a resumed run re-saving an epoch it had already finished
                 shutil.rmtree(target)
             os.replace(written, target)
@@ -216,13 +222,13 @@ def build_datasets(cfg: DictConfig, processor, max_length: int | None) -> tuple[
     return datasets[0], datasets[1], record
 
 
-def build_trainer(cfg: DictConfig, run_dir: Path):
-    """Everything up to the first step: model, adapter, data, trainer. Returns (trainer, resume_from, record)."""
+def build_trainer(cfg: DictConfig, run_dir: Path, resume_from: Path | None = None):
+    """Everything up to the first step: model, adapter, data, trainer. Returns (trainer, resume_from, record).
+    The folder checks are `train`'s (under its lock); this only builds."""
     from transformers import set_seed
 
     check_config(cfg, RunConfig)
     run_dir.mkdir(parents=True, exist_ok=True)
-    resume_from = check_run_dir(run_dir, cfg.resume)  # every rank reads the same folder and decides the same
     args = sft_arguments(cfg, run_dir)  # sets up torch.distributed under torchrun / accelerate launch
     main_process = args.process_index == 0  # only rank 0 writes files
     set_seed(cfg.seed)
@@ -263,8 +269,15 @@ def build_trainer(cfg: DictConfig, run_dir: Path):
     )
     # Under data parallelism each rank's dataloader holds its own share of the batches.
     record["data"].update(world_size=args.world_size, batches_per_rank_per_epoch=len(trainer.get_train_dataloader()))
+    previous = saved_record(run_dir) if resume_from is not None or cfg.resume else None
+    if previous is not None:  # a resume keeps the run's record of its start and adds one entry per resume
+        resumed = {"at": record["started"], "from": resume_from.name if resume_from else None,
+                   "library_versions": record["library_versions"], "git_commit": record["git_commit"],
+                   "config": record["config"] if cfg.get("extend") else None}
+        record = {**previous, "resumes": [*previous.get("resumes", []), resumed], "config": record["config"],
+                  "data": record["data"]}
     if main_process:
-        _write_json_atomic(run_dir / "training_config.json", record)
+        _write_json_atomic(run_dir / TRAINING_RECORD, record)
     return trainer, resume_from, record
 
 
@@ -305,6 +318,26 @@ def fit(trainer, resume_from: Path | None, record: dict) -> Path:
     return final_dir
 
 
-def train(cfg: DictConfig, run_dir: Path) -> Path:
-    """Fine-tune per `cfg`, writing everything into `run_dir`; return the final_model folder."""
-    return fit(*build_trainer(cfg, run_dir))
+def train(cfg: DictConfig, run_dir: Path, hydra_files: dict[str, str] | None = None, locked: bool = False) -> Path:
+    """Fine-tune per `cfg`, writing everything into `run_dir`; return the final_model folder.
+
+    Before anything is written: the config is checked, the folder is locked (rank 0; one training at a time), and
+    the folder check passes (no results unless resuming; a resume reproduces the run's own config). Only then are
+    Hydra's record (`hydra_files`, from train.py) and training_config.json written. `locked`: the caller holds
+    the folder's lock already (train.py takes it before its own folder check).
+    """
+    from apa.distributed import rank
+
+    check_config(cfg, RunConfig)
+    requested = OmegaConf.to_container(cfg, resolve=True)
+    lock = RunLock(run_dir, "training") if rank() == 0 and not locked else None
+    if lock is not None:
+        lock.acquire()
+    try:
+        resume_from = check_run_dir(run_dir, cfg.resume, requested, bool(cfg.get("extend")))
+        if hydra_files and rank() == 0 and not (run_dir / TRAINING_RECORD).exists():
+            write_hydra_record(run_dir, hydra_files)
+        return fit(*build_trainer(cfg, run_dir, resume_from))
+    finally:
+        if lock is not None:
+            lock.release()

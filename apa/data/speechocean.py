@@ -18,11 +18,12 @@ from pathlib import Path
 
 from apa.data.audio import AudioError, decode_audio
 from apa.data.records import APA_ASPECTS, Mispronunciation, Utterance, Word, is_canonical_phone, is_pronounced_phone
+from apa.errors import UserError
 
 log = logging.getLogger(__name__)
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """The data cannot be used as configured; the message names the cause and the fix."""
 
 
