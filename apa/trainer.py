@@ -13,7 +13,7 @@ import torch
 from trl import SFTTrainer
 
 from apa.run_folder import EPOCH_CHECKPOINT, STEP_CHECKPOINT
-from apa.sampling import EpochSeededLengthGroupedSampler
+from apa.sampling import ShuffledLengthGroupedSampler
 
 
 class PronunciationTrainer(SFTTrainer):
@@ -28,11 +28,14 @@ class PronunciationTrainer(SFTTrainer):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         if self.args.train_sampling_strategy != "group_by_length" or dataset is None:
             return super()._get_train_sampler(train_dataset)
-        # the stock path asks the processor for model_input_names (which an audio-only processor lacks) and
-        # seeds from the global RNG; the `length` column comes from apa.data.stats
+        # Not the stock LengthGroupedSampler: it sorts whole optimizer steps by length, which here puts nearly every
+        # step on one task (APA prompts are longer), it seeds from the global RNG, and it asks the processor for
+        # model_input_names (which an audio-only processor lacks). Ours (apa.sampling) sorts micro-batches and shuffles
+        # them, in an order fixed by (data_seed, epoch); the `length` column comes from apa.data.stats.
         seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
-        return EpochSeededLengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
-                                               lengths=dataset[self.args.length_column_name], seed=seed)
+        # one unit = one micro-step on all ranks (train_batch_size is per device, x n_gpu under DataParallel)
+        return ShuffledLengthGroupedSampler(dataset[self.args.length_column_name],
+                                            unit=self.args.train_batch_size * self.args.world_size, seed=seed)
 
     def _get_eval_sampler(self, eval_dataset):
         # evaluation order changes nothing; the stock grouped sampler would ask the processor for model_input_names
