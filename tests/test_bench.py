@@ -29,6 +29,17 @@ def test_data_mode_measures_collate_throughput():
         assert result[state]["workers=0"]["samples_per_s"] > 0
 
 
+def test_sampler_mode_compares_the_orders_on_the_synthetic_corpus(capsys):
+    result = main(["--mode", "sampler", "--epochs", "2"])
+    assert result["config"]["batch"] == 8 and result["config"]["accumulation"] == 8  # paper_table3
+    assert result["corpus"]["examples"] == 5000
+    new, old, random = result["shuffled_groups"], result["hf_grouped"], result["random"]
+    assert new["steps"] == 2 * 78
+    assert new["padding_share"] < random["padding_share"] and new["single_task_steps"] < old["single_task_steps"]
+    printed = capsys.readouterr().out
+    assert "single-task steps" in printed and "HF length grouping (before)" in printed
+
+
 def test_flops_count_follows_checkpointing_and_unfreezing():
     params = {"groups": {"language_model": {"total": 1000}, "audio_encoder": {"total": 90},
                          "audio_projector": {"total": 10}}, "embedding_params": 200}
