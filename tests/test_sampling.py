@@ -45,9 +45,10 @@ def test_synthetic_corpus_has_the_documented_distribution(corpus):
 
 def test_steps_mix_the_tasks_where_hf_grouping_separated_them(mixes):
     """Random sampling makes a step of 64 single-task with probability 2 x 0.5^64 (never). Ours draws a step's 8
-    micro-batches from random places; sorted by length, most micro-batches hold one task (APA prompts are longer), so
-    at worst a step is single-task with probability 2 x 0.5^8 = 0.78 %: 1 % bounds it, with room for the count's
-    noise over 1,560 steps. Hugging Face's grouping, which this replaces, left most steps single-task."""
+    micro-batches from random places; sorted by length, most micro-batches hold one task (APA prompts are longer).
+    Were all of them single-task, a step would be with probability 2 x 0.5^8 = 0.78 %; some mix both, so fewer are
+    (0.26 % measured): 1 % bounds it with room for the count's noise over 1,560 steps. Hugging Face's grouping,
+    which this replaces, left most steps single-task (69 %)."""
     new, old, random = mixes["shuffled_groups"], mixes["hf_grouped"], mixes["random"]
     assert new["steps"] == old["steps"] == random["steps"] == EPOCHS * (5000 // 64)
     assert new["single_task_steps"] <= 0.01
