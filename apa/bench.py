@@ -3,12 +3,18 @@
     python -m apa.bench experiment=demo                                   tiny model on the CPU
     python -m apa.bench model=phi4mm_random data=sample lora=paper_r64 trainer.per_device_train_batch_size=8
     python -m apa.bench experiment=demo --mode data --workers 0 1 2       collate throughput per worker
+    python -m apa.bench --mode sampler                                    task mix and padding per training order
     python -m apa.bench ... --json out.json                               the figures as JSON too
 
 Train mode runs `--warmup` + `--steps` optimizer steps of the very trainer train.py builds (checkpoints and logging
 off) and reports steps/s, samples/s, tokens/s (text and audio), the padding share of the batches (as sampled, and
 with the other sampling strategy for comparison), peak memory (CUDA, else the process's RSS), MFU on a GPU, and the
 projected wall time of paper_table3 (3 epochs of 2 x 2500 examples) at the measured throughput and token lengths.
+
+Sampler mode needs no model: on a synthetic corpus of the full training set's size and length distribution
+(apa.data.stats.synthetic_corpus) it counts, per training order (the trainer's `group_by_length` sampler, Hugging
+Face's stock length grouping it replaced, plain random), the padding share of the micro-batches and the share of APA
+examples in each optimizer step, with the composed config's batch size, accumulation and seed.
 """
 
 from __future__ import annotations
@@ -50,21 +56,18 @@ def compose(overrides: list[str]):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def padding_share(lengths: list[int], batch_size: int, strategy: str, megabatch: int, seed: int) -> float:
-    """Share of padded positions in the batches `strategy` would form (right padding to the longest in a batch)."""
-    from transformers.trainer_pt_utils import get_length_grouped_indices
+STRATEGY_ORDER = {"group_by_length": "step_sorted", "random": "random"}  # the trainer's, in apa.sampling terms
 
-    generator = torch.Generator().manual_seed(seed)
-    if strategy == "group_by_length":
-        order = get_length_grouped_indices(lengths, megabatch, generator=generator)
-    else:
-        order = torch.randperm(len(lengths), generator=generator).tolist()
-    real = padded = 0
-    for start in range(0, len(order), batch_size):
-        batch = [lengths[i] for i in order[start : start + batch_size]]
-        real += sum(batch)
-        padded += max(batch) * len(batch)
-    return 1 - real / padded
+
+def order_mix(kind: str, lengths: list[int], tasks: list[str], batch_size: int, accumulation: int, seed: int,
+              epochs: int = 1, world_size: int = 1) -> dict:
+    """apa.data.stats.batch_mix of `epochs` epochs of the training order `kind` (apa.sampling.ORDERS)."""
+    from apa.data.stats import batch_mix
+    from apa.sampling import epoch_order
+
+    order = [i for epoch in range(epochs)
+             for i in epoch_order(kind, lengths, batch_size, accumulation, seed, epoch, world_size)]
+    return batch_mix(order, lengths, tasks, batch_size, accumulation, world_size)
 
 
 def flops_per_example(params: dict, mean_tokens: float, mean_audio_tokens: float, checkpointing: bool,
@@ -139,15 +142,18 @@ def bench_training(overrides: list[str], steps: int, warmup: int, peak: float | 
     samples_s = examples_per_step / step_s
     strategy = args.train_sampling_strategy
     other = "random" if strategy == "group_by_length" else "group_by_length"
-    megabatch = args.per_device_train_batch_size * args.gradient_accumulation_steps
-    pad = {s: padding_share(totals, args.per_device_train_batch_size, s, megabatch, args.seed)
-           for s in (strategy, other)}
+    tasks = trainer.train_dataset["task"]
+    batch, accumulation = args.per_device_train_batch_size, args.gradient_accumulation_steps
+    seed = args.data_seed if args.data_seed is not None else args.seed
+    mix = {s: order_mix(STRATEGY_ORDER[s], totals, tasks, batch, accumulation, seed, world_size=args.world_size)
+           for s in (strategy, other) if s in STRATEGY_ORDER}
     # A few dozen examples form one mega-batch, so grouping cannot show here; resampled to the full corpus's 5000
-    # examples per epoch, the measured lengths show what it buys there (an estimate: the sample's length spread).
-    corpus = [totals[i] for i in torch.randint(len(totals), (FULL_CORPUS_EXAMPLES_PER_EPOCH,),
-                                                generator=torch.Generator().manual_seed(args.seed)).tolist()]
-    pad_corpus = {s: padding_share(corpus, args.per_device_train_batch_size, s, megabatch, args.seed)
-                  for s in ("random", "group_by_length")}
+    # examples per epoch, the measured lengths show what it buys there (an estimate: the sample's length spread, full
+    # of ties; --mode sampler counts on a synthetic corpus of continuous lengths).
+    drawn = torch.randint(len(totals), (FULL_CORPUS_EXAMPLES_PER_EPOCH,),
+                          generator=torch.Generator().manual_seed(args.seed)).tolist()
+    pad_corpus = {s: order_mix(STRATEGY_ORDER[s], [totals[i] for i in drawn], [tasks[i] for i in drawn], batch,
+                               accumulation, seed)["padding_share"] for s in ("random", "group_by_length")}
     params = dict(record["parameters"])
     embeddings = trainer.model.get_base_model().get_input_embeddings().weight
     params["embedding_params"] = embeddings.numel()
@@ -167,8 +173,10 @@ def bench_training(overrides: list[str], steps: int, warmup: int, peak: float | 
         "text_tokens_per_s": samples_s * (mean_total - mean_audio),
         "audio_tokens_per_s": samples_s * mean_audio,
         "mean_tokens_per_example": mean_total,
-        "padding_share": pad[strategy],
-        f"padding_share_if_{other}": pad[other],
+        "padding_share": mix[strategy]["padding_share"] if strategy in mix else None,
+        f"padding_share_if_{other}": mix[other]["padding_share"],
+        # APA examples per optimizer step of the first epoch, in the order the trainer uses (full steps only)
+        "step_mix": {k: v for k, v in mix.get(strategy, {}).items() if k != "padding_share"},
         "padding_share_full_corpus_estimate": pad_corpus,
         "peak_memory_gb": (torch.cuda.max_memory_allocated() if cuda
                            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 1e9,
@@ -234,6 +242,53 @@ def bench_data(overrides: list[str], workers: list[int], batches: int) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Sampler mode
+# ---------------------------------------------------------------------------------------------------------------
+
+ORDER_NAMES = {"step_sorted": "group_by_length (this trainer)", "hf_grouped": "HF length grouping (before)",
+               "random": "random"}
+
+
+def bench_sampler(overrides: list[str], epochs: int, world_size: int) -> dict:
+    """Padding and the task mix per optimizer step of each training order, on the synthetic full-size corpus."""
+    from apa.data.stats import synthetic_corpus
+    from apa.sampling import ORDERS
+
+    cfg = compose(overrides)
+    batch, accumulation = cfg.trainer.per_device_train_batch_size, cfg.trainer.gradient_accumulation_steps
+    seed = cfg.trainer.data_seed if cfg.trainer.get("data_seed") is not None else cfg.trainer.seed
+    rows = synthetic_corpus()
+    lengths, tasks = [r["total"] for r in rows], [r["task"] for r in rows]
+    seconds = [r["seconds"] for r in rows[::2]]
+    out: dict = {
+        "config": {"batch": batch, "accumulation": accumulation, "world_size": world_size, "seed": seed,
+                   "epochs": epochs, "trainer_sampling": cfg.trainer.train_sampling_strategy},
+        "corpus": {"examples": len(rows), "mean_seconds": sum(seconds) / len(seconds),
+                   "mean_tokens": sum(lengths) / len(lengths)},
+    }
+    for kind in ORDERS:
+        out[kind] = order_mix(kind, lengths, tasks, batch, accumulation, seed, epochs, world_size)
+    return out
+
+
+def print_sampler_table(result: dict) -> None:
+    """The three orders side by side."""
+    from apa.sampling import ORDERS
+
+    config, corpus = result["config"], result["corpus"]
+    print(f"synthetic corpus: {corpus['examples']} examples, {corpus['mean_seconds']:.2f} s of audio and "
+          f"{corpus['mean_tokens']:.0f} tokens per example on average; batch {config['batch']} x accumulation "
+          f"{config['accumulation']} x world size {config['world_size']}, seed {config['seed']}, "
+          f"{config['epochs']} epochs ({result[ORDERS[0]]['steps']} full optimizer steps)")
+    print(f"{'':28}" + "".join(f"{ORDER_NAMES[k]:>32}" for k in ORDERS))
+    rows = [("padding share", "padding_share", "{:.2%}"), ("single-task steps", "single_task_steps", "{:.2%}"),
+            ("APA share per step: mean", "apa_share_mean", "{:.3f}"), ("  sd", "apa_share_sd", "{:.3f}")]
+    rows += [(f"  p{q}", f"apa_share_p{q}", "{:.3f}") for q in (5, 25, 50, 75, 95)]
+    for label, key, fmt in rows:
+        print(f"{label:28}" + "".join(f"{fmt.format(result[k][key]):>32}" for k in ORDERS))
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # CLI
 # ---------------------------------------------------------------------------------------------------------------
 
@@ -246,23 +301,7 @@ def _fmt(value) -> str:
     return str(value)
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides of the train config (as for train.py)")
-    parser.add_argument("--mode", choices=["train", "data"], default="train")
-    parser.add_argument("--steps", type=int, default=6, help="measured optimizer steps (train mode)")
-    parser.add_argument("--warmup", type=int, default=2, help="optimizer steps run before measuring")
-    parser.add_argument("--workers", type=int, nargs="+", default=[0], help="dataloader workers to try (data mode)")
-    parser.add_argument("--batches", type=int, default=20, help="batches to collate per setting (data mode)")
-    parser.add_argument("--peak-tflops", type=float, help="the device's dense bf16 peak, for MFU")
-    parser.add_argument("--json", type=Path, help="also write the figures here")
-    args = parser.parse_intermixed_args(argv)
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
-    if args.mode == "train":
-        result = bench_training(args.overrides, args.steps, args.warmup, peak_tflops(args.peak_tflops))
-    else:
-        result = bench_data(args.overrides, args.workers, args.batches)
-    print("\n== apa.bench (" + args.mode + ")")
+def print_figures(result: dict) -> None:
     for key, value in result.items():
         if isinstance(value, dict):
             for sub, item in value.items():
@@ -270,6 +309,33 @@ def main(argv: list[str] | None = None) -> dict:
                 print(f"{key}.{sub!s:<34} {shown}")
         else:
             print(f"{key:<42} {_fmt(value)}")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides of the train config (as for train.py)")
+    parser.add_argument("--mode", choices=["train", "data", "sampler"], default="train")
+    parser.add_argument("--steps", type=int, default=6, help="measured optimizer steps (train mode)")
+    parser.add_argument("--warmup", type=int, default=2, help="optimizer steps run before measuring")
+    parser.add_argument("--workers", type=int, nargs="+", default=[0], help="dataloader workers to try (data mode)")
+    parser.add_argument("--batches", type=int, default=20, help="batches to collate per setting (data mode)")
+    parser.add_argument("--epochs", type=int, default=20, help="epochs of training order to count (sampler mode)")
+    parser.add_argument("--world-size", type=int, default=1, help="data-parallel ranks (sampler mode)")
+    parser.add_argument("--peak-tflops", type=float, help="the device's dense bf16 peak, for MFU")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_intermixed_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    if args.mode == "train":
+        result = bench_training(args.overrides, args.steps, args.warmup, peak_tflops(args.peak_tflops))
+    elif args.mode == "data":
+        result = bench_data(args.overrides, args.workers, args.batches)
+    else:
+        result = bench_sampler(args.overrides, args.epochs, args.world_size)
+    print("\n== apa.bench (" + args.mode + ")")
+    if args.mode == "sampler":
+        print_sampler_table(result)
+    else:
+        print_figures(result)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2, default=str))
     return result

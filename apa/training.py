@@ -31,16 +31,13 @@ from apa.data.stats import example_lengths, summarize
 from apa.modeling import add_control_tokens, attach_lora, format_parameter_table, load_base, parameter_report
 from apa.prompts import build_examples
 from apa.run_folder import (
-    EPOCH_CHECKPOINT,
     FINAL_MODEL,
-    STEP_CHECKPOINT,
     TRAINING_RECORD,
     RunLock,
     check_run_dir,
     resumable_checkpoints,
     saved_record,
     write_hydra_record,
-    write_manifest,
 )
 
 log = logging.getLogger(__name__)
@@ -94,68 +91,6 @@ def sft_arguments(cfg: DictConfig, run_dir: Path):
         dataset_kwargs={**(kwargs.get("dataset_kwargs") or {}), "skip_prepare_dataset": True},
     )
     return SFTConfig(**kwargs)
-
-
-def _trainer_class():
-    from transformers.trainer_pt_utils import LengthGroupedSampler
-    from trl import SFTTrainer
-
-    class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
-        """Length-grouped batches (little padding) in an order fixed by (data_seed, epoch). The stock sampler draws
-        from the global RNG, so a run resumed mid-epoch would skip other batches than the interrupted run had done;
-        the Trainer calls set_epoch before each epoch."""
-
-        def __init__(self, batch_size: int, lengths: list[int], seed: int):
-            super().__init__(batch_size, lengths=lengths)
-            self.seed = seed
-            self.set_epoch(0)
-
-        def set_epoch(self, epoch: int) -> None:
-            self.generator = torch.Generator().manual_seed(self.seed + epoch)
-
-    class PronunciationTrainer(SFTTrainer):
-        """SFTTrainer whose checkpoints are named by epoch (or by step, when stopped mid-epoch) and appear atomically.
-
-        Hugging Face writes `checkpoint-<step>/` piece by piece; only once it is complete is it renamed to
-        `checkpoint-epoch-<N>/` or `checkpoint-step-<N>/`, so a crash mid-save never leaves a folder that resume
-        would trust.
-        """
-
-        def _get_train_sampler(self, train_dataset=None):
-            dataset = train_dataset if train_dataset is not None else self.train_dataset
-            if self.args.train_sampling_strategy != "group_by_length" or dataset is None:
-                return super()._get_train_sampler(train_dataset)
-            # the stock path asks the processor for model_input_names (which an audio-only processor lacks) and
-            # seeds from the global RNG; the `length` column comes from apa.data.stats
-            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
-            return EpochSeededLengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
-                                                   lengths=dataset[self.args.length_column_name], seed=seed)
-
-        def _get_eval_sampler(self, eval_dataset):
-            # evaluation order changes nothing; the stock grouped sampler would ask the processor for model_input_names
-            return torch.utils.data.SequentialSampler(eval_dataset)
-
-        def _save_checkpoint(self, model, trial):
-            super()._save_checkpoint(model, trial)
-            # every rank writes its own RNG state into checkpoint-<step>/: rename only once all have
-            self.accelerator.wait_for_everyone()
-            if self.args.should_save:
-                self._rename_checkpoint()
-            self.accelerator.wait_for_everyone()
-
-        def _rename_checkpoint(self):
-            epoch = self.state.epoch or 0
-            at_epoch_end = abs(epoch - round(epoch)) < 1e-6
-            run_dir = Path(self.args.output_dir)
-            written = run_dir / f"checkpoint-{self.state.global_step}"
-            target = run_dir / (EPOCH_CHECKPOINT.format(round(epoch)) if at_epoch_end
-                                else STEP_CHECKPOINT.format(self.state.global_step))
-            write_manifest(written)  # sizes and digests, so that a damaged checkpoint is found before a resume
-            if target.exists():  # a resumed run re-saving an epoch it had already finished
-                shutil.rmtree(target)
-            os.replace(written, target)
-
-    return PronunciationTrainer
 
 
 class StopOnSignal(TrainerCallback):
@@ -227,6 +162,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, resume_from: Path | None = Non
     The folder checks are `train`'s (under its lock); this only builds."""
     from transformers import set_seed
 
+    from apa.trainer import PronunciationTrainer  # imports TRL
+
     check_config(cfg, RunConfig)
     run_dir.mkdir(parents=True, exist_ok=True)
     args = sft_arguments(cfg, run_dir)  # sets up torch.distributed under torchrun / accelerate launch
@@ -258,7 +195,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, resume_from: Path | None = Non
 
     # TensorBoard's callback reads its folder from the environment when the trainer is built.
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "logs")
-    trainer = _trainer_class()(
+    trainer = PronunciationTrainer(
         model=model,
         args=args,
         train_dataset=train_set,

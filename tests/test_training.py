@@ -13,6 +13,7 @@ from apa.collate import SpeechSFTCollator
 from apa.generation import generate_answers
 from apa.modeling import load_base
 from apa.run_folder import RunFolderError, check_run_dir
+from apa.sampling import StepSortedSampler
 from apa.training import build_trainer, fit
 from tests.conftest import compose_config
 
@@ -118,6 +119,15 @@ def test_run_folder_is_complete(short_run):
     assert {"tokenizer.json", "processor_config.json", "adapter_model.safetensors"} <= {
         p.name for p in (run_dir / "final_model").iterdir()}
     assert (run_dir / "checkpoint-epoch-1" / "optimizer.pt").exists()
+
+
+def test_group_by_length_gives_the_task_mixing_sampler(short_run):
+    trainer = short_run["trainer"]
+    assert trainer.args.train_sampling_strategy == "group_by_length"  # paper_table3's, inherited by cpu_demo
+    sampler = trainer._get_train_sampler()
+    assert isinstance(sampler, StepSortedSampler)
+    assert (sampler.unit, sampler.seed) == (2, 42)  # batch 2 x world size 1; data_seed
+    assert sorted(sampler) == list(range(len(trainer.train_dataset)))
 
 
 def test_existing_results_are_not_overwritten(short_run):

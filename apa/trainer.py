@@ -1,0 +1,63 @@
+"""The Trainer subclass train.py runs: epoch-named atomic checkpoints and an epoch-seeded training order.
+
+Imports TRL (slow), so apa.training imports it only when it builds a trainer.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from trl import SFTTrainer
+
+from apa.run_folder import EPOCH_CHECKPOINT, STEP_CHECKPOINT, write_manifest
+from apa.sampling import StepSortedSampler
+
+
+class PronunciationTrainer(SFTTrainer):
+    """SFTTrainer whose checkpoints are named by epoch (or by step, when stopped mid-epoch) and appear atomically.
+
+    Hugging Face writes `checkpoint-<step>/` piece by piece; only once it is complete is it renamed to
+    `checkpoint-epoch-<N>/` or `checkpoint-step-<N>/`, so a crash mid-save never leaves a folder that resume
+    would trust.
+    """
+
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if self.args.train_sampling_strategy != "group_by_length" or dataset is None:
+            return super()._get_train_sampler(train_dataset)
+        # Not the stock LengthGroupedSampler: it sorts whole optimizer steps by length, which here puts nearly every
+        # step on one task (APA prompts are longer), it seeds from the global RNG, and it asks the processor for
+        # model_input_names (which an audio-only processor lacks). Ours (apa.sampling) draws each optimizer step at
+        # random and sorts only inside it, in an order fixed by (data_seed, epoch); `length` comes from apa.data.stats.
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        # one unit = one micro-step on all ranks (train_batch_size is per device, x n_gpu under DataParallel)
+        unit = self.args.train_batch_size * self.args.world_size
+        return StepSortedSampler(dataset[self.args.length_column_name], unit=unit,
+                                 step=unit * self.args.gradient_accumulation_steps, seed=seed)
+
+    def _get_eval_sampler(self, eval_dataset):
+        # evaluation order changes nothing; the stock grouped sampler would ask the processor for model_input_names
+        return torch.utils.data.SequentialSampler(eval_dataset)
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        # every rank writes its own RNG state into checkpoint-<step>/: rename only once all have
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            self._rename_checkpoint()
+        self.accelerator.wait_for_everyone()
+
+    def _rename_checkpoint(self):
+        epoch = self.state.epoch or 0
+        at_epoch_end = abs(epoch - round(epoch)) < 1e-6
+        run_dir = Path(self.args.output_dir)
+        written = run_dir / f"checkpoint-{self.state.global_step}"
+        target = run_dir / (EPOCH_CHECKPOINT.format(round(epoch)) if at_epoch_end
+                            else STEP_CHECKPOINT.format(self.state.global_step))
+        write_manifest(written)  # sizes and digests, so that a damaged checkpoint is found before a resume
+        if target.exists():  # a resumed run re-saving an epoch it had already finished
+            shutil.rmtree(target)
+        os.replace(written, target)
