@@ -1,0 +1,135 @@
+"""The corpus reader loses nothing silently: every phone symbol the annotation may hold keeps its meaning, a
+mispronunciation must sit where its canonical phone is, and the test split allows no skip unless asked to."""
+
+import json
+import shutil
+
+import pytest
+
+from apa.data import SAMPLE_ROOT
+from apa.data.records import INVENTORY, L2_PHONES
+from apa.data.speechocean import LABEL_MISMATCH, DataError, SkipReport, load_configured_split, load_split
+from apa.data.stats import phone_stats
+from tests.conftest import compose_eval_config
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    root = tmp_path / "so762"
+    shutil.copytree(SAMPLE_ROOT, root)
+    return root
+
+
+def _edit_scores(root, edit) -> None:
+    path = root / "resource" / "scores.json"
+    scores = json.loads(path.read_text())
+    edit(scores)
+    path.write_text(json.dumps(scores))
+
+
+def _remove_first_clip(root, split) -> str:
+    """Delete the audio file of the split's first utterance; return its id."""
+    utt_id, rel = (root / split / "wav.scp").read_text().split("\n", 1)[0].split()
+    (root / rel).unlink()
+    return utt_id
+
+
+def _word(scores, utt_id, text):
+    return next(w for w in scores[utt_id]["words"] if w["text"] == text)
+
+
+def _mis(index, canonical, pronounced):
+    return {"index": index, "canonical-phone": canonical, "pronounced-phone": pronounced}
+
+
+def _utterance(root, split, utt_id, **options):
+    return next(u for u in load_split("local", str(root), split, max_bad_fraction=0, **options) if u.id == utt_id)
+
+
+def test_the_inventory_is_the_papers_46_units():
+    assert L2_PHONES == {"IR", "AR", "TR", "DZ", "TS", "DR"}
+    assert len(INVENTORY) == 46 and "<unk>" in INVENTORY
+
+
+def test_l2_phones_of_the_original_release_are_kept_distinct_and_counted(corpus):
+    # 000010011 "WE CALL IT BEAR": BEAR's canonical B EH0 R becomes B EH0 AR1 (an L2 canonical phone, with stress),
+    # said B EH0 TR; CALL's canonical L is said as DR. Neither is mapped to a CMU phone.
+    def edit(scores):
+        bear = _word(scores, "000010011", "BEAR")
+        bear["phones"] = ["B", "EH0", "AR1"]
+        bear["mispronunciations"] = [_mis(2, "AR", "TR")]
+        _word(scores, "000010011", "CALL")["mispronunciations"] = [_mis(2, "L", "DR")]
+
+    _edit_scores(corpus, edit)
+    utt = _utterance(corpus, "train", "000010011")
+    assert utt.canonical_phones == ["W", "IY", "K", "AO", "L", "IH", "T", "B", "EH", "AR"]
+    assert utt.annotated_phones == ["W", "IY", "K", "AO", "DR", "IH", "T", "B", "EH", "TR"]
+    stats = phone_stats([utt], "train")
+    assert stats["canonical_l2_phones"] == 1 and stats["said_l2_phones"] == 2
+    assert stats["l2_phones"] == {"AR": {"canonical": 1, "said": 0}, "DR": {"canonical": 0, "said": 1},
+                                  "TR": {"canonical": 0, "said": 1}}
+    assert stats["mispronounced"]["substituted"] == 2
+
+
+def test_pronounced_phones_lose_their_stress_digit_and_keep_their_marks(corpus):
+    # WE CALL IT BEAR: W said as V, IY0 deleted (<DEL>), K unclear (<unk>), AO distorted (AO*), IH said as IY1 -> IY
+    # (the stress digit stripped as from a canonical phone)
+    def edit(scores):
+        _word(scores, "000010011", "WE")["mispronunciations"] = [_mis(0, "W", "V"), _mis(1, "IY", "<DEL>")]
+        _word(scores, "000010011", "CALL")["mispronunciations"] = [_mis(0, "K", "<unk>"), _mis(1, "AO", "AO*")]
+        _word(scores, "000010011", "IT")["mispronunciations"] = [_mis(0, "IH0", "IY1")]
+
+    _edit_scores(corpus, edit)
+    utt = _utterance(corpus, "train", "000010011")
+    assert utt.phone_truth == ["V", "<del>", "<unk>", "AO*", "L", "IY", "T", "B", "EH", "R"]
+    assert utt.annotated_phones == ["V", "<unk>", "AO*", "L", "IY", "T", "B", "EH", "R"]
+    assert len(utt.phone_truth) == len(utt.canonical_phones)
+    stats = phone_stats([utt], "train")["mispronounced"]
+    assert stats == {"substituted": 2, "distorted": 1, "unk": 1, "deleted": 1}
+
+
+def test_a_mispronunciation_index_that_misses_its_canonical_phone_stops_naming_it(corpus):
+    # THEME is TH IY0 M; the entry says index 2 (M) but canonical-phone IY: which phone was mispronounced is unknown
+    def edit(scores):
+        _word(scores, "000010113", "THEME")["mispronunciations"] = [_mis(2, "IY", "AH")]
+
+    _edit_scores(corpus, edit)
+    with pytest.raises(DataError) as error:
+        load_split("local", str(corpus), "train", max_bad_fraction=0.5)
+    message = str(error.value)
+    for part in ("000010113", "THEME", "index 2", "'M'", "'IY'", "data.on_label_mismatch=skip"):
+        assert part in message
+
+
+def test_with_on_label_mismatch_skip_the_utterance_is_skipped_and_counted(corpus, caplog):
+    _edit_scores(corpus, lambda s: _word(s, "000010113", "THEME").update(mispronunciations=[_mis(0, "IY", "AH")]))
+    caplog.set_level("INFO")
+    report = SkipReport()
+    utts = load_split("local", str(corpus), "train", max_bad_fraction=0.1, on_label_mismatch="skip", report=report)
+    assert len(utts) == 19 and "000010113" not in {u.id for u in utts}
+    assert report.reasons == {LABEL_MISMATCH: 1} and "skipped 1 of 20" in caplog.text
+    with pytest.raises(DataError, match="on_label_mismatch='ignore' is unknown"):
+        load_split("local", str(corpus), "train", max_bad_fraction=0.1, on_label_mismatch="ignore")
+
+
+def _eval_config(root, *overrides):
+    return compose_eval_config("model=tiny", "data=sample", f"data.path={root}", "prompts=terse", *overrides)
+
+
+def test_the_test_split_allows_no_skipped_utterance_unless_asked(corpus):
+    victim = _remove_first_clip(corpus, "test")
+    cfg = _eval_config(corpus)
+    assert cfg.data.max_bad_fraction == 0.05 and cfg.data.max_bad_fraction_test == 0
+    with pytest.raises(DataError) as error:
+        load_configured_split(cfg.data, "test")
+    message = str(error.value)
+    assert "skipped 1 of 20" in message and victim in message and "data.max_bad_fraction_test" in message
+    # the same loss in the training split is within data.max_bad_fraction
+    _remove_first_clip(corpus, "train")
+    assert len(load_configured_split(cfg.data, "train")) == 19
+
+    allowed = _eval_config(corpus, "data.max_bad_fraction_test=0.05")
+    report = SkipReport()
+    utts = load_configured_split(allowed.data, "test", report=report)
+    assert len(utts) == 19 and victim not in {u.id for u in utts}
+    assert (report.total, report.skipped, report.ids) == (20, 1, [victim])
