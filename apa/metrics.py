@@ -205,8 +205,10 @@ def mdd_metrics(records: list[dict]) -> dict[str, float]:
     }
 
 
-def compute_metrics(predictions: list[dict], train_means: dict[str, float]) -> dict[str, float]:
-    """All of metrics.json from predictions.jsonl records."""
+def compute_metrics(predictions: list[dict], train_means: dict[str, float],
+                    split: dict | None = None) -> dict:
+    """All of metrics.json from predictions.jsonl records. `split`: the test split's record (test_split.json, as
+    `evaluation.evaluation_set` makes it); without it the split's size is unknown (null)."""
     apa = [r for r in predictions if r["task"] == "apa"]
     mdd = [r for r in predictions if r["task"] == "mdd"]
     words_ref = [normalise_words(r["reference"]["word_transcript"]).split() for r in mdd]
@@ -218,10 +220,17 @@ def compute_metrics(predictions: list[dict], train_means: dict[str, float]) -> d
         out.update(apa_metrics(apa, train_means))
     if mdd:
         out.update(wer=error_rate(words_ref, words_hyp), per=error_rate(phones_ref, phones_hyp), **mdd_metrics(mdd))
+    split = split or {}
     out.update(
         parse_rate_apa=_ratio(sum(1 for r in apa if r["prediction"]), len(apa)),
         parse_rate_mdd=_ratio(sum(1 for r in mdd if r["prediction"]), len(mdd)),
         n_apa=len(apa),
         n_mdd=len(mdd),
+        # how much of the split was scored: utterances with any answer; canonical phones of the MDD references
+        n_utterances_scored=len({r["id"] for r in predictions}),
+        n_utterances_in_split=split.get("utterances_in_split"),
+        n_phones_scored=sum(len(normalise_phones(r["reference"]["canonical_phones"])) for r in mdd),
+        n_phones_in_split=split.get("phones_in_split"),
+        split_limit=split.get("limit"),  # data.limit: the "split" above is then the first `limit` utterances
     )
     return out

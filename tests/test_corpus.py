@@ -1,5 +1,6 @@
 """The corpus reader loses nothing silently: every phone symbol the annotation may hold keeps its meaning, a
-mispronunciation must sit where its canonical phone is, and the test split allows no skip unless asked to."""
+mispronunciation must sit where its canonical phone is, the test split allows no skip unless asked to, and metrics
+say how much of the split they scored."""
 
 import json
 import shutil
@@ -10,6 +11,7 @@ from apa.data import SAMPLE_ROOT
 from apa.data.records import INVENTORY, L2_PHONES
 from apa.data.speechocean import LABEL_MISMATCH, DataError, SkipReport, load_configured_split, load_split
 from apa.data.stats import phone_stats
+from apa.evaluation import SPLIT_FILE, evaluation_set, score_file
 from tests.conftest import compose_eval_config
 
 
@@ -129,7 +131,43 @@ def test_the_test_split_allows_no_skipped_utterance_unless_asked(corpus):
     assert len(load_configured_split(cfg.data, "train")) == 19
 
     allowed = _eval_config(corpus, "data.max_bad_fraction_test=0.05")
-    report = SkipReport()
-    utts = load_configured_split(allowed.data, "test", report=report)
-    assert len(utts) == 19 and victim not in {u.id for u in utts}
-    assert (report.total, report.skipped, report.ids) == (20, 1, [victim])
+    rows, split = evaluation_set(allowed, "<AUD>")
+    assert len(rows) == 2 * 19 and victim not in {r["id"] for r in rows}
+    assert (split["utterances_in_split"], split["utterances_skipped"], split["utterances_usable"]) == (20, 1, 19)
+    assert split["skipped_by_reason"] == {"missing audio file": 1} and split["limit"] is None
+    assert split["phones_in_split"] == split["phones"]["canonical_phones"] + split["phones_skipped"]
+    metrics = _score_references(rows, split, corpus.parent / "eval")
+    assert (metrics["n_utterances_scored"], metrics["n_utterances_in_split"]) == (19, 20)
+    assert metrics["n_phones_scored"] == split["phones"]["canonical_phones"] < metrics["n_phones_in_split"]
+
+
+def _score_references(rows, split, folder):
+    """metrics.json for answers equal to the references, with `split` as test_split.json beside them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    records = [{"id": r["id"], "task": r["task"], "reference": r["reference"], "prediction": r["reference"], "raw": ""}
+               for r in rows]
+    (folder / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    if split is not None:
+        (folder / SPLIT_FILE).write_text(json.dumps(split))
+    score_file(folder / "predictions.jsonl", {})
+    return json.loads((folder / "metrics.json").read_text())
+
+
+def test_metrics_say_how_much_of_the_split_was_scored(tmp_path, caplog):
+    cfg = compose_eval_config("model=tiny", "data=sample", "data.limit=3", "prompts=terse")
+    rows, split = evaluation_set(cfg, "<AUD>")
+    assert split["limit"] == 3 and split["utterances_in_split"] == 3  # the limited subset, said so
+    mdd = [r["reference"] for r in rows if r["task"] == "mdd"]
+    assert all(len(r["phone_truth"].split()) == len(r["canonical_phones"].split()) for r in mdd)
+    n_phones = sum(len(r["canonical_phones"].split()) for r in mdd)
+    metrics = _score_references(rows, split, tmp_path / "new")
+    assert {k: metrics[k] for k in ("n_utterances_scored", "n_utterances_in_split", "n_phones_scored",
+                                    "n_phones_in_split", "split_limit")} == {
+        "n_utterances_scored": 3, "n_utterances_in_split": 3, "n_phones_scored": n_phones,
+        "n_phones_in_split": n_phones, "split_limit": 3}
+    assert metrics["mdd_fr"] == metrics["mdd_fa"] == 0 and metrics["per"] == 0
+    # an evaluation folder from before test_split.json: the split's size is unknown, not guessed
+    caplog.set_level("WARNING")
+    old = _score_references(rows, None, tmp_path / "old")
+    assert old["n_utterances_scored"] == 3 and old["n_utterances_in_split"] is None
+    assert old["n_phones_in_split"] is None and "no test_split.json" in caplog.text
