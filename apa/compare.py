@@ -19,7 +19,18 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
 from apa.data.records import APA_ASPECTS  # noqa: E402
-from apa.table3 import MDD_F1_LABEL, PAPER_TABLE3, TABLE_COLUMNS, TABLE_HEADERS, TABLE_NOTE, epoch_of, fmt  # noqa: E402
+from apa.table3 import (  # noqa: E402
+    COVERAGE_HEADERS,
+    COVERAGE_NOTE,
+    MDD_F1_LABEL,
+    PAPER_TABLE3,
+    TABLE_COLUMNS,
+    TABLE_HEADERS,
+    TABLE_NOTE,
+    coverage,
+    epoch_of,
+    fmt,
+)
 
 EPOCH_METRICS = ("pcc_total", "wer", "per", "mdd_f1")
 
@@ -82,18 +93,20 @@ def write_tables(rows: list[dict], out: Path) -> str:
         for epoch, values in PAPER_TABLE3.items():
             writer.writerow({"run": "paper (arXiv 2509.02915, LoRA-only)", "lora": "speech LoRA", "epoch": epoch,
                              **dict(zip(TABLE_COLUMNS, values, strict=True))})
-    head = ["run", "lora", "epoch", "trainable", "train s", "final loss", *TABLE_HEADERS]
+    head = ["run", "lora", "epoch", "trainable", "train s", "final loss", *TABLE_HEADERS, *COVERAGE_HEADERS]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
+        scored = coverage(r) if r["checkpoint"] else ("", "")  # a run never evaluated has no metrics
         lines.append("| " + " | ".join([r["run"], r["lora"], str(r["epoch"]), f"{r['trainable_params']:,}",
                                         fmt(r["train_seconds"]), fmt(r["final_train_loss"]),
-                                        *(fmt(r.get(c)) for c in TABLE_COLUMNS)]) + " |")
+                                        *(fmt(r.get(c)) for c in TABLE_COLUMNS), *scored]) + " |")
     for epoch, values in PAPER_TABLE3.items():
-        lines.append("| paper | speech LoRA | " + f"{epoch} | | | | " + " | ".join(fmt(v) for v in values) + " |")
+        lines.append("| paper | speech LoRA | " + f"{epoch} | | | | " + " | ".join(fmt(v) for v in values) + " |"
+                     + " |" * len(COVERAGE_HEADERS))
     table = "\n".join(lines) + "\n"
     (out / "comparison.md").write_text(
         "# Run comparison\n\nOne row per run and evaluated checkpoint; the paper's Table 3 (LoRA-only) below. "
-        f"{TABLE_NOTE}\n\n" + table)
+        f"{TABLE_NOTE} {COVERAGE_NOTE}\n\n" + table)
     return table
 
 

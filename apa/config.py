@@ -72,7 +72,9 @@ class DataConfig:
     train_split: str = "train"
     test_split: str = "test"
     limit: int | None = None  # use only the first N utterances of a split (demos, tests)
-    max_bad_fraction: float = 0.05  # stop if more than this share of a split is unusable
+    max_bad_fraction: float = 0.05  # stop if more than this share of a split (train, ...) is unusable
+    max_bad_fraction_test: float = 0.0  # the same for the test split: by default no test utterance may be skipped
+    on_label_mismatch: str = "error"  # a mispronunciation index not pointing at its canonical-phone: error | skip
     max_audio_seconds: float | None = 30.0
     validation_fraction: float = 0.0  # > 0: hold out whole training speakers for an eval loss per epoch
     feature_cache_mb: float = 1024  # per dataloader process: log-mel features kept across batches and epochs; 0 = off

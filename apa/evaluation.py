@@ -2,6 +2,9 @@
 
 predictions.jsonl (a contract): one object per line,
     {"id", "task": "apa"|"mdd", "reference": {...}, "prediction": {...}|null, "raw": "<generated text>"}
+An MDD reference holds word_transcript, phoneme_transcript (what was said), canonical_phones and phone_truth (per
+canonical phone what was said there, `<del>` for a deletion). test_split.json beside it: what the test split held
+(utterances and canonical phones, skips by reason and id, data.limit, phone statistics).
 Lines are appended batch by batch as soon as they exist; a rerun after a crash skips what is done and ends with
 the same file as an uninterrupted run (batches are fixed in advance, so each is generated the same way).
 """
@@ -23,12 +26,24 @@ from tqdm.auto import tqdm
 
 from apa.config import EvalConfig, check_config
 from apa.data.records import APA_ASPECTS
-from apa.data.speechocean import load_configured_split
+from apa.data.speechocean import SkipReport, load_configured_split
+from apa.data.stats import phone_stats
 from apa.errors import UserError
 from apa.metrics import compute_metrics
 from apa.prompts import PARSERS, apa_target, build_examples, mdd_target
 from apa.run_folder import FINAL_MODEL, epoch_checkpoints
-from apa.table3 import PAPER_TABLE3, TABLE_COLUMNS, TABLE_HEADERS, TABLE_NOTE, epoch_of, fmt
+from apa.table3 import (
+    COVERAGE_HEADERS,
+    COVERAGE_KEYS,
+    COVERAGE_NOTE,
+    PAPER_TABLE3,
+    TABLE_COLUMNS,
+    TABLE_HEADERS,
+    TABLE_NOTE,
+    coverage,
+    epoch_of,
+    fmt,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,17 +56,35 @@ class EvaluationError(UserError, RuntimeError):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def evaluation_examples(cfg: DictConfig, audio_token: str, control_token: bool = True) -> list[dict]:
-    """Both tasks for every usable utterance of the test split, each with its reference."""
-    utterances = load_configured_split(cfg.data, cfg.data.test_split)
+SPLIT_FILE = "test_split.json"  # beside predictions.jsonl: the size of the split the predictions were made on
+
+
+def mdd_reference(utt) -> dict[str, str]:
+    """The MDD reference: the target, the canonical phones, and per canonical phone what was said there
+    (`phone_truth`, token for token with `canonical_phones`: the phone, its substitute, `<unk>`, `X*` or `<del>`)."""
+    return {**mdd_target(utt), "canonical_phones": " ".join(utt.canonical_phones),
+            "phone_truth": " ".join(utt.phone_truth)}
+
+
+def evaluation_set(cfg: DictConfig, audio_token: str, control_token: bool = True) -> tuple[list[dict], dict]:
+    """(rows, split record): both tasks for every usable utterance of the test split, each with its reference; and
+    what the split held (utterances, canonical phones, what was skipped and why, data.limit), for test_split.json."""
+    report = SkipReport()
+    utterances = load_configured_split(cfg.data, cfg.data.test_split, report=report)
     instructions = {"apa": cfg.prompts.apa, "mdd": cfg.prompts.mdd}
     rows = []
     for utt in utterances:
-        references = {"apa": apa_target(utt),
-                      "mdd": {**mdd_target(utt), "canonical_phones": " ".join(utt.canonical_phones)}}
+        references = {"apa": apa_target(utt), "mdd": mdd_reference(utt)}
         for ex in build_examples(utt, instructions, audio_token, control_token):
             rows.append({**asdict(ex), "reference": references[ex.task]})
-    return rows
+    record = {"split": cfg.data.test_split, "source": cfg.data.source, "limit": cfg.data.limit, **report.as_dict(),
+              "utterances_usable": len(utterances), "phones": phone_stats(utterances, cfg.data.test_split)}
+    return rows, record
+
+
+def evaluation_examples(cfg: DictConfig, audio_token: str, control_token: bool = True) -> list[dict]:
+    """Both tasks for every usable utterance of the test split, each with its reference."""
+    return evaluation_set(cfg, audio_token, control_token)[0]
 
 
 def train_means(cfg: DictConfig) -> dict[str, float]:
@@ -133,7 +166,8 @@ def read_predictions(path: Path) -> list[dict]:
 
 
 def score_file(path: Path, means: dict[str, float] | None = None) -> dict:
-    """metrics.json beside a predictions file (training means from train_means.json beside it, if present)."""
+    """metrics.json beside a predictions file (training means from train_means.json beside it, if present; the
+    split's size from test_split.json beside it, if present, else null)."""
     predictions = read_predictions(path)
     means_file = path.parent / "train_means.json"
     if means is None and means_file.exists():
@@ -142,7 +176,12 @@ def score_file(path: Path, means: dict[str, float] | None = None) -> dict:
         apa = [r["reference"] for r in predictions if r["task"] == "apa"]
         means = {a: sum(r[a] for r in apa) / len(apa) for a in APA_ASPECTS} if apa else {}
         log.warning("no train_means.json beside %s: imputing unparsed APA answers with the test-set mean", path)
-    metrics = compute_metrics(predictions, means)
+    split_file = path.parent / SPLIT_FILE
+    split = json.loads(split_file.read_text()) if split_file.exists() else None
+    if split is None:
+        log.warning("no %s beside %s: how many utterances and phones the test split held is unknown (null in "
+                    "metrics.json)", SPLIT_FILE, path)
+    metrics = compute_metrics(predictions, means, split)
     (path.parent / "metrics.json").write_text(metrics_json(metrics))
     return metrics
 
@@ -222,10 +261,18 @@ def load_baseline(model_cfg, baseline, seed: int):
     return model.to(device).eval(), processor, path
 
 
-def evaluate_one(model, processor, rows: list[dict], means: dict[str, float], cfg: DictConfig, out_dir: Path) -> dict:
-    """predictions.jsonl (resumable) and metrics.json for one model in `out_dir`."""
+def write_split_record(out_dir: Path, split: dict) -> None:
+    (out_dir / SPLIT_FILE).write_text(json.dumps(split, indent=2) + "\n")
+
+
+def evaluate_one(model, processor, rows: list[dict], means: dict[str, float], cfg: DictConfig, out_dir: Path,
+                 split: dict | None = None) -> dict:
+    """predictions.jsonl (resumable) and metrics.json for one model in `out_dir`; `split` (the test split's record)
+    is written beside them as test_split.json."""
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "train_means.json").write_text(json.dumps(means, indent=2))
+    if split is not None:
+        write_split_record(out_dir, split)
     generate_predictions(model, processor, rows, out_dir / "predictions.jsonl", cfg.batch_size,
                          dict(cfg.max_new_tokens), cfg.data.feature_cache_mb)
     metrics = score_file(out_dir / "predictions.jsonl", means)
@@ -236,23 +283,28 @@ def evaluate_one(model, processor, rows: list[dict], means: dict[str, float], cf
 def format_metrics(m: dict) -> str:
     keys = ("pcc_accuracy", "pcc_fluency", "pcc_prosodic", "pcc_total", "wer", "per", "mdd_f1",
             "parse_rate_apa", "parse_rate_mdd")
-    return " ".join(f"{k}={m.get(k, math.nan):.3f}" for k in keys)
+    utterances, phones = coverage(m)
+    return " ".join(f"{k}={fmt(m.get(k))}" for k in keys) + f" utterances={utterances} phones={phones}"
 
 
 def write_epoch_table(run_dir: Path, results: dict[str, dict]) -> None:
     """eval/epochs.csv and eval/epochs.md: one row per checkpoint, Table 3's paper rows beside."""
     eval_dir = run_dir / "eval"
-    header = ["checkpoint", "epoch", *TABLE_COLUMNS]
-    rows = [[name, epoch_of(name), *(results[name].get(c, math.nan) for c in TABLE_COLUMNS)] for name in results]
+    header = ["checkpoint", "epoch", *TABLE_COLUMNS, *COVERAGE_KEYS]
+    rows = [[name, epoch_of(name), *(results[name].get(c, math.nan) for c in TABLE_COLUMNS),
+             *(results[name].get(c) for c in COVERAGE_KEYS)] for name in results]
     with (eval_dir / "epochs.csv").open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(header)
         writer.writerows(rows)
-    lines = ["| " + " | ".join(("source", "epoch", *TABLE_HEADERS)) + " |", "|---" * (2 + len(TABLE_HEADERS)) + "|"]
-    lines += [f"| this run ({row[0]}) | {row[1]} | " + " | ".join(fmt(v) for v in row[2:]) + " |" for row in rows]
-    lines += [f"| paper, LoRA-only | {epoch} | " + " | ".join(fmt(v) for v in values) + " |"
-              for epoch, values in PAPER_TABLE3.items()]
-    (eval_dir / "epochs.md").write_text("\n".join(lines) + "\n\n" + TABLE_NOTE + "\n")
+    head = ("source", "epoch", *TABLE_HEADERS, *COVERAGE_HEADERS)
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    lines += [f"| this run ({name}) | {epoch_of(name)} | "
+              + " | ".join([*(fmt(results[name].get(c)) for c in TABLE_COLUMNS), *coverage(results[name])]) + " |"
+              for name in results]
+    lines += [f"| paper, LoRA-only | {epoch} | " + " | ".join(fmt(v) for v in values) + " |" + " |" * len(
+        COVERAGE_HEADERS) for epoch, values in PAPER_TABLE3.items()]
+    (eval_dir / "epochs.md").write_text("\n".join(lines) + "\n\n" + TABLE_NOTE + " " + COVERAGE_NOTE + "\n")
 
 
 def overrides_data(overrides: list[str]) -> bool:
@@ -274,15 +326,15 @@ def evaluate(cfg: DictConfig, data_overridden: bool, fallback_dir: Path) -> dict
         settings = {"model": path, "revision": cfg.model.get("revision"), **OmegaConf.to_container(cfg.baseline)}
         (out_dir / "eval_settings.json").write_text(json.dumps(settings, indent=2) + "\n")
         log.info("untrained baseline: %s", settings)
-        rows = evaluation_examples(cfg, processor.tokenizer.audio_token, cfg.baseline.control_tokens)
-        metrics = evaluate_one(model, processor, rows, train_means(cfg), cfg, out_dir)
+        rows, split = evaluation_set(cfg, processor.tokenizer.audio_token, cfg.baseline.control_tokens)
+        metrics = evaluate_one(model, processor, rows, train_means(cfg), cfg, out_dir, split)
         print(format_metrics(metrics))
         return metrics
     run_dir = Path(cfg.run_dir)
     trained = run_config(run_dir)
     # the run's own prompts, and its own data unless data=... was given on the command line
     test_cfg = OmegaConf.merge(cfg, {"prompts": trained.prompts, "data": cfg.data if data_overridden else trained.data})
-    rows = means = None
+    rows = means = split = None
     results = {}
     evaluated: dict[str, Path] = {}  # weights digest -> eval folder
     for checkpoint in checkpoints_to_evaluate(run_dir, cfg.checkpoint):
@@ -295,13 +347,15 @@ def evaluate(cfg: DictConfig, data_overridden: bool, fallback_dir: Path) -> dict
             out_dir.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(evaluated[digest] / "predictions.jsonl", out_dir / "predictions.jsonl")
             (out_dir / "train_means.json").write_text(json.dumps(means, indent=2))
+            write_split_record(out_dir, split)
             results[checkpoint.name] = score_file(out_dir / "predictions.jsonl", means)
             continue
         evaluated[digest] = out_dir
         model, processor = load_for_eval(trained.model, checkpoint, cfg.seed)
         if rows is None:  # the same test set for every checkpoint: read and checked once
-            rows, means = evaluation_examples(test_cfg, processor.tokenizer.audio_token), train_means(test_cfg)
-        results[checkpoint.name] = evaluate_one(model, processor, rows, means, cfg, out_dir)
+            rows, split = evaluation_set(test_cfg, processor.tokenizer.audio_token)
+            means = train_means(test_cfg)
+        results[checkpoint.name] = evaluate_one(model, processor, rows, means, cfg, out_dir, split)
     if cfg.checkpoint == "all":
         write_epoch_table(run_dir, results)
         print((run_dir / "eval" / "epochs.md").read_text())

@@ -8,6 +8,14 @@ from apa.collate import SpeechSFTCollator
 from apa.constants import END_TOKEN
 
 
+def decode_answer(tokenizer, token_ids) -> str:
+    """Generated ids -> answer text, special tokens (<|end|>, padding) dropped. `<unk>`, the MDD answer's mark for
+    an unclear phone, is ordinary text to Phi-4's tokenizer (pieces `<`, `unk`, `>`; its special tokens are the
+    `<|...|>` markers), so it survives `skip_special_tokens` (tests/test_prompts.py checks this on the tiny
+    tokenizer, which is built the same way)."""
+    return tokenizer.decode(token_ids, skip_special_tokens=True).strip()
+
+
 def suppressed_token_ids(processor) -> list[int]:
     """Audio and image placeholder ids: a generated placeholder would break the next decoding step."""
     return sorted({processor.audio_token_id, processor.image_token_id})
@@ -36,4 +44,4 @@ def generate_answers(
         suppress_tokens=suppressed_token_ids(processor),
     )
     new_tokens = out[:, inputs["input_ids"].shape[1] :]
-    return [tokenizer.decode(seq, skip_special_tokens=True).strip() for seq in new_tokens]
+    return [decode_answer(tokenizer, seq) for seq in new_tokens]

@@ -6,6 +6,7 @@ Every convention is written down with worked examples in docs/metrics.md.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import string
@@ -15,8 +16,9 @@ import jiwer
 import numpy as np
 from scipy.stats import pearsonr
 
-from apa.data.records import APA_ASPECTS, DELETION_MARKS, UNKNOWN_PHONE, strip_stress
+from apa.data.records import APA_ASPECTS, DELETED, DELETION_MARKS, UNKNOWN_PHONE, strip_stress
 
+log = logging.getLogger(__name__)
 _PUNCT = re.compile(f"[{re.escape(string.punctuation.replace(chr(39), ''))}]")
 
 
@@ -36,6 +38,13 @@ def normalise_phones(phones: str | Iterable[str]) -> list[str]:
             continue
         out.append(UNKNOWN_PHONE if folded == UNKNOWN_PHONE else strip_stress(token.upper()))
     return out
+
+
+def normalise_truth(phones: str | Iterable[str]) -> list[str]:
+    """Per-phone truth (`phone_truth`, one token per canonical phone) normalised like `normalise_phones`, except that
+    a deletion mark stays, as `<del>`: it holds the place of the canonical phone the speaker deleted."""
+    tokens = phones.split() if isinstance(phones, str) else list(phones)
+    return [DELETED if token.lower() in DELETION_MARKS else normalise_phones([token])[0] for token in tokens]
 
 
 def align(reference: list[str], hypothesis: list[str]) -> list[tuple[str | None, str | None]]:
@@ -130,14 +139,18 @@ def error_rate(references: list[list[str]], hypotheses: list[list[str]]) -> floa
 MDD_COUNTS = ("ta", "fr", "fa", "tr", "cd", "de")
 
 
-def mdd_counts(canonical: list[str], annotated: list[str], recognised: list[str]) -> dict[str, int]:
+def mdd_counts(canonical: list[str], annotated: list[str], recognised: list[str],
+               truth: list[str] | None = None) -> dict[str, int]:
     """TA/FR/FA/TR and, within TR, correct diagnoses (CD) and diagnosis errors (DE), counted as Fu et al.'s scorer
     counts them (cageyoko/CTC-Attention-Mispronunciation, egs/timit_l2arctic/result/utils/scoring/
     ins_del_sub_cor_analysis.py, driven by three Kaldi `align-text` alignments in
     egs/timit_l2arctic_dataaug/result/mdd_result.sh). Our own implementation of its rules:
 
-    - one decision per position of the canonical-annotated alignment: every canonical phone, and every phone the
-      annotator heard inserted;
+    - one decision per position of the canonical-annotated relation: every canonical phone, and every phone the
+      annotator heard inserted. With `truth` (one token per canonical phone: what was said there, `<del>` for a
+      deletion; SpeechOcean762's annotation gives each mispronunciation's position) the relation is the annotation's
+      own; without it (predictions written before references carried it) it is re-aligned with `kaldi_align`,
+      which may put a deletion or substitution at another position among equally cheap ones;
     - `said` is the annotated phone there (`<eps>`: deleted by the speaker), `heard` the recognised phone facing it:
       taken from the annotated-recognised alignment where a phone was said, from the canonical-recognised alignment
       where the speaker deleted the canonical phone (`<eps>`: nothing recognised there); phones the model inserted
@@ -145,7 +158,16 @@ def mdd_counts(canonical: list[str], annotated: list[str], recognised: list[str]
     - mispronounced iff said != canonical, rejected iff heard != canonical (`<eps>` is a symbol like any other);
       a true rejection is a correct diagnosis iff heard == said.
     """
-    human = kaldi_align(canonical, annotated)
+    if truth is None:
+        human = kaldi_align(canonical, annotated)
+    else:
+        if len(truth) != len(canonical):
+            raise ValueError(f"phone_truth has {len(truth)} phones for {len(canonical)} canonical ones: "
+                             f"{' '.join(truth)!r} vs {' '.join(canonical)!r}")
+        human = [(canon, EPS if said == DELETED else said) for canon, said in zip(canonical, truth, strict=True)]
+        if [said for _, said in human if said != EPS] != annotated:
+            raise ValueError(f"phone_truth {' '.join(truth)!r} does not give the annotated phones "
+                             f"{' '.join(annotated)!r}")
     facing_said = [heard for said, heard in kaldi_align(annotated, recognised) if said != EPS]
     facing_canonical = [heard for canon, heard in kaldi_align(canonical, recognised) if canon != EPS]
     counts = dict.fromkeys(MDD_COUNTS, 0)
@@ -178,16 +200,22 @@ def _f1(precision: float, recall: float) -> float:
 def mdd_metrics(records: list[dict]) -> dict[str, float]:
     """MDD (`mdd_counts` summed over the corpus, then P/R/F1, FAR/FRR/DER) and phone recognition P/R/F1."""
     totals = dict.fromkeys(MDD_COUNTS, 0)
-    hits = predicted = annotated = 0
+    hits = predicted = annotated = realigned = 0
     for rec in records:
         canonical = normalise_phones(rec["reference"]["canonical_phones"])
         said = normalise_phones(rec["reference"]["phoneme_transcript"])
         heard = normalise_phones(rec["prediction"]["phoneme_transcript"]) if rec["prediction"] else []
-        for key, n in mdd_counts(canonical, said, heard).items():
+        truth = rec["reference"].get("phone_truth")
+        realigned += truth is None
+        for key, n in mdd_counts(canonical, said, heard, None if truth is None else normalise_truth(truth)).items():
             totals[key] += n
         hits += sum(1 for r, h in align(said, heard) if r is not None and r == h)
         predicted += len(heard)
         annotated += len(said)
+    if realigned:
+        log.warning("%d of %d MDD references have no phone_truth (predictions written before references carried "
+                    "it): for them the canonical-annotated relation is re-aligned with kaldi_align instead of taken "
+                    "from the annotation", realigned, len(records))
     precision = _ratio(totals["tr"], totals["tr"] + totals["fr"])
     recall = _ratio(totals["tr"], totals["tr"] + totals["fa"])
     phone_p, phone_r = _ratio(hits, predicted), _ratio(hits, annotated)
@@ -205,8 +233,10 @@ def mdd_metrics(records: list[dict]) -> dict[str, float]:
     }
 
 
-def compute_metrics(predictions: list[dict], train_means: dict[str, float]) -> dict[str, float]:
-    """All of metrics.json from predictions.jsonl records."""
+def compute_metrics(predictions: list[dict], train_means: dict[str, float],
+                    split: dict | None = None) -> dict:
+    """All of metrics.json from predictions.jsonl records. `split`: the test split's record (test_split.json, as
+    `evaluation.evaluation_set` makes it); without it the split's size is unknown (null)."""
     apa = [r for r in predictions if r["task"] == "apa"]
     mdd = [r for r in predictions if r["task"] == "mdd"]
     words_ref = [normalise_words(r["reference"]["word_transcript"]).split() for r in mdd]
@@ -218,10 +248,17 @@ def compute_metrics(predictions: list[dict], train_means: dict[str, float]) -> d
         out.update(apa_metrics(apa, train_means))
     if mdd:
         out.update(wer=error_rate(words_ref, words_hyp), per=error_rate(phones_ref, phones_hyp), **mdd_metrics(mdd))
+    split = split or {}
     out.update(
         parse_rate_apa=_ratio(sum(1 for r in apa if r["prediction"]), len(apa)),
         parse_rate_mdd=_ratio(sum(1 for r in mdd if r["prediction"]), len(mdd)),
         n_apa=len(apa),
         n_mdd=len(mdd),
+        # how much of the split was scored: utterances with any answer; canonical phones of the MDD references
+        n_utterances_scored=len({r["id"] for r in predictions}),
+        n_utterances_in_split=split.get("utterances_in_split"),
+        n_phones_scored=sum(len(normalise_phones(r["reference"]["canonical_phones"])) for r in mdd),
+        n_phones_in_split=split.get("phones_in_split"),
+        split_limit=split.get("limit"),  # data.limit: the "split" above is then the first `limit` utterances
     )
     return out

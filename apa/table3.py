@@ -32,6 +32,24 @@ TABLE_HEADERS = ("PCC acc", "PCC flu", "PCC pros", "PCC total", "WER", "PER", MD
 TABLE_NOTE = ("Our rows: MDD P/R/F1 counted as Fu et al.'s scorer counts them (docs/metrics.md). Paper rows: the "
               "paper's own F1 (P, R), whose definition is unpublished; no metric here claims to be it.")
 
+# How much of the test split each row scored (metrics.json's n_*_scored / n_*_in_split)
+COVERAGE_KEYS = ("n_utterances_scored", "n_utterances_in_split", "n_phones_scored", "n_phones_in_split")
+COVERAGE_HEADERS = ("utterances scored", "phones scored")
+COVERAGE_NOTE = ("Scored: utterances and canonical phones scored / in the test split ('?': split size not recorded, "
+                 "as in evaluations older than test_split.json; 'limit N': data.limit made the split its first N "
+                 "utterances).")
+
+
+def coverage(metrics: dict) -> tuple[str, str]:
+    """('2500/2500', '47000/47000') for a table row: scored / in the split, per utterance and per phone."""
+    cells = []
+    for unit in ("utterances", "phones"):
+        scored, total = metrics.get(f"n_{unit}_scored"), metrics.get(f"n_{unit}_in_split")
+        cells.append("n/a" if scored is None else f"{scored}/{'?' if total is None else total}")
+    if metrics.get("split_limit"):
+        cells[0] += f" (limit {metrics['split_limit']})"
+    return cells[0], cells[1]
+
 
 def epoch_of(checkpoint: str) -> str:
     """'checkpoint-epoch-2' -> '2'; 'final_model' -> 'final'."""

@@ -26,8 +26,8 @@ from transformers import TrainerCallback
 
 from apa.collate import SpeechSFTCollator
 from apa.config import RunConfig, check_config, trainer_kwargs
-from apa.data.speechocean import load_configured_split, split_by_speaker
-from apa.data.stats import example_lengths, summarize
+from apa.data.speechocean import SkipReport, load_configured_split, split_by_speaker
+from apa.data.stats import example_lengths, phone_stats, summarize
 from apa.modeling import add_control_tokens, attach_lora, format_parameter_table, load_base, parameter_report
 from apa.prompts import build_examples
 from apa.run_folder import (
@@ -139,16 +139,19 @@ def build_datasets(cfg: DictConfig, processor, max_length: int | None) -> tuple[
     length-grouped batching); statistics logged, examples longer than max_length named."""
     from datasets import Dataset
 
-    utterances = load_configured_split(cfg.data, cfg.data.train_split)
+    report = SkipReport()
+    utterances = load_configured_split(cfg.data, cfg.data.train_split, report=report)
     validation: list = []
     if cfg.data.validation_fraction > 0:
         utterances, validation = split_by_speaker(utterances, cfg.data.validation_fraction, cfg.seed)
-    record: dict = {"train_utterances": len(utterances), "validation_utterances": len(validation)}
+    record: dict = {"train_utterances": len(utterances), "validation_utterances": len(validation),
+                    "train_split": {"split": cfg.data.train_split, "limit": cfg.data.limit, **report.as_dict()}}
     datasets = []
     for name, part in (("train", utterances), ("validation", validation)):
         if not part:
             datasets.append(None)
             continue
+        record[f"{name}_phones"] = phone_stats(part, name)
         rows = example_rows(part, cfg.prompts, processor.tokenizer.audio_token)
         lengths = example_lengths(rows, processor)
         record[f"{name}_examples"] = len(rows)

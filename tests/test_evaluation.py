@@ -25,16 +25,21 @@ def test_every_checkpoint_is_evaluated_into_a_table3_shaped_table(evaluated):
         assert [r["epoch"] for r in rows] == ["1", "2", "final"]
         md = (run / "eval" / "epochs.md").read_text()
         assert "paper, LoRA-only | 3 | 0.656" in md and "this run (checkpoint-epoch-2)" in md
+        assert "| 4/4 (limit 4) |" in md  # utterances scored / in the (limited) test split
         for checkpoint in ("checkpoint-epoch-1", "checkpoint-epoch-2", "final_model"):
             metrics = json.loads((run / "eval" / checkpoint / "metrics.json").read_text())
             assert metrics["n_apa"] == metrics["n_mdd"] == 4  # data.limit=4 from the run's own config
+            split = json.loads((run / "eval" / checkpoint / "test_split.json").read_text())
+            assert split["limit"] == 4 and split["utterances_in_split"] == 4 and split["utterances_skipped"] == 0
+            assert metrics["n_utterances_scored"] == metrics["n_utterances_in_split"] == 4
+            assert metrics["n_phones_scored"] == metrics["n_phones_in_split"] == split["phones_in_split"] > 0
             records = [json.loads(x) for x in (run / "eval" / checkpoint / "predictions.jsonl").open()]
             assert len(records) == 8 and {r["task"] for r in records} == {"apa", "mdd"}
             assert all(len(r["raw"]) > 0 for r in records)
             for r in records:
                 assert set(r) == {"id", "task", "reference", "prediction", "raw"}
                 keys = {"accuracy", "fluency", "prosodic", "total"} if r["task"] == "apa" else {
-                    "word_transcript", "phoneme_transcript", "canonical_phones"}
+                    "word_transcript", "phoneme_transcript", "canonical_phones", "phone_truth"}
                 assert set(r["reference"]) == keys
 
 
@@ -76,6 +81,7 @@ def test_comparison_writes_tables_and_valid_plots(evaluated, tmp_path):
     assert all(int(r["trainable_params"]) > 0 and float(r["final_train_loss"]) > 0 for r in runs)
     assert len(rows) - len(runs) == 5  # the paper's epochs 0-4
     assert "paper_r64" in table and "0.724" in (out / "sweep" / "comparison.md").read_text()
+    assert "4/4 (limit 4)" in table and all(r["n_utterances_in_split"] == "4" for r in runs)
     pngs = sorted(p.name for p in (out / "sweep").glob("*.png"))
     assert pngs == ["metrics_per_epoch.png", "scatter_paper_r64_1.png", "scatter_pretrained_r320_0.png",
                     "training_loss.png"]

@@ -8,7 +8,16 @@ import sys
 import pytest
 
 from apa.evaluation import score_file
-from apa.metrics import EPS, compute_metrics, error_rate, kaldi_align, mdd_counts, normalise_phones, normalise_words
+from apa.metrics import (
+    EPS,
+    compute_metrics,
+    error_rate,
+    kaldi_align,
+    mdd_counts,
+    normalise_phones,
+    normalise_truth,
+    normalise_words,
+)
 from apa.table3 import fmt
 from tests.conftest import REPO
 
@@ -160,3 +169,38 @@ def test_evaluate_cli_rescores_a_hand_written_predictions_file(tmp_path):
     assert metrics["pcc_fluency"] == pytest.approx(11 / math.sqrt(130))
     assert json.loads(done.stdout[done.stdout.index("{"):])["wer"] == pytest.approx(0.2)
     assert score_file(path) == metrics
+
+
+def test_mdd_takes_the_canonical_said_relation_from_the_annotation_not_from_an_alignment():
+    # canonical AH AH, said AH: the annotation says the SECOND AH was deleted; Kaldi's tie-break (deletions early)
+    # would put the deletion on the first
+    assert kaldi_align(["AH", "AH"], ["AH"]) == [("AH", EPS), ("AH", "AH")]
+    truth = ["AH", "<del>"]
+    # recognised AH: with the truth, the first AH is accepted (TA) and the deleted second one, facing AH in the
+    # canonical-recognised alignment, is accepted too: a missed deletion (FA). Re-aligned, the deletion would be on
+    # the first AH, facing <eps> (TR + CD), and the second a TA.
+    assert mdd_counts(["AH", "AH"], ["AH"], ["AH"], truth) == _hierarchy(ta=1, fa=1)
+    assert mdd_counts(["AH", "AH"], ["AH"], ["AH"]) == _hierarchy(ta=1, cd=1)
+    # not only ties: canonical S IH T, annotated "IH deleted, T said as IH". Re-aligning S IH T with S IH finds the
+    # cheaper "T deleted" instead. Recognised S IH: truth -> S TA, IH deleted but heard (FA), T said IH heard IH (CD)
+    assert mdd_counts("S IH T".split(), ["S", "IH"], ["S", "IH"], ["S", "<del>", "IH"]) == _hierarchy(ta=1, fa=1, cd=1)
+    assert mdd_counts("S IH T".split(), ["S", "IH"], ["S", "IH"]) == _hierarchy(ta=2, cd=1)
+
+
+def test_compute_metrics_uses_the_references_phone_truth_and_says_when_it_has_none(caplog):
+    with_truth = _mdd(1, "AH0 AH1", "AH", "AH")
+    with_truth["reference"]["phone_truth"] = "AH <DEL>"  # normalised like the other phones; <DEL> kept as <del>
+    caplog.set_level("WARNING")
+    m = compute_metrics([with_truth], {})
+    assert (m["mdd_ta"], m["mdd_fa"], m["mdd_tr"]) == (1, 1, 0) and "phone_truth" not in caplog.text
+    old = compute_metrics([_mdd(1, "AH0 AH1", "AH", "AH")], {})  # predictions written before phone_truth existed
+    assert (old["mdd_ta"], old["mdd_fa"], old["mdd_tr"], old["mdd_cd"]) == (1, 0, 1, 1)
+    assert "1 of 1 MDD references have no phone_truth" in caplog.text
+    assert normalise_truth("ah0 <DEL> <UNK> AE1* T") == ["AH", "<del>", "<unk>", "AE*", "T"]
+
+
+def test_a_phone_truth_that_contradicts_the_references_is_an_error():
+    with pytest.raises(ValueError, match="2 canonical"):
+        mdd_counts(["AH", "T"], ["AH"], ["AH"], ["AH"])
+    with pytest.raises(ValueError, match="does not give the annotated phones"):
+        mdd_counts(["AH", "T"], ["AH"], ["AH"], ["AH", "D"])

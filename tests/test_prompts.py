@@ -75,3 +75,21 @@ def test_parse_mdd_accepts_both_key_spellings(raw):
 
 def test_parse_mdd_rejects_missing_keys():
     assert parse_mdd('{"word_transcript": "WE"}') is None
+
+
+def test_unk_in_a_target_survives_tokenisation_and_decoding_as_generation_does(utterances):
+    """`<unk>` is ordinary text to Phi-4's tokenizer (its special tokens are the `<|...|>` markers), so decoding with
+    skip_special_tokens keeps it; the tiny tokenizer is built the same way (tokens `<`, `unk`, `>`)."""
+    from apa.constants import END_TOKEN
+    from apa.generation import decode_answer
+    from apa.layout import load_processor
+    from apa.tiny import TinySpec, ensure_tiny_checkpoint
+
+    tokenizer = load_processor(str(ensure_tiny_checkpoint(TinySpec()))).tokenizer
+    assert "<unk>" not in tokenizer.all_special_tokens and "<unk>" not in tokenizer.get_added_vocab()
+    assert len(tokenizer.tokenize(" <unk>")) > 1  # byte-level BPE pieces, not one (special) token
+    answer = '{"word_transcript": "WE CALL IT BEAR", "phoneme_transcript": "W <unk> K AO* L IH T B EH R"}'
+    ids = tokenizer(answer + END_TOKEN, add_special_tokens=False).input_ids  # what the model generates, <|end|> last
+    decoded = decode_answer(tokenizer, ids)
+    assert decoded == answer
+    assert parse_mdd(decoded)["phoneme_transcript"].split()[1] == "<unk>"

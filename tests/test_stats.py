@@ -1,5 +1,6 @@
 """Dataset statistics match what the model sees; the speaker-held-out validation split; the max_length report."""
 
+import json
 import shutil
 
 import pytest
@@ -77,6 +78,12 @@ def test_training_with_a_validation_split_logs_an_eval_loss_per_epoch(tmp_path):
                              "data.limit=6", "data.validation_fraction=0.3", "trainer.per_device_train_batch_size=4")
     trainer, resume_from, record = build_trainer(cfg, tmp_path / "run")
     assert (record["data"]["train_utterances"], record["data"]["validation_utterances"]) == (3, 3)
+    # the phone statistics of each part (L2 phones of the original release counted apart) and the split's counts
+    phones = [record["data"][f"{part}_phones"] for part in ("train", "validation")]
+    assert all(p["canonical_phones"] > 0 and p["canonical_l2_phones"] == 0 == p["said_l2_phones"] for p in phones)
+    saved = json.loads((tmp_path / "run" / "training_config.json").read_text())["data"]
+    assert saved["train_phones"] == phones[0] and saved["train_split"]["limit"] == 6
+    assert saved["train_split"]["utterances_in_split"] == 6 and saved["train_split"]["utterances_skipped"] == 0
     fit(trainer, resume_from, record)
     eval_losses = [e["eval_loss"] for e in trainer.state.log_history if "eval_loss" in e]
     assert len(eval_losses) == cfg.trainer.num_train_epochs == 2 and all(v > 0 for v in eval_losses)

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from apa.data.records import APA_ASPECTS, Utterance
-from apa.data.speechocean import DataError, SkipReport, parse_labels
+from apa.data.speechocean import DataError, SkipReport, read_entry
 
 
 def _audio_cache(tag: str, split: str) -> Path:
@@ -36,7 +36,8 @@ def _materialise(audio: dict, folder: Path) -> str:
     return str(target)
 
 
-def read_hf_split(dataset, cache_tag: str, split: str, report: SkipReport) -> list[Utterance]:
+def read_hf_split(dataset, cache_tag: str, split: str, report: SkipReport,
+                  on_label_mismatch: str = "error") -> list[Utterance]:
     """Rows of a `datasets.Dataset` in the hub's schema -> Utterances; the id is the audio file's stem."""
     from datasets import Audio
 
@@ -57,21 +58,22 @@ def read_hf_split(dataset, cache_tag: str, split: str, report: SkipReport) -> li
             continue
         seen.add(utt_id)
         entry = {key: row.get(key) for key in ("text", "words", *APA_ASPECTS) if row.get(key) is not None}
-        try:
-            out.append(parse_labels(utt_id, entry, str(row.get("speaker") or ""), _materialise(audio, folder)))
-        except (KeyError, TypeError, ValueError) as e:
-            report.skip(utt_id, "bad labels", str(e))
+        utt = read_entry(utt_id, entry, str(row.get("speaker") or ""), _materialise(audio, folder), report,
+                         on_label_mismatch)
+        if utt is not None:
+            out.append(utt)
     return out
 
 
-def read_hub(hub_id: str, revision: str | None, split: str, report: SkipReport) -> list[Utterance]:
+def read_hub(hub_id: str, revision: str | None, split: str, report: SkipReport,
+             on_label_mismatch: str = "error") -> list[Utterance]:
     from datasets import load_dataset
 
     dataset = load_dataset(hub_id, split=split, revision=revision)
-    return read_hf_split(dataset, hub_id.strip("/").replace("/", "__"), split, report)
+    return read_hf_split(dataset, hub_id.strip("/").replace("/", "__"), split, report, on_label_mismatch)
 
 
-def read_disk(path: str, split: str, report: SkipReport) -> list[Utterance]:
+def read_disk(path: str, split: str, report: SkipReport, on_label_mismatch: str = "error") -> list[Utterance]:
     from datasets import DatasetDict, load_from_disk
 
     if not Path(path).is_dir():
@@ -82,4 +84,4 @@ def read_disk(path: str, split: str, report: SkipReport) -> list[Utterance]:
             raise DataError(f"{path} has splits {list(loaded)}, not {split!r}: set data.train_split/test_split")
         loaded = loaded[split]
     tag = "disk-" + hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:10]
-    return read_hf_split(loaded, tag, split, report)
+    return read_hf_split(loaded, tag, split, report, on_label_mismatch)

@@ -17,7 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from apa.data.audio import AudioError, decode_audio
-from apa.data.records import APA_ASPECTS, Mispronunciation, Utterance, Word, is_canonical_phone, is_pronounced_phone
+from apa.data.records import (
+    APA_ASPECTS,
+    Mispronunciation,
+    Utterance,
+    Word,
+    is_canonical_phone,
+    is_pronounced_phone,
+    normalise_pronounced,
+    strip_stress,
+)
 from apa.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -27,22 +36,42 @@ class DataError(UserError, ValueError):
     """The data cannot be used as configured; the message names the cause and the fix."""
 
 
+class LabelMismatch(ValueError):
+    """A mispronunciation whose `index` does not point at its `canonical-phone`: its position cannot be trusted."""
+
+
+LABEL_MISMATCH = "mispronunciation index does not match canonical-phone"
+ON_LABEL_MISMATCH = ("error", "skip")
+
+
 @dataclass
 class SkipReport:
-    """Counts of utterances left out, by reason, so that no data loss is silent."""
+    """Counts of utterances left out, by reason, so that no data loss is silent; and the size of the split they were
+    left out of (`total` utterances, `phones`: canonical phones of those whose annotation could be read)."""
 
     total: int = 0
+    phones: int = 0
+    skipped_phones: int = 0
     reasons: Counter = field(default_factory=Counter)
     examples: dict[str, str] = field(default_factory=dict)
+    ids: list[str] = field(default_factory=list)  # the skipped utterances, in order
 
-    def skip(self, utt_id: str, kind: str, detail: str = "") -> None:
+    def skip(self, utt_id: str, kind: str, detail: str = "", phones: int = 0) -> None:
         self.reasons[kind] += 1
+        self.ids.append(utt_id)
+        self.skipped_phones += phones
         self.examples.setdefault(kind, f"{utt_id}{': ' + detail if detail else ''}")
         log.warning("skipping %s: %s %s", utt_id, kind, detail)
 
     @property
     def skipped(self) -> int:
         return sum(self.reasons.values())
+
+    def as_dict(self) -> dict:
+        return {"utterances_in_split": self.total, "utterances_skipped": self.skipped,
+                "phones_in_split": self.phones, "phones_skipped": self.skipped_phones,
+                "skipped_by_reason": dict(self.reasons), "skipped_examples": dict(self.examples),
+                "skipped_ids": list(self.ids)}
 
     def summary(self) -> str:
         if not self.skipped:
@@ -65,7 +94,7 @@ def _read_kaldi_map(path: Path) -> dict[str, str]:
     return out
 
 
-def _parse_word(raw: dict) -> Word:
+def _parse_word(raw: dict, utt_id: str = "", position: int = 0) -> Word:
     phones = tuple(raw["phones"])
     unknown = [p for p in phones if not is_canonical_phone(p)]
     if unknown:  # a typo in the labels would otherwise become a target the model is taught
@@ -77,12 +106,20 @@ def _parse_word(raw: dict) -> Word:
             raise ValueError(f"mispronunciation index {index} outside word {raw['text']!r}")
         if not is_pronounced_phone(m["pronounced-phone"]):
             raise ValueError(f"unknown phone symbol {m['pronounced-phone']!r} in word {raw['text']!r}")
-        mis.append(Mispronunciation(index=index, canonical=m["canonical-phone"], pronounced=m["pronounced-phone"]))
+        canonical = strip_stress(str(m["canonical-phone"]))
+        if strip_stress(phones[index]) != canonical:  # the per-phone MDD truth relies on the index
+            raise LabelMismatch(
+                f"utterance {utt_id}, word {raw['text']!r} (word index {position}: {' '.join(phones)}): "
+                f"mispronunciation index {index} points at {strip_stress(phones[index])!r}, but its canonical-phone "
+                f"is {canonical!r}")
+        mis.append(Mispronunciation(index=index, canonical=canonical,
+                                    pronounced=normalise_pronounced(m["pronounced-phone"])))
     return Word(text=raw["text"], phones=phones, mispronunciations=tuple(mis))
 
 
 def parse_labels(utt_id: str, entry: dict, speaker: str, audio_path: str) -> Utterance:
-    """One scores.json entry -> Utterance; raises ValueError naming the bad field."""
+    """One scores.json entry -> Utterance; raises ValueError naming the bad field (LabelMismatch for a
+    mispronunciation index that does not point at its canonical phone)."""
     scores = {}
     for aspect in APA_ASPECTS:
         if aspect not in entry:
@@ -95,13 +132,47 @@ def parse_labels(utt_id: str, entry: dict, speaker: str, audio_path: str) -> Utt
     text = unicodedata.normalize("NFC", str(entry.get("text", ""))).strip()
     if not text:
         raise ValueError("empty text")
-    words = tuple(_parse_word(w) for w in entry.get("words", []))
+    words = tuple(_parse_word(w, utt_id, n) for n, w in enumerate(entry.get("words", [])))
     if not words:
         raise ValueError("no word annotations")
     return Utterance(id=utt_id, speaker=speaker, audio_path=audio_path, text=text, scores=scores, words=words)
 
 
-def read_original_layout(root: str | Path, split: str, report: SkipReport) -> list[Utterance]:
+def _count_phones(entry) -> int:
+    """Canonical phones of a scores.json entry, as far as it can be read (0 where it cannot)."""
+    try:
+        return sum(len(w["phones"]) for w in entry["words"])
+    except (KeyError, TypeError):
+        return 0
+
+
+def check_label_policy(on_label_mismatch: str) -> None:
+    if on_label_mismatch not in ON_LABEL_MISMATCH:
+        raise DataError(f"data.on_label_mismatch={on_label_mismatch!r} is unknown: use error (stop, the default) or "
+                        "skip (leave such utterances out, counted)")
+
+
+def read_entry(utt_id: str, entry: dict, speaker: str, audio_path: str, report: SkipReport,
+               on_label_mismatch: str = "error") -> Utterance | None:
+    """`parse_labels`, with the entry counted in `report`: bad labels are skipped and counted; a mispronunciation
+    index that does not match its canonical phone stops the run (on_label_mismatch=error) or is skipped, counted."""
+    phones = _count_phones(entry)
+    report.phones += phones
+    try:
+        return parse_labels(utt_id, entry, speaker, audio_path)
+    except LabelMismatch as e:
+        if on_label_mismatch != "skip":
+            raise DataError(f"{e}. The annotation's position of a mispronunciation is what MDD is scored against; "
+                            "fix the labels, or leave such utterances out (counted) with data.on_label_mismatch=skip"
+                            ) from e
+        report.skip(utt_id, LABEL_MISMATCH, str(e), phones)
+    except (KeyError, TypeError, ValueError) as e:
+        report.skip(utt_id, "bad labels", str(e), phones)
+    return None
+
+
+def read_original_layout(root: str | Path, split: str, report: SkipReport,
+                         on_label_mismatch: str = "error") -> list[Utterance]:
     """Utterances of one split; entries with bad labels are skipped and counted in `report`."""
     root = Path(root)
     if not root.is_dir():
@@ -118,10 +189,9 @@ def read_original_layout(root: str | Path, split: str, report: SkipReport) -> li
         if utt_id not in labels:
             report.skip(utt_id, "id in wav.scp but not in scores.json")
             continue
-        try:
-            out.append(parse_labels(utt_id, labels[utt_id], speakers.get(utt_id, ""), str(root / rel)))
-        except (KeyError, TypeError, ValueError) as e:
-            report.skip(utt_id, "bad labels", str(e))
+        utt = read_entry(utt_id, labels[utt_id], speakers.get(utt_id, ""), str(root / rel), report, on_label_mismatch)
+        if utt is not None:
+            out.append(utt)
     return out
 
 
@@ -132,31 +202,35 @@ def check_audio(utterances: list[Utterance], report: SkipReport, max_seconds: fl
         try:
             decode_audio(utt.audio_path, max_seconds=max_seconds)
         except AudioError as e:
-            report.skip(utt.id, e.kind, str(e))
+            report.skip(utt.id, e.kind, str(e), len(utt.canonical_phones))
             continue
         good.append(utt)
     return good
 
 
 def read_labels(source: str, path: str | None, split: str, report: SkipReport, hub_id: str | None = None,
-                revision: str | None = None) -> list[Utterance]:
+                revision: str | None = None, on_label_mismatch: str = "error") -> list[Utterance]:
     """Labelled utterances of `split` from any source: local (original layout), hub (parquet), disk (save_to_disk)."""
+    check_label_policy(on_label_mismatch)
     if source == "local":
         if not path:
             raise DataError("data.path is not set: give the SpeechOcean762 root folder (original layout)")
-        return read_original_layout(path, split, report)
+        return read_original_layout(path, split, report, on_label_mismatch)
     if source == "hub":
         from apa.data.hf_sources import read_hub
 
-        return read_hub(hub_id or "mispeech/speechocean762", revision, split, report)
+        return read_hub(hub_id or "mispeech/speechocean762", revision, split, report, on_label_mismatch)
     if source == "disk":
         from apa.data.hf_sources import read_disk
 
         if not path:
             raise DataError("data.path is not set: give the datasets.save_to_disk folder")
-        return read_disk(path, split, report)
+        return read_disk(path, split, report, on_label_mismatch)
     raise DataError(f"data.source={source!r} is unknown: use local (data.path=<corpus root>), hub (data.hub_id) "
                     "or disk (data.path=<save_to_disk folder>)")
+
+
+TEST_TOLERANCE_OPTION = "data.max_bad_fraction_test"
 
 
 def load_split(
@@ -170,40 +244,59 @@ def load_split(
     decode: bool = True,
     hub_id: str | None = None,
     revision: str | None = None,
+    on_label_mismatch: str = "error",
+    tolerance_option: str = "data.max_bad_fraction",
+    report: SkipReport | None = None,
 ) -> list[Utterance]:
-    """The utterances of `split`, checked; stops when more than `max_bad_fraction` of them are unusable.
-    `decode=False` reads labels only (for label statistics such as training-set means)."""
-    report = SkipReport()
-    utterances = read_labels(source, path, split, report, hub_id, revision)
+    """The utterances of `split`, checked; stops when more than `max_bad_fraction` of them are unusable (the message
+    names `tolerance_option`, the option that sets it). `decode=False` reads labels only (for label statistics such
+    as training-set means). `report`, if given, receives the counts: the split's utterances and canonical phones,
+    and what was skipped; with `limit` the split is the limited subset (plus the utterances skipped for their
+    labels)."""
+    report = report if report is not None else SkipReport()
+    utterances = read_labels(source, path, split, report, hub_id, revision, on_label_mismatch)
     if limit and limit < len(utterances):  # a demo or test subset: the first `limit` labelled utterances
         log.info("%s split: using the first %d of %d labelled utterances (data.limit)", split, limit, len(utterances))
         utterances = utterances[:limit]
         report.total = len(utterances) + report.skipped
+        report.phones = sum(len(u.canonical_phones) for u in utterances) + report.skipped_phones
     if decode:
         utterances = check_audio(utterances, report, max_audio_seconds)
     log.info("%s split: %s", split, report.summary())
     if report.total and report.skipped / report.total > max_bad_fraction:
+        why = (" (the test split's default: metrics over part of the test set are not those of the test set)"
+               if tolerance_option == TEST_TOLERANCE_OPTION and max_bad_fraction == 0 else "")
+        ids = ", ".join(report.ids[:20]) + (" ..." if len(report.ids) > 20 else "")
         raise DataError(
-            f"{split} split: {report.summary()}. That is more than data.max_bad_fraction={max_bad_fraction}; "
-            "fix the data or raise the threshold"
+            f"{split} split: {report.summary()}. That is more than {tolerance_option}={max_bad_fraction}{why}; "
+            f"fix the data, or allow it explicitly by raising {tolerance_option} (the counts are logged and "
+            f"recorded). Skipped: {ids}"
         )
     if not utterances:
         raise DataError(f"{split} split of {path or hub_id} has no usable utterances")
     return utterances
 
 
-def load_configured_split(data_cfg, split: str, decode: bool = True) -> list[Utterance]:
-    """`load_split` driven by the `data` config node."""
+def load_configured_split(data_cfg, split: str, decode: bool = True,
+                          report: SkipReport | None = None) -> list[Utterance]:
+    """`load_split` driven by the `data` config node. The test split (`data.test_split`) has its own tolerance,
+    `data.max_bad_fraction_test` (default 0: no utterance may be skipped unless the user allows it)."""
+    is_test = split == data_cfg.test_split
+    # .get: run folders saved before these keys existed
+    tolerance = data_cfg.get("max_bad_fraction_test", 0.0) if is_test else data_cfg.max_bad_fraction
     return load_split(
         data_cfg.source,
         data_cfg.path,
         split,
-        max_bad_fraction=data_cfg.max_bad_fraction if decode else 1.0,
+        max_bad_fraction=tolerance if decode else 1.0,
         max_audio_seconds=data_cfg.max_audio_seconds,
         limit=data_cfg.limit if decode else None,
         decode=decode,
-        hub_id=data_cfg.get("hub_id"),  # .get: run folders saved before these keys existed
+        hub_id=data_cfg.get("hub_id"),
         revision=data_cfg.get("revision"),
+        on_label_mismatch=data_cfg.get("on_label_mismatch", "error"),
+        tolerance_option=TEST_TOLERANCE_OPTION if is_test else "data.max_bad_fraction",
+        report=report,
     )
 
 
