@@ -2,7 +2,7 @@
 
     python evaluate.py run_dir=outputs/runs/<run>                      final_model
     python evaluate.py run_dir=<run> checkpoint=all                   every epoch + final_model, epochs.md/csv
-    python evaluate.py experiment=demo                                 the untrained (base) model
+    python evaluate.py model=tiny data=sample                          the untrained (base) model
     python evaluate.py predictions=<run>/eval/final_model/predictions.jsonl
 """
 
@@ -13,11 +13,13 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from apa.config import register_configs
+from apa.errors import one_line_errors
 
 register_configs(trainer=False)  # the run's trainer settings are only read back, never composed
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
+@one_line_errors
 def main(cfg: DictConfig) -> None:
     from apa.evaluation import evaluate, overrides_data
 

@@ -38,12 +38,14 @@ def resume_config(cfg: DictConfig, run_dir: Path, given: list[str]) -> DictConfi
 def main(cfg: DictConfig) -> None:
     from apa.config import RunConfig, check_config
     from apa.distributed import rank
+    from apa.hub import check_config_hub_access
     from apa.run_folder import RunLock, check_run_dir
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     cfg = resume_config(cfg, run_dir, list(hydra_cfg.overrides.task))
     check_config(cfg, RunConfig)
+    check_config_hub_access(cfg)
     # lock, then refuse, before the heavy imports and before anything is written into the folder
     lock = RunLock(run_dir, "training") if rank() == 0 else None
     try:
@@ -66,5 +68,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    sys.argv += launch_overrides(sys.argv[1:])
+    sys.argv += one_line_errors(launch_overrides)(sys.argv[1:])
     main()

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import torch
 
+from apa.errors import UserError, one_line_errors
+
 log = logging.getLogger("apa.bench")
 
 FULL_CORPUS_EXAMPLES_PER_EPOCH = 2 * 2500  # SpeechOcean762 train: 2500 utterances x (APA + MDD)
@@ -131,7 +133,7 @@ def bench_training(overrides: list[str], steps: int, warmup: int, peak: float | 
     args = trainer.args
     measured = times[warmup:]
     if not measured:
-        raise SystemExit(f"no measured steps: the dataset gives {len(times)} optimizer steps in all; lower --warmup")
+        raise UserError(f"no measured steps: the dataset gives {len(times)} optimizer steps in all; lower --warmup")
     step_s = sum(measured) / len(measured)
     examples_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
     # token lengths as build_trainer measured them: per example in the `length` column, audio per task in the record
@@ -212,7 +214,7 @@ def bench_data(overrides: list[str], workers: list[int], batches: int) -> dict:
     from apa.training import example_rows
 
     if batches < 2:
-        raise SystemExit("--batches must be at least 2: the first batch of each setting is not timed")
+        raise UserError("--batches must be at least 2: the first batch of each setting is not timed")
     cfg = compose(overrides)
     processor = load_processor(resolve_model_path(cfg.model), cfg.model.get("revision"))
     utterances = load_configured_split(cfg.data, cfg.data.train_split)
@@ -311,6 +313,7 @@ def print_figures(result: dict) -> None:
             print(f"{key:<42} {_fmt(value)}")
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the train config (as for train.py)")

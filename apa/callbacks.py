@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -114,4 +115,6 @@ class EvaluateAndCompare(Callback):
 
     def _exit_on_failures(self) -> None:
         if self.failures:
-            raise SystemExit(f"evaluate_and_compare failed for: {', '.join(self.failures)} (see the log above)")
+            print(f"error: evaluate_and_compare failed for: {', '.join(self.failures)} (see the log above)",
+                  file=sys.stderr)
+            raise SystemExit(2)

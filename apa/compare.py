@@ -19,6 +19,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
 from apa.data.records import APA_ASPECTS  # noqa: E402
+from apa.errors import UserError, one_line_errors
 from apa.table3 import (  # noqa: E402
     COVERAGE_HEADERS,
     COVERAGE_NOTE,
@@ -43,7 +44,7 @@ def find_runs(paths: list[Path]) -> list[Path]:
         else:
             runs += sorted(p.parent for p in path.glob("*/training_config.json"))
     if not runs:
-        raise SystemExit(f"no run folders (with training_config.json) in {', '.join(map(str, paths))}")
+        raise UserError(f"no run folders (with training_config.json) in {', '.join(map(str, paths))}")
     return runs
 
 
@@ -171,6 +172,7 @@ def compare(paths: list[Path], out: Path | None = None) -> str:
     return table
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("paths", nargs="+", type=Path, help="a sweep folder, or run folders")

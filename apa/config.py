@@ -87,25 +87,45 @@ class PromptsConfig:
     mdd: str = MISSING
 
 
+_SCALARS = {"bool": bool, "int": int, "float": float, "str": str}
+
+
 @functools.cache
 def trainer_schema() -> type:
-    """A dataclass with one optional field per SFTConfig field; unset (None) fields keep SFTConfig's default."""
-    fields = [(name, Any, field(default=None)) for name in sft_config_fields()]
+    """A dataclass with one optional field per SFTConfig field, typed as SFTConfig annotates it (bool, int, float,
+    str; anything else Any), so that `trainer.learning_rate=abc` fails at compose time; unset (None) fields keep
+    SFTConfig's default."""
+    fields = [(name, typing.Optional[_SCALARS[kind]] if kind in _SCALARS else Any, field(default=None))  # noqa: UP045
+              for name, kind in sft_config_fields().items()]
     return dataclasses.make_dataclass("TrainerConfig", fields)
 
 
-def sft_config_fields() -> list[str]:
-    """SFTConfig's field names, cached per TRL/transformers version. Listing them means importing TRL (~25 s on a
-    small machine); a process that only composes (a sweep's launcher, a command with a typo) should not pay that."""
+def _type_tag(hint: Any) -> str:
+    """SFTConfig's annotation as a tag: the scalar it takes (None aside; an enum-or-str is a str), or 'any'."""
+    import enum
+
+    args = [a for a in (typing.get_args(hint) or (hint,)) if a is not type(None)]
+    if len(args) == 2 and str in args and any(isinstance(a, type) and issubclass(a, enum.Enum) for a in args):
+        return "str"
+    if len(args) == 1 and args[0] in (bool, int, float, str):
+        return args[0].__name__
+    return "any"
+
+
+def sft_config_fields() -> dict[str, str]:
+    """SFTConfig's field names and type tags, cached per TRL/transformers version. Listing them means importing TRL
+    (~25 s on a small machine); a process that only composes (a sweep's launcher, a command with a typo) should not
+    pay that."""
     key = f"trl-{version('trl')}_transformers-{version('transformers')}"
-    cache = default_cache_dir() / "sft-config-fields" / f"{key}.json"
+    cache = default_cache_dir() / "sft-config-fields-v2" / f"{key}.json"
     try:
         return json.loads(cache.read_text())
     except (OSError, ValueError):
         pass
     from trl import SFTConfig
 
-    names = [f.name for f in dataclasses.fields(SFTConfig) if f.init]
+    hints = typing.get_type_hints(SFTConfig)
+    names = {f.name: _type_tag(hints[f.name]) for f in dataclasses.fields(SFTConfig) if f.init}
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(f".{os.getpid()}.tmp")
@@ -175,12 +195,59 @@ class ConfigError(UserError, ValueError):
 
 
 def check_config(cfg: DictConfig, schema: type) -> None:
-    """Hydra's `+key=value` adds a key even where the schema has none, so a misspelt `+lora.rnak=8` would be ignored
-    without a word. Every key of the composed config must be a field of the schema (the trainer node: of SFTConfig)."""
+    """Before any model loads: every key known, every value in range.
+
+    Hydra's `+key=value` adds a key even where the schema has none, so a misspelt `+lora.rnak=8` would be ignored
+    without a word. Every key of the composed config must be a field of the schema (the trainer node: of SFTConfig).
+    Types are the schema's (compose time); ranges are checked here (`value_problems`)."""
     unknown = list(_unknown_keys(cfg, schema, ""))
     if unknown:
         raise ConfigError(f"unknown config option(s) {', '.join(unknown)}: check the spelling (`--cfg job` prints "
                           "every option); a leading '+' adds keys that nothing reads")
+    problems = value_problems(cfg)
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+# (dotted key, test, what it must be): checked where the key exists and is set
+_RANGES: tuple[tuple[str, Any, str], ...] = (
+    ("trainer.num_train_epochs", lambda v: v > 0, "a positive number of epochs"),
+    ("trainer.max_steps", lambda v: v == -1 or v > 0, "positive, or -1 (use num_train_epochs)"),
+    ("trainer.per_device_train_batch_size", lambda v: v >= 1, "at least 1"),
+    ("trainer.gradient_accumulation_steps", lambda v: v >= 1, "at least 1"),
+    ("trainer.learning_rate", lambda v: v > 0, "positive"),
+    ("trainer.warmup_steps", lambda v: v >= 0, "0 or more (below 1: a fraction of all steps)"),
+    ("trainer.weight_decay", lambda v: v >= 0, "0 or more"),
+    ("trainer.max_length", lambda v: v >= 1, "at least 1"),
+    ("lora.r", lambda v: v >= 1, "at least 1"),
+    ("lora.alpha", lambda v: v > 0, "positive"),
+    ("lora.dropout", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("data.limit", lambda v: v >= 1, "at least 1, or null for the whole split"),
+    ("data.max_bad_fraction", lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("data.max_bad_fraction_test", lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("data.max_audio_seconds", lambda v: v > 0, "positive, or null for no limit"),
+    ("data.validation_fraction", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("data.feature_cache_mb", lambda v: v >= 0, "0 (off) or more"),
+    ("batch_size", lambda v: v >= 1, "at least 1"),
+    ("max_new_tokens.apa", lambda v: v >= 1, "at least 1"),
+    ("max_new_tokens.mdd", lambda v: v >= 1, "at least 1"),
+)
+
+
+def value_problems(cfg: DictConfig) -> list[str]:
+    """`key=value: must be …` for every value out of its range (types are the schema's business)."""
+    problems = []
+    for key, ok, must in _RANGES:
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is None or isinstance(value, (DictConfig, list)):
+            continue
+        try:
+            good = bool(ok(value))
+        except TypeError:
+            good = False
+        if not good or isinstance(value, bool):
+            problems.append(f"{key}={value!r} must be {must}")
+    return problems
 
 
 def _unknown_keys(node: DictConfig, schema: type, prefix: str) -> Iterator[str]:

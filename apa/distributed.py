@@ -12,6 +12,8 @@ import os
 import time
 from datetime import timedelta
 
+from apa.errors import UserError
+
 RUN_STAMP_ENV = "APA_RUN_STAMP"
 STAMP_FORMAT = "%Y-%m-%d_%H-%M-%S"
 
@@ -34,7 +36,7 @@ def share_run_stamp() -> None:
     if world_size() <= 1 or os.environ.get(RUN_STAMP_ENV):
         return
     if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
-        raise SystemExit(
+        raise UserError(
             f"{world_size()} processes were started without torchrun's rendezvous store, so they cannot agree on a "
             "run folder: pass hydra.run.dir=<folder> (the same for every process), or launch with torchrun / "
             "accelerate launch."

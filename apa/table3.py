@@ -150,6 +150,12 @@ def write_table3(runs: list[Path], baseline: Path | None, out: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from apa.errors import one_line_errors
+
+    one_line_errors(_main)(argv)
+
+
+def _main(argv: list[str] | None) -> None:
     from apa.compare import find_runs
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -28,6 +28,7 @@ from apa.collate import SpeechSFTCollator
 from apa.config import RunConfig, check_config, trainer_kwargs
 from apa.data.speechocean import SkipReport, load_configured_split, split_by_speaker
 from apa.data.stats import example_lengths, phone_stats, summarize
+from apa.errors import UserError
 from apa.modeling import add_control_tokens, attach_lora, format_parameter_table, load_base, parameter_report
 from apa.prompts import build_examples
 from apa.run_folder import (
@@ -76,7 +77,7 @@ def sft_arguments(cfg: DictConfig, run_dir: Path):
 
     kwargs = trainer_kwargs(cfg.trainer)
     if kwargs.get("deepspeed") and importlib.util.find_spec("deepspeed") is None:
-        raise SystemExit("trainer.deepspeed is set (+trainer/deepspeed=zero2) but DeepSpeed is not installed: "
+        raise UserError("trainer.deepspeed is set (+trainer/deepspeed=zero2) but DeepSpeed is not installed: "
                          "`pip install deepspeed`, or drop the option to train with plain DDP")
     if kwargs.get("bf16") and not (torch.cuda.is_available() and torch.cuda.is_bf16_supported()):
         log.warning("trainer.bf16=true but this machine has no bf16 GPU: training in float32 instead")
@@ -244,7 +245,14 @@ def fit(trainer, resume_from: Path | None, record: dict) -> Path:
     trainer.save_model(str(tmp))  # every rank calls it (sharded optimizers need them all); rank 0 writes
     trainer.accelerator.wait_for_everyone()
     if trainer.args.should_save:
-        os.replace(tmp, final_dir)
+        if final_dir.exists():  # extend=true: the run's earlier final model gives way to the new one
+            old = run_dir / f".{FINAL_MODEL}.old"
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(final_dir, old)
+            os.replace(tmp, final_dir)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, final_dir)
         losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
         record.update(
             finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),

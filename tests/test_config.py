@@ -7,6 +7,7 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigKeyError, ValidationError
 
+from apa.errors import UserError
 from apa.training import sft_arguments
 
 GROUPS = {
@@ -151,7 +152,7 @@ def test_deepspeed_zero2_option_reaches_the_trainer_or_names_the_missing_package
     ds = cfg.trainer.deepspeed
     assert ds.zero_optimization.stage == 2 and ds.train_micro_batch_size_per_gpu == "auto"
     if importlib.util.find_spec("deepspeed") is None:
-        with pytest.raises(SystemExit, match="pip install deepspeed"):
+        with pytest.raises(UserError, match="pip install deepspeed"):
             sft_arguments(cfg, tmp_path)
     else:
         assert sft_arguments(cfg, tmp_path).deepspeed["zero_optimization"]["stage"] == 2

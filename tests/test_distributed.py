@@ -5,6 +5,7 @@ import json
 import pytest
 
 from apa import distributed
+from apa.errors import UserError
 
 
 def test_torchrun_two_ranks_share_one_run_folder_and_split_the_batches(torchrun_two_ranks):
@@ -31,7 +32,7 @@ def test_several_processes_without_a_rendezvous_store_must_name_the_run_folder(m
     monkeypatch.setenv("RANK", "1")
     monkeypatch.delenv("TORCHELASTIC_USE_AGENT_STORE", raising=False)
     monkeypatch.delenv(distributed.RUN_STAMP_ENV, raising=False)
-    with pytest.raises(SystemExit, match="pass hydra.run.dir="):
+    with pytest.raises(UserError, match="pass hydra.run.dir="):
         distributed.launch_overrides(["experiment=demo"])
     # with a run folder named, rank 1 only turns Hydra's own files off
     assert distributed.launch_overrides(["hydra.run.dir=/tmp/x"]) == [

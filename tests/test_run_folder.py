@@ -1,0 +1,185 @@
+"""Run folders are transactions: a refused command changes nothing, one training or evaluation holds a folder at a
+time, a resume reproduces the run (or says how it differs), a damaged checkpoint is found before it is trusted."""
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from apa.errors import UserError
+from apa.run_folder import (
+    MANIFEST,
+    RunFolderError,
+    RunLock,
+    check_run_dir,
+    config_differences,
+    newest_intact_checkpoint,
+    write_manifest,
+)
+from apa.training import train
+from tests.conftest import REPO, compose_config
+
+DEMO = ("experiment=demo", "prompts=terse", "data.limit=2", "trainer.num_train_epochs=1", "trainer.report_to=[]")
+
+
+def _files(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _train_py(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "train.py", *args], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A demo run trained through train.py, as a user starts one (1 epoch, 2 utterances)."""
+    run = tmp_path_factory.mktemp("finished") / "run"
+    done = _train_py(*DEMO, f"hydra.run.dir={run}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return run
+
+
+def test_the_run_record_is_written_by_the_start_that_went_ahead(finished_run):
+    assert sorted(p.name for p in (finished_run / ".hydra").iterdir()) == ["config.yaml", "hydra.yaml",
+                                                                            "overrides.yaml"]
+    assert "experiment=demo" in (finished_run / ".hydra" / "overrides.yaml").read_text()
+    assert not (finished_run / ".lock").exists()  # released at the end
+    manifest = json.loads((finished_run / "checkpoint-epoch-1" / MANIFEST).read_text())
+    assert "adapter_model.safetensors" in manifest and "trainer_state.json" in manifest
+
+
+def test_a_refused_rerun_leaves_the_run_byte_identical(finished_run):
+    before = _files(finished_run)
+    refused = _train_py("experiment=demo", "prompts=concise", f"hydra.run.dir={finished_run}")
+    assert refused.returncode == 2
+    assert refused.stderr.strip().startswith("error: ") and len(refused.stderr.strip().splitlines()) == 1
+    assert "already holds a run" in refused.stderr and "resume=true" in refused.stderr
+    assert _files(finished_run) == before
+
+
+def test_resume_with_a_conflicting_override_is_refused_with_the_differences(finished_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    shutil.rmtree(run / "final_model")
+    before = _files(run)
+    refused = _train_py("resume=true", "lora=paper_r64", "trainer.learning_rate=0.5", f"hydra.run.dir={run}")
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert "lora.r: 320 -> 64" in refused.stderr and "trainer.learning_rate: 0.001 -> 0.5" in refused.stderr
+    assert _files(run) == before
+
+
+def test_resume_on_a_folder_without_a_run_is_an_error(tmp_path):
+    refused = _train_py("experiment=demo", "resume=true", f"hydra.run.dir={tmp_path / 'typo'}")
+    assert refused.returncode == 2 and "holds no run" in refused.stderr
+    assert not (tmp_path / "typo").exists()  # no empty folder left behind
+
+
+def test_a_second_training_into_a_held_folder_names_the_holder(tmp_path):
+    run = tmp_path / "run"
+    with RunLock(run, "training"):
+        refused = _train_py(*DEMO, f"hydra.run.dir={run}")
+    assert refused.returncode == 2
+    assert f"is in use by training (PID {os.getpid()}" in refused.stderr
+    assert sorted(p.name for p in run.iterdir()) == []  # the holder's .lock is gone, nothing else was written
+
+
+def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path, caplog):
+    (tmp_path / ".lock").write_text(json.dumps({"purpose": "training", "pid": 999999, "host": "gone"}))
+    with RunLock(tmp_path, "evaluation"):
+        held = json.loads((tmp_path / ".lock").read_text())
+        assert held["pid"] == os.getpid() and held["purpose"] == "evaluation"
+        with pytest.raises(RunFolderError, match="in use by evaluation"):
+            RunLock(tmp_path, "training").acquire()
+    assert "taking over the lock" in caplog.text and "999999" in caplog.text
+
+
+def _checkpoint(run: Path, name: str, step: int) -> Path:
+    folder = run / name
+    folder.mkdir(parents=True)
+    (folder / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    (folder / "adapter_model.safetensors").write_bytes(bytes(range(256)) * step)
+    write_manifest(folder)
+    return folder
+
+
+def test_a_damaged_newest_checkpoint_is_named_and_skipped(tmp_path, caplog):
+    first = _checkpoint(tmp_path, "checkpoint-epoch-1", 4)
+    second = _checkpoint(tmp_path, "checkpoint-epoch-2", 8)
+    assert newest_intact_checkpoint(tmp_path) == second
+    weights = second / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1] + b"\x00")  # same size, one byte flipped
+    assert newest_intact_checkpoint(tmp_path) == first
+    assert "checkpoint-epoch-2 is damaged" in caplog.text and "SHA-256" in caplog.text
+    weights.write_bytes(b"truncated")
+    (first / "trainer_state.json").unlink()  # not even a checkpoint any more
+    assert newest_intact_checkpoint(tmp_path) is None
+
+
+def test_config_differences_list_every_changed_value():
+    saved = {"lora": {"r": 320, "name": "x"}, "resume": False, "trainer": {"report_to": ["tensorboard"]}}
+    asked = {"lora": {"r": 64, "name": "x"}, "resume": True, "trainer": {"report_to": []}, "new_option": 1}
+    assert config_differences(saved, asked) == ["lora.r: 320 -> 64", "trainer.report_to: ['tensorboard'] -> []"]
+
+
+def test_extend_trains_a_finished_run_for_more_epochs(tmp_path):
+    run = tmp_path / "run"
+    train(compose_config(*DEMO), run)
+    with pytest.raises(RunFolderError, match="extend=true trainer.num_train_epochs"):
+        check_run_dir(run, resume=True, requested=None)
+    with pytest.raises(RunFolderError, match="differs from the run.*num_train_epochs: 1.0 -> 2.0.*extend=true"):
+        train(compose_config(*DEMO, "trainer.num_train_epochs=2", "resume=true"), run)
+    final = train(compose_config(*DEMO, "trainer.num_train_epochs=2", "resume=true", "extend=true"), run)
+    assert (run / "checkpoint-epoch-2").is_dir() and final.is_dir()
+    record = json.loads((run / "training_config.json").read_text())
+    assert record["config"]["trainer"]["num_train_epochs"] == 2
+    assert [r["from"] for r in record["resumes"]] == ["checkpoint-epoch-1"]
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("data.limit=-1", "data.limit=-1 must be at least 1"),
+    ("trainer.num_train_epochs=0", "trainer.num_train_epochs=0.0 must be a positive number of epochs"),
+    ("trainer.per_device_train_batch_size=-1", "per_device_train_batch_size=-1 must be at least 1"),
+    ("lora.dropout=1.5", "lora.dropout=1.5 must be in [0, 1)"),
+    ("trainer.learning_rate=-0.1", "learning_rate=-0.1 must be positive"),
+])
+def test_values_are_checked_before_any_model_loads(tmp_path, override, message):
+    with pytest.raises(UserError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
+        train(compose_config(*DEMO, override), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_wrongly_typed_trainer_value_fails_at_compose_time():
+    from hydra.errors import ConfigCompositionException
+    from omegaconf.errors import ValidationError
+
+    with pytest.raises((ConfigCompositionException, ValidationError)):
+        compose_config("trainer.learning_rate=abc")
+    with pytest.raises((ConfigCompositionException, ValidationError)):
+        compose_config("trainer.per_device_train_batch_size=2.5")
+
+
+def test_known_errors_are_one_line_and_the_traceback_is_there_on_request(tmp_path):
+    plain = _train_py(*DEMO, "data.limit=-1", f"hydra.run.dir={tmp_path / 'a'}")
+    assert plain.returncode == 2 and plain.stderr.strip() == "error: data.limit=-1 must be at least 1, or null for " \
+                                                               "the whole split"
+    full = _train_py(*DEMO, "data.limit=-1", f"hydra.run.dir={tmp_path / 'b'}", env={"HYDRA_FULL_ERROR": "1"})
+    assert full.returncode != 0 and "Traceback" in full.stderr and "ConfigError" in full.stderr
+
+
+def test_no_hub_fails_at_once_naming_the_three_ways_forward(tmp_path):
+    """No network here, and an empty hub cache: the default config needs the hub for model and data."""
+    done = _train_py(f"hydra.run.dir={tmp_path / 'run'}", env={"HF_HOME": str(tmp_path / "hf")})
+    assert done.returncode == 2, done.stderr[-2000:]
+    line = done.stderr.strip()
+    assert line.startswith("error: model.path=microsoft/Phi-4-multimodal-instruct is not in the local hub cache")
+    assert "model.path=<folder>" in line and "HF_HUB_OFFLINE=1" in line and "experiment=demo" in line
+    offline = _train_py(f"hydra.run.dir={tmp_path / 'run'}", env={"HF_HOME": str(tmp_path / "hf"),
+                                                                   "HF_HUB_OFFLINE": "1"})
+    assert offline.returncode == 2 and "(HF_HUB_OFFLINE=1)" in offline.stderr
