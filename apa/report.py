@@ -55,8 +55,24 @@ def _json(path: Path) -> dict:
 
 
 def read_predictions(path: Path) -> list[dict]:
+    """The records of a predictions.jsonl; a torn line (evaluation stopped mid-write) is left out with a warning."""
+    records = []
     with path.open() as f:
-        return [json.loads(line) for line in f if line.strip()]
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError:
+                    log.warning("%s line %d is not JSON (an interrupted evaluation?): left out", path, n)
+    return records
+
+
+def run_labels(runs: list[Path]) -> dict[Path, str]:
+    """Each run's folder name, or parent/name where two runs (from two sweeps) share a name."""
+    counts: dict[str, int] = {}
+    for run in runs:
+        counts[run.name] = counts.get(run.name, 0) + 1
+    return {run: run.name if counts[run.name] == 1 else f"{run.parent.name}/{run.name}" for run in runs}
 
 
 def loss_history(run: Path) -> dict[str, list[tuple[float, float]]]:
@@ -138,7 +154,8 @@ def _finite(value: float) -> float | None:
     return None if value is None or (isinstance(value, float) and not math.isfinite(value)) else value
 
 
-def browser_data(runs: list[Path], records: dict[Path, dict], out_dir: Path, audio: str) -> dict:
+def browser_data(runs: list[Path], records: dict[Path, dict], labels: dict[Path, str], out_dir: Path,
+                 audio: str) -> dict:
     """Everything the browser shows, each utterance's reference once and each checkpoint's answers as arrays indexed
     like the utterances."""
     info: dict[str, dict] = {}
@@ -154,9 +171,9 @@ def browser_data(runs: list[Path], records: dict[Path, dict], out_dir: Path, aud
     views = []
     for run in runs:
         for folder in evaluated_checkpoints(run):
-            key = f"{run.name}/{folder.name}"
+            key = f"{labels[run]}/{folder.name}"
             predictions[key] = read_predictions(folder / "predictions.jsonl")
-            views.append({"key": key, "run": run.name, "checkpoint": folder.name})
+            views.append({"key": key, "run": labels[run], "checkpoint": folder.name})
 
     utts: dict[str, dict] = {}
     for rows in predictions.values():
@@ -273,7 +290,7 @@ def comparison_table(rows: list[dict]) -> str:
     return _table(head, body, "results")
 
 
-def parameters_table(runs: list[Path], records: dict[Path, dict]) -> str:
+def parameters_table(runs: list[Path], records: dict[Path, dict], labels: dict[Path, str]) -> str:
     head = ["run", "lora", "parameters", "trainable", "trainable share", "trainable by group", "train examples",
             "hours of audio", "world size", "optimizer steps", "train seconds", "samples/s", "final train loss",
             "started", "finished", "git commit"]
@@ -285,7 +302,7 @@ def parameters_table(runs: list[Path], records: dict[Path, dict]) -> str:
                            if g.get("trainable"))
         share = params.get("trainable_share")
         body.append("".join([
-            _cell(run.name), _cell(rec.get("config", {}).get("lora", {}).get("name")), _cell(params.get("total")),
+            _cell(labels[run]), _cell(rec.get("config", {}).get("lora", {}).get("name")), _cell(params.get("total")),
             _cell(params.get("trainable")), _cell(None if share is None else f"{100 * share:.2f} %"),
             _cell(groups or None), _cell(data.get("train_examples")),
             _cell((data.get("train_stats") or {}).get("hours")),
@@ -308,7 +325,7 @@ def _flatten(value, prefix: str = "") -> dict[str, object]:
 _MISSING = object()
 
 
-def config_differences(runs: list[Path], records: dict[Path, dict]) -> str:
+def config_differences(runs: list[Path], records: dict[Path, dict], labels: dict[Path, str]) -> str:
     """The resolved config (and library versions, git commit) keys whose values are not the same in every run."""
     flat = {run: _flatten({"config": records[run].get("config", {}),
                            "library_versions": records[run].get("library_versions", {}),
@@ -326,7 +343,7 @@ def config_differences(runs: list[Path], records: dict[Path, dict]) -> str:
         body.append(_cell(k) + "".join('<td class="na">absent</td>' if v is _MISSING else
                                        _cell(json.dumps(v) if isinstance(v, list | dict) else v) for v in values))
     note = f"<p>{len(differing)} of {len(keys)} keys differ; the others are the same in every run.</p>"
-    return note + _table(["key", *(run.name for run in runs)], body, "config")
+    return note + _table(["key", *(labels[run] for run in runs)], body, "config")
 
 
 def _svg(fig) -> str:
@@ -361,17 +378,17 @@ def epoch_curves(rows: list[dict]) -> str:
     return _svg(fig)
 
 
-def loss_curves(runs: list[Path]) -> str:
+def loss_curves(runs: list[Path], labels: dict[Path, str]) -> str:
     fig, ax = plt.subplots(figsize=(8, 4))
     drawn = False
     for run in runs:
         history = loss_history(run)
         if history["train"]:
-            line = ax.plot(*zip(*history["train"], strict=True), marker=".", label=f"{run.name} (train)")[0]
+            line = ax.plot(*zip(*history["train"], strict=True), marker=".", label=f"{labels[run]} (train)")[0]
             drawn = True
             if history["validation"]:
                 ax.plot(*zip(*history["validation"], strict=True), marker="s", linestyle=":", color=line.get_color(),
-                        label=f"{run.name} (validation)")
+                        label=f"{labels[run]} (validation)")
     if not drawn:
         plt.close(fig)
         return ('<p class="na">No training loss logged (no trainer_state.json in a checkpoint, no TensorBoard '
@@ -396,10 +413,11 @@ def _script_json(data: dict) -> str:
 def render(paths: list[Path], out_dir: Path, audio: str = "auto") -> str:
     runs = find_runs(paths)
     records = {run: _json(run / "training_config.json") for run in runs}
-    rows = [row for run in runs for row in collect(run)]
-    data = browser_data(runs, records, out_dir, audio)
+    labels = run_labels(runs)
+    rows = [{**row, "run": labels[run]} for run in runs for row in collect(run)]
+    data = browser_data(runs, records, labels, out_dir, audio)
     n_utts = len(data["utts"])
-    title = f"apa report: {', '.join(run.name for run in runs)}"
+    title = f"apa report: {', '.join(labels.values())}"
     generated = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     sources = ", ".join(html.escape(str(p)) for p in paths)
     sections = [
@@ -409,9 +427,9 @@ def render(paths: list[Path], out_dir: Path, audio: str = "auto") -> str:
          "written before these counts existed).</p>" + comparison_table(rows)),
         ("curves", "Metrics per epoch and training loss",
          "<p>Epoch checkpoints only (final_model is usually the last epoch); grey dashes: the paper.</p>"
-         + epoch_curves(rows) + loss_curves(runs)),
-        ("parameters", "Parameters and timing", parameters_table(runs, records)),
-        ("config", "Config differences", config_differences(runs, records)),
+         + epoch_curves(rows) + loss_curves(runs, labels)),
+        ("parameters", "Parameters and timing", parameters_table(runs, records, labels)),
+        ("config", "Config differences", config_differences(runs, records, labels)),
         ("utterances", "Utterances",
          f'<p>{n_utts} utterances × {len(data["views"])} evaluated checkpoints. Pick a run and checkpoint; filter and '
          'sort; every row has its clip, the reference and predicted scores (coloured by error) and the phones '

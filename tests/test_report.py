@@ -238,3 +238,14 @@ def test_a_run_without_evaluations_or_audio_still_renders(tmp_path, browser):
     assert page.page.locator("#b-rows audio").count() == 0 and "no audio" in page.page.locator("#b-rows").inner_text()
     assert "not evaluated" in page.page.locator("table.results").inner_text()
     assert page.errors == []
+
+
+def test_runs_of_two_sweeps_with_one_name_stay_apart_and_a_torn_line_is_left_out(tmp_path):
+    first = make_sweep(tmp_path / "a", runs=("paper_r64_0",), epochs=1, n_utterances=3)
+    second = make_sweep(tmp_path / "b", runs=("paper_r64_0",), epochs=1, n_utterances=3, seed=1)
+    with (second / "paper_r64_0" / "eval" / "final_model" / "predictions.jsonl").open("a") as f:
+        f.write('{"id": "000030012", "task": "ap')  # evaluation stopped mid-write
+    data = embedded(write_report([first, second], tmp_path / "out"))
+    assert [v["key"] for v in data["views"]] == [f"{s}/paper_r64_0/{c}" for s in ("a", "b")
+                                                 for c in ("checkpoint-epoch-1", "final_model")]
+    assert data["answers"]["a/paper_r64_0/final_model"] != data["answers"]["b/paper_r64_0/final_model"]
