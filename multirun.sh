@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Sweep both LoRA configs, evaluate every checkpoint of every job, then compare them (comparison.md/csv, PNGs).
+# Sweep both LoRA configs, evaluate every checkpoint of every job, then compare them (comparison.md/csv, PNGs, and
+# report.html: the comparison with curves and an utterance browser, opened offline in any browser).
 #   ./multirun.sh experiment=demo                       the CPU demo (tiny model, bundled sample)
 #   ./multirun.sh trainer.num_train_epochs=4 hydra.sweep.dir=outputs/my-sweep      (full corpus from the hub)
 #   GPUS=4 ./multirun.sh                each config data parallel on 4 GPUs (torchrun; LAUNCHER="accelerate launch
@@ -46,3 +47,5 @@ echo "== evaluate every checkpoint"
 "$PY" evaluate.py -m "run_dir=$(IFS=,; echo "${runs[*]}")" checkpoint=all
 echo "== compare"
 "$PY" -m apa.compare "$sweep_dir"
+echo "== report"
+"$PY" -m apa.report "$sweep_dir"

@@ -5,8 +5,9 @@
 With `table3: true` (experiment=table3_lora_only / table3_unfreeze set it) it also evaluates the untrained model once
 (the paper's epoch-0 row) into <sweep or run>/baseline/ and writes table3.md / table3.csv there (apa.table3).
 
-It does what `evaluate.py run_dir=<job> checkpoint=all` and `python -m apa.compare <sweep>` do, in the training
-process, so the libraries are imported once instead of three times (about half of the CPU demo's wall time).
+It does what `evaluate.py run_dir=<job> checkpoint=all`, `python -m apa.compare <sweep>` and `python -m apa.report
+<sweep>` do, in the training process, so the libraries are imported once instead of three times (about half of the
+CPU demo's wall time).
 Hydra only warns when a callback raises, so failures are remembered and turned into a non-zero exit at the end.
 """
 
@@ -20,18 +21,19 @@ from typing import Any
 
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 
 
 class EvaluateAndCompare(Callback):
     def __init__(self, checkpoint: str = "all", overrides: list[str] | None = None, compare: bool = True,
-                 table3: bool = False) -> None:
+                 table3: bool = False, report: bool = True) -> None:
         self.checkpoint = checkpoint
         self.overrides = list(overrides or [])
         self.compare = compare
         self.table3 = table3
+        self.report = report
         self.failures: list[str] = []
         self.runs: list[Path] = []
         self.base_model: dict | None = None  # model/data/prompts of the jobs, for the untrained baseline
@@ -111,6 +113,15 @@ class EvaluateAndCompare(Callback):
             except (Exception, SystemExit):
                 log.exception("comparing %s failed; rerun it with `python -m apa.compare %s`", sweep_dir, sweep_dir)
                 self.failures.append(f"compare {sweep_dir}")
+        if self.report:
+            from apa.report import write_report
+
+            sweep_dir = OmegaConf.select(config, "hydra.sweep.dir")
+            try:
+                print(f"report: {write_report([Path(sweep_dir)])}")
+            except (Exception, SystemExit):
+                log.exception("the report of %s failed; rerun it with `python -m apa.report %s`", sweep_dir, sweep_dir)
+                self.failures.append(f"report {sweep_dir}")
         self._exit_on_failures()
 
     def _exit_on_failures(self) -> None:

@@ -137,20 +137,23 @@ def error_rate(references: list[list[str]], hypotheses: list[list[str]]) -> floa
 
 
 MDD_COUNTS = ("ta", "fr", "fa", "tr", "cd", "de")
+# What `mdd_outcomes` calls each decision: true accept, false reject, false accept, true reject with a correct
+# diagnosis, true reject with a diagnosis error
+MDD_OUTCOMES = ("ta", "fr", "fa", "cd", "de")
 
 
-def mdd_counts(canonical: list[str], annotated: list[str], recognised: list[str],
-               truth: list[str] | None = None) -> dict[str, int]:
-    """TA/FR/FA/TR and, within TR, correct diagnoses (CD) and diagnosis errors (DE), counted as Fu et al.'s scorer
-    counts them (cageyoko/CTC-Attention-Mispronunciation, egs/timit_l2arctic/result/utils/scoring/
-    ins_del_sub_cor_analysis.py, driven by three Kaldi `align-text` alignments in
-    egs/timit_l2arctic_dataaug/result/mdd_result.sh). Our own implementation of its rules:
+def mdd_outcomes(canonical: list[str], annotated: list[str], recognised: list[str],
+                 truth: list[str] | None = None) -> list[tuple[str, str, str, str]]:
+    """One (canonical, said, heard, outcome) per decision that `mdd_counts` counts, in order, outcome in
+    MDD_OUTCOMES. Rules, as Fu et al.'s scorer counts (cageyoko/CTC-Attention-Mispronunciation,
+    egs/timit_l2arctic/result/utils/scoring/ins_del_sub_cor_analysis.py, driven by three Kaldi `align-text`
+    alignments in egs/timit_l2arctic_dataaug/result/mdd_result.sh); our own implementation of its rules:
 
     - one decision per position of the canonical-annotated relation: every canonical phone, and every phone the
-      annotator heard inserted. With `truth` (one token per canonical phone: what was said there, `<del>` for a
-      deletion; SpeechOcean762's annotation gives each mispronunciation's position) the relation is the annotation's
-      own; without it (predictions written before references carried it) it is re-aligned with `kaldi_align`,
-      which may put a deletion or substitution at another position among equally cheap ones;
+      annotator heard inserted (canonical `<eps>`). With `truth` (one token per canonical phone: what was said
+      there, `<del>` for a deletion; SpeechOcean762's annotation gives each mispronunciation's position) the relation
+      is the annotation's own; without it (predictions written before references carried it) it is re-aligned with
+      `kaldi_align`, which may put a deletion or substitution at another position among equally cheap ones;
     - `said` is the annotated phone there (`<eps>`: deleted by the speaker), `heard` the recognised phone facing it:
       taken from the annotated-recognised alignment where a phone was said, from the canonical-recognised alignment
       where the speaker deleted the canonical phone (`<eps>`: nothing recognised there); phones the model inserted
@@ -170,19 +173,30 @@ def mdd_counts(canonical: list[str], annotated: list[str], recognised: list[str]
                              f"{' '.join(annotated)!r}")
     facing_said = [heard for said, heard in kaldi_align(annotated, recognised) if said != EPS]
     facing_canonical = [heard for canon, heard in kaldi_align(canonical, recognised) if canon != EPS]
-    counts = dict.fromkeys(MDD_COUNTS, 0)
+    out = []
     n_canon = n_said = 0  # canonical / annotated phones passed so far
     for canon, said in human:
         heard = facing_canonical[n_canon] if said == EPS else facing_said[n_said]
         n_canon += canon != EPS
         n_said += said != EPS
         if said == canon:
-            counts["ta" if heard == canon else "fr"] += 1
+            outcome = "ta" if heard == canon else "fr"
         elif heard == canon:
-            counts["fa"] += 1
+            outcome = "fa"
         else:
+            outcome = "cd" if heard == said else "de"
+        out.append((canon, said, heard, outcome))
+    return out
+
+
+def mdd_counts(canonical: list[str], annotated: list[str], recognised: list[str],
+               truth: list[str] | None = None) -> dict[str, int]:
+    """TA/FR/FA/TR and, within TR, correct diagnoses (CD) and diagnosis errors (DE): `mdd_outcomes` counted."""
+    counts = dict.fromkeys(MDD_COUNTS, 0)
+    for *_, outcome in mdd_outcomes(canonical, annotated, recognised, truth):
+        counts[outcome] += 1
+        if outcome in ("cd", "de"):
             counts["tr"] += 1
-            counts["cd" if heard == said else "de"] += 1
     return counts
 
 

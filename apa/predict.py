@@ -66,26 +66,53 @@ def phone_comparison(canonical: list[str], heard: list[str]) -> str:
            "canonical phones differ"
 
 
-def predict(adapter: Path, audio_path: Path, text: str, max_new_tokens: int = 200) -> dict:
-    from apa.evaluation import load_for_eval
-    from apa.generation import generate_answers
-    from apa.prompts import PARSERS, user_content
-
-    canonical = canonical_pronunciation(text)
+def read_recording(audio_path: Path | str | None, max_seconds: float | None = None):
+    """The clip as the model takes it; a missing, unreadable, empty or too long one is a PredictError."""
+    if audio_path is None:
+        raise PredictError("no recording: record one or upload a file")
     try:
-        audio = decode_audio(audio_path)
+        return decode_audio(audio_path, max_seconds=max_seconds)
     except AudioError as e:
-        raise PredictError(f"cannot use {audio_path}: {e}") from e
-    cfg = run_config_for(adapter)
-    model, processor = load_for_eval(cfg.model, adapter, cfg.seed)
-    instructions = {"apa": cfg.prompts.apa, "mdd": cfg.prompts.mdd}
-    rows = [{"user_content": user_content(task, instructions, processor.tokenizer.audio_token)}
-            for task in ("apa", "mdd")]
-    raws = generate_answers(model, processor, rows, max_new_tokens=max_new_tokens, audio=[audio, audio])
-    result = {task: PARSERS[task](raw) for task, raw in zip(("apa", "mdd"), raws, strict=True)}
-    heard = normalise_phones(result["mdd"]["phoneme_transcript"]) if result["mdd"] else []
-    return {"scores": result["apa"], "transcripts": result["mdd"], "raw": dict(zip(("apa", "mdd"), raws, strict=True)),
-            "canonical_phones": canonical, "comparison": phone_comparison(canonical, heard)}
+        raise PredictError(f"cannot use {Path(audio_path).name}: {e}") from e
+
+
+class Predictor:
+    """A trained adapter loaded once (model, processor, the run's prompts), scoring recordings one at a time."""
+
+    def __init__(self, adapter: Path, max_new_tokens: int = 200) -> None:
+        from apa.evaluation import load_for_eval
+
+        self.cfg = run_config_for(adapter)
+        self.max_new_tokens = max_new_tokens
+        # the run's own limit on clip length (data.max_audio_seconds): longer clips were never trained on
+        self.max_seconds = self.cfg.data.get("max_audio_seconds")
+        self.model, self.processor = load_for_eval(self.cfg.model, adapter, self.cfg.seed)
+
+    def score(self, audio_path: Path | str | None, text: str) -> dict:
+        """Scores, transcripts, raw answers and the phone comparison for one recording of `text`."""
+        from apa.generation import generate_answers
+        from apa.prompts import PARSERS, user_content
+
+        canonical = canonical_pronunciation(text)
+        audio = read_recording(audio_path, self.max_seconds)
+        instructions = {"apa": self.cfg.prompts.apa, "mdd": self.cfg.prompts.mdd}
+        rows = [{"user_content": user_content(task, instructions, self.processor.tokenizer.audio_token)}
+                for task in ("apa", "mdd")]
+        raws = generate_answers(self.model, self.processor, rows, max_new_tokens=self.max_new_tokens,
+                                audio=[audio, audio])
+        result = {task: PARSERS[task](raw) for task, raw in zip(("apa", "mdd"), raws, strict=True)}
+        heard = normalise_phones(result["mdd"]["phoneme_transcript"]) if result["mdd"] else []
+        return {"scores": result["apa"], "transcripts": result["mdd"],
+                "raw": dict(zip(("apa", "mdd"), raws, strict=True)), "canonical_phones": canonical,
+                "heard_phones": heard, "alignment": align(canonical, heard),
+                "comparison": phone_comparison(canonical, heard)}
+
+
+def predict(adapter: Path, audio_path: Path, text: str, max_new_tokens: int = 200) -> dict:
+    # bad input fails before the model loads
+    canonical_pronunciation(text)
+    read_recording(audio_path, run_config_for(adapter).data.get("max_audio_seconds"))
+    return Predictor(adapter, max_new_tokens).score(audio_path, text)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -139,7 +139,8 @@ def _table3_sweep(out_dir: Path) -> BackgroundRun:
 # processes. Started as the session starts, they run while collection and the in-process tests use the other core;
 # the tests that use them run last and wait for them.
 BACKGROUND = {
-    "demo_sweep": (("test_cli.py", "test_evaluation.py", "test_predict.py"), _demo_sweep),
+    "demo_sweep": (("test_cli.py", "test_evaluation.py", "test_predict.py", "test_report.py", "test_app.py"),
+                   _demo_sweep),
     "torchrun_two_ranks": (("test_distributed.py",), _torchrun_two_ranks),
     "sigkilled_in_epoch_2": (("test_resume.py",), _sigkilled_in_epoch_2),
     "table3_sweep": (("test_table3.py",), _table3_sweep),

@@ -14,6 +14,7 @@ from apa.metrics import (
     error_rate,
     kaldi_align,
     mdd_counts,
+    mdd_outcomes,
     normalise_phones,
     normalise_truth,
     normalise_words,
@@ -51,6 +52,19 @@ def test_mdd_hierarchy_counts_by_hand():
     assert mdd_counts("K AE T".split(), "K AH T".split(), "K EH T S".split()) == {
         "ta": 2, "fr": 0, "fa": 0, "tr": 1, "cd": 0, "de": 1}
 
+
+
+def test_mdd_outcomes_name_each_counted_decision_in_order():
+    # DH said as D, heard as D (correct diagnosis); the second S deleted by the model (false rejection)
+    assert mdd_outcomes("DH IH S IH Z".split(), "D IH S IH Z".split(), "D IH IH Z".split()) == [
+        ("DH", "D", "D", "cd"), ("IH", "IH", "IH", "ta"), ("S", "S", EPS, "fr"), ("IH", "IH", "IH", "ta"),
+        ("Z", "Z", "Z", "ta")]
+    # the speaker deleted T (said <eps>) and the model heard it anyway: a false acceptance
+    assert mdd_outcomes("K AE T".split(), "K AE".split(), "K AE T".split())[-1] == ("T", EPS, "T", "fa")
+    # the speaker's inserted S is a position of its own (canonical <eps>), rejected with the right phone
+    assert mdd_outcomes("K AE T".split(), "K AE T S".split(), "K AE T S".split())[-1] == (EPS, "S", "S", "cd")
+    outcomes = mdd_outcomes("K AE T".split(), "K AH T".split(), "K EH T S".split())
+    assert [o for *_, o in outcomes] == ["ta", "de", "ta"]
 
 def test_all_metrics_on_hand_computed_cases():
     m = compute_metrics(MDD_CASES, {})
