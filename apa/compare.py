@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
+import io
 import json
 import math
+import os
 from pathlib import Path
 
 import matplotlib
@@ -53,21 +56,56 @@ def _checkpoint_order(name: str) -> float:
     return float(epoch) if epoch != "final" else math.inf
 
 
+NOT_EVALUATED = "(not evaluated)"
+RANDOM_NOTE = ("Runs marked † used a generated miniature with random weights (model=tiny / phi4mm_random): their "
+               "answers rarely parse, so PCC and MDD are n/a (undefined), as expected. `python train.py "
+               "experiment=overfit` shows the pipeline learn (parse rate 1.0, PCC 1.0 on its training utterances).")
+
+
+def test_set_digest(predictions: Path) -> str | None:
+    """A short digest of what a predictions file was scored against: its (id, task, reference) triples."""
+    if not predictions.is_file():
+        return None
+    triples = []
+    for line in predictions.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        triples.append(json.dumps([rec.get("id"), rec.get("task"), rec.get("reference")], sort_keys=True))
+    return hashlib.sha256("\n".join(sorted(triples)).encode()).hexdigest()[:10]
+
+
 def collect(run: Path) -> list[dict]:
-    """One row per evaluated checkpoint of `run` (or one row without metrics when it was never evaluated)."""
+    """One row per evaluated checkpoint of `run` (or one row, marked, when it was never evaluated)."""
     record = json.loads((run / "training_config.json").read_text())
+    model = record["config"].get("model", {})
     common = {
         "run": run.name,
         "lora": record["config"]["lora"]["name"],
         "trainable_params": record["parameters"]["trainable"],
         "train_seconds": record.get("train_seconds"),
         "final_train_loss": record.get("final_train_loss"),
+        "random_weights": bool(model.get("tiny") or model.get("random")),
     }
     evaluated = sorted((run / "eval").glob("*/metrics.json"), key=lambda p: _checkpoint_order(p.parent.name))
     if not evaluated:
-        return [{**common, "checkpoint": "", "epoch": ""}]
-    return [{**common, "checkpoint": m.parent.name, "epoch": epoch_of(m.parent.name), **json.loads(m.read_text())}
+        return [{**common, "checkpoint": NOT_EVALUATED, "epoch": ""}]
+    return [{**common, "checkpoint": m.parent.name, "epoch": epoch_of(m.parent.name),
+             "test_set": test_set_digest(m.parent / "predictions.jsonl"), **json.loads(m.read_text())}
             for m in evaluated]
+
+
+def _save_figure(fig, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(tmp, dpi=100, format="png")
+    os.replace(tmp, path)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def training_loss(run: Path) -> tuple[list[int], list[float]]:
@@ -85,29 +123,50 @@ def training_loss(run: Path) -> tuple[list[int], list[float]]:
 
 
 def write_tables(rows: list[dict], out: Path) -> str:
+    """comparison.csv and comparison.md, each written whole to a temporary file and renamed into place."""
     columns = ["run", "lora", "checkpoint", "epoch", "trainable_params", "train_seconds", "final_train_loss"]
-    metric_keys = sorted({k for r in rows for k in r} - set(columns))
-    with (out / "comparison.csv").open("w", newline="") as f:
+    metric_keys = sorted(({k for r in rows for k in r} | set(TABLE_COLUMNS)) - set(columns))  # paper rows need them
+    test_sets = sorted({r["test_set"] for r in rows if r.get("test_set")})
+    label = {digest: chr(ord("A") + i) for i, digest in enumerate(test_sets)}
+    csv_text = io.StringIO()
+    with csv_text as f:
         writer = csv.DictWriter(f, fieldnames=columns + metric_keys)
         writer.writeheader()
         writer.writerows(rows)
         for epoch, values in PAPER_TABLE3.items():
             writer.writerow({"run": "paper (arXiv 2509.02915, LoRA-only)", "lora": "speech LoRA", "epoch": epoch,
                              **dict(zip(TABLE_COLUMNS, values, strict=True))})
-    head = ["run", "lora", "epoch", "trainable", "train s", "final loss", *TABLE_HEADERS, *COVERAGE_HEADERS]
+        _write_atomic(out / "comparison.csv", f.getvalue())
+    several = len(test_sets) > 1
+    head = ["run", "lora", "epoch", "trainable", "train s", "final loss", *TABLE_HEADERS, *COVERAGE_HEADERS,
+            *(["test set"] if several else [])]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        scored = coverage(r) if r["checkpoint"] else ("", "")  # a run never evaluated has no metrics
-        lines.append("| " + " | ".join([r["run"], r["lora"], str(r["epoch"]), f"{r['trainable_params']:,}",
+        evaluated = r["checkpoint"] != NOT_EVALUATED
+        scored = coverage(r) if evaluated else ("", "")  # a run never evaluated has no metrics
+        name = r["run"] + (" †" if r.get("random_weights") else "")
+        epoch = str(r["epoch"]) if evaluated else NOT_EVALUATED
+        lines.append("| " + " | ".join([name, r["lora"], epoch, f"{r['trainable_params']:,}",
                                         fmt(r["train_seconds"]), fmt(r["final_train_loss"]),
-                                        *(fmt(r.get(c)) for c in TABLE_COLUMNS), *scored]) + " |")
+                                        *(fmt(r.get(c)) if evaluated else "" for c in TABLE_COLUMNS), *scored,
+                                        *([label.get(r.get("test_set"), "")] if several else [])]) + " |")
     for epoch, values in PAPER_TABLE3.items():
         lines.append("| paper | speech LoRA | " + f"{epoch} | | | | " + " | ".join(fmt(v) for v in values) + " |"
-                     + " |" * len(COVERAGE_HEADERS))
-    table = "\n".join(lines) + "\n"
-    (out / "comparison.md").write_text(
-        "# Run comparison\n\nOne row per run and evaluated checkpoint; the paper's Table 3 (LoRA-only) below. "
-        f"{TABLE_NOTE} {COVERAGE_NOTE}\n\n" + table)
+                     + " |" * (len(COVERAGE_HEADERS) + several))
+    notes = []
+    if any(r["checkpoint"] == NOT_EVALUATED for r in rows):
+        notes.append(f"Rows marked {NOT_EVALUATED} have no metrics yet: `python evaluate.py run_dir=<run> "
+                     "checkpoint=all`.")
+    if several:
+        notes.append(f"**These rows were scored on {len(test_sets)} different test sets** (column `test set`: the "
+                     "same letter, the same test utterances and references); rows of different sets are not "
+                     "comparable.")
+    if any(r.get("random_weights") for r in rows):
+        notes.append(RANDOM_NOTE)
+    table = "\n".join(lines) + "\n" + ("\n" + "\n\n".join(notes) + "\n" if notes else "")
+    _write_atomic(out / "comparison.md",
+                  "# Run comparison\n\nOne row per run and evaluated checkpoint; the paper's Table 3 (LoRA-only) "
+                  f"below. {TABLE_NOTE} {COVERAGE_NOTE}\n\n" + table)
     return table
 
 
@@ -119,7 +178,7 @@ def plot_losses(runs: list[Path], out: Path) -> None:
     ax.set(xlabel="optimizer step", ylabel="training loss", title="Training loss")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out / "training_loss.png", dpi=100)
+    _save_figure(fig, out / "training_loss.png")
     plt.close(fig)
 
 
@@ -136,7 +195,7 @@ def plot_epochs(rows: list[dict], out: Path) -> None:
         ax.set(xlabel="epoch", title=MDD_F1_LABEL if metric == "mdd_f1" else metric)
     axes[0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out / "metrics_per_epoch.png", dpi=100)
+    _save_figure(fig, out / "metrics_per_epoch.png")
     plt.close(fig)
 
 
@@ -154,7 +213,7 @@ def plot_scatter(run: Path, out: Path) -> Path | None:
     fig.suptitle(f"{run.name}: {len(apa)} parsed APA answers")
     fig.tight_layout()
     path = out / f"scatter_{run.name}.png"
-    fig.savefig(path, dpi=100)
+    _save_figure(fig, path)
     plt.close(fig)
     return path
 

@@ -31,7 +31,7 @@ from apa.data.stats import phone_stats
 from apa.errors import UserError
 from apa.metrics import compute_metrics
 from apa.prompts import PARSERS, apa_target, build_examples, mdd_target
-from apa.run_folder import FINAL_MODEL, epoch_checkpoints
+from apa.run_folder import FINAL_MODEL, TRAINING_RECORD, epoch_checkpoints, resolved_config
 from apa.table3 import (
     COVERAGE_HEADERS,
     COVERAGE_KEYS,
@@ -198,10 +198,11 @@ def metrics_json(metrics: dict) -> str:
 
 
 def run_config(run_dir: Path) -> DictConfig:
-    saved = run_dir / ".hydra" / "config.yaml"
-    if not saved.exists():
-        raise EvaluationError(f"{run_dir} has no .hydra/config.yaml: run_dir must be a folder written by train.py")
-    return OmegaConf.load(saved)
+    """The run's own resolved config (training_config.json), as it trained."""
+    cfg = resolved_config(run_dir)
+    if cfg is None:
+        raise EvaluationError(f"{run_dir} has no {TRAINING_RECORD}: run_dir must be a folder written by train.py")
+    return cfg
 
 
 def checkpoints_to_evaluate(run_dir: Path, which: str) -> list[Path]:
@@ -332,6 +333,10 @@ def evaluate(cfg: DictConfig, data_overridden: bool, fallback_dir: Path) -> dict
         return metrics
     run_dir = Path(cfg.run_dir)
     trained = run_config(run_dir)
+    if trained.model.get("tiny") or trained.model.get("random"):
+        log.warning("%s used a generated miniature with random weights: its answers rarely parse, so PCC and MDD "
+                    "come out n/a (undefined). That is expected; `python train.py experiment=overfit` shows the "
+                    "pipeline learn", run_dir)
     # the run's own prompts, and its own data unless data=... was given on the command line
     test_cfg = OmegaConf.merge(cfg, {"prompts": trained.prompts, "data": cfg.data if data_overridden else trained.data})
     rows = means = split = None
@@ -359,4 +364,8 @@ def evaluate(cfg: DictConfig, data_overridden: bool, fallback_dir: Path) -> dict
     if cfg.checkpoint == "all":
         write_epoch_table(run_dir, results)
         print((run_dir / "eval" / "epochs.md").read_text())
+    if (run_dir / TRAINING_RECORD).exists():
+        from apa.model_card import write_model_card
+
+        write_model_card(run_dir)  # the card shows the metrics now on disk
     return results

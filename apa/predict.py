@@ -14,8 +14,6 @@ import json
 import sys
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
 from apa.data.audio import AudioError, decode_audio
 from apa.errors import UserError
 from apa.metrics import align, normalise_phones, normalise_words
@@ -46,11 +44,15 @@ def canonical_pronunciation(sentence: str) -> list[str]:
 
 
 def run_config_for(adapter: Path):
-    """The training config saved in the run folder that holds `adapter`."""
+    """The resolved training config of the run folder that holds `adapter` (its training_config.json)."""
+    from apa.run_folder import resolved_config
+
     for folder in (adapter.parent, adapter):
-        if (folder / ".hydra" / "config.yaml").exists():
-            return OmegaConf.load(folder / ".hydra" / "config.yaml")
-    raise PredictError(f"{adapter} is not inside a run folder written by train.py (no .hydra/config.yaml beside it)")
+        cfg = resolved_config(folder)
+        if cfg is not None:
+            return cfg
+    raise PredictError(f"{adapter} is not inside a run folder written by train.py (no training_config.json beside "
+                       "it)")
 
 
 def phone_comparison(canonical: list[str], heard: list[str]) -> str:

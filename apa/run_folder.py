@@ -133,6 +133,15 @@ def config_differences(saved: dict, requested: dict, ignore: frozenset[str] = RE
     return [f"{k}: {old[k]!r} -> {new.get(k, '(unset)')!r}" for k in keys if new.get(k, missing) != old[k]]
 
 
+def resolved_config(run_dir: Path):
+    """The config a run trained with, resolved (training_config.json), as a DictConfig; None if `run_dir` holds no
+    run. (`.hydra/config.yaml` is Hydra's unresolved form: its interpolations would resolve anew on reading.)"""
+    from omegaconf import OmegaConf
+
+    record = saved_record(run_dir)
+    return None if record is None else OmegaConf.create(record["config"])
+
+
 def saved_record(run_dir: Path) -> dict | None:
     path = run_dir / TRAINING_RECORD
     if not path.is_file():

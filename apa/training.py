@@ -29,6 +29,7 @@ from apa.config import RunConfig, check_config, trainer_kwargs
 from apa.data.speechocean import SkipReport, load_configured_split, split_by_speaker
 from apa.data.stats import example_lengths, phone_stats, summarize
 from apa.errors import UserError
+from apa.model_card import write_model_card
 from apa.modeling import add_control_tokens, attach_lora, format_parameter_table, load_base, parameter_report
 from apa.prompts import build_examples
 from apa.run_folder import (
@@ -262,6 +263,7 @@ def fit(trainer, resume_from: Path | None, record: dict) -> Path:
             final_train_loss=losses[-1] if losses else None,
         )
         _write_json_atomic(run_dir / "training_config.json", record)
+        write_model_card(run_dir)  # this project's card, in place of TRL's generic one
         log.info("Finished: adapter, tokenizer and processor in %s", final_dir)
     return final_dir
 

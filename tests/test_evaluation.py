@@ -89,7 +89,7 @@ def test_comparison_writes_tables_and_valid_plots(evaluated, tmp_path):
         assert plt.imread(png).shape[0] > 100
 
 
-def test_a_failed_evaluation_in_the_callback_ends_the_sweep_with_an_error(tmp_path):
+def test_a_failed_evaluation_in_the_callback_ends_the_sweep_with_an_error(tmp_path, capsys):
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.utils import JobReturn, JobStatus
@@ -98,11 +98,13 @@ def test_a_failed_evaluation_in_the_callback_ends_the_sweep_with_an_error(tmp_pa
     from apa.callbacks import EvaluateAndCompare
     from tests.conftest import CONF
 
-    callback = EvaluateAndCompare(compare=False)
+    callback = EvaluateAndCompare(compare=False, report=False)
     config = OmegaConf.create({"hydra": {"runtime": {"output_dir": str(tmp_path)}}})  # no run folder there
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         callback.on_job_end(config, JobReturn(status=JobStatus.COMPLETED))
     assert callback.failures == [str(tmp_path)]
-    with pytest.raises(SystemExit, match="evaluate_and_compare failed"):
+    with pytest.raises(SystemExit) as stopped:
         callback.on_multirun_end(config)
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.startswith(f"error: evaluate_and_compare failed for: {tmp_path}")

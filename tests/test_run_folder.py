@@ -3,6 +3,7 @@ time, a resume reproduces the run (or says how it differs), a damaged checkpoint
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -90,7 +91,15 @@ def test_a_second_training_into_a_held_folder_names_the_holder(tmp_path):
     assert sorted(p.name for p in run.iterdir()) == []  # the holder's .lock is gone, nothing else was written
 
 
+def _watch(caplog):
+    """Warnings of apa.run_folder, whatever logging configuration an earlier test left behind."""
+    logger = logging.getLogger("apa.run_folder")
+    logger.disabled = False
+    caplog.set_level(logging.WARNING, logger="apa.run_folder")
+
+
 def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path, caplog):
+    _watch(caplog)
     (tmp_path / ".lock").write_text(json.dumps({"purpose": "training", "pid": 999999, "host": "gone"}))
     with RunLock(tmp_path, "evaluation"):
         held = json.loads((tmp_path / ".lock").read_text())
@@ -110,6 +119,7 @@ def _checkpoint(run: Path, name: str, step: int) -> Path:
 
 
 def test_a_damaged_newest_checkpoint_is_named_and_skipped(tmp_path, caplog):
+    _watch(caplog)
     first = _checkpoint(tmp_path, "checkpoint-epoch-1", 4)
     second = _checkpoint(tmp_path, "checkpoint-epoch-2", 8)
     assert newest_intact_checkpoint(tmp_path) == second
@@ -183,3 +193,13 @@ def test_no_hub_fails_at_once_naming_the_three_ways_forward(tmp_path):
     offline = _train_py(f"hydra.run.dir={tmp_path / 'run'}", env={"HF_HOME": str(tmp_path / "hf"),
                                                                    "HF_HUB_OFFLINE": "1"})
     assert offline.returncode == 2 and "(HF_HUB_OFFLINE=1)" in offline.stderr
+
+
+def test_compare_right_after_training_marks_the_run_not_evaluated(finished_run, tmp_path):
+    from apa.compare import main
+
+    main([str(finished_run), "--out", str(tmp_path)])
+    table = (tmp_path / "comparison.md").read_text()
+    assert "(not evaluated)" in table and "have no metrics yet" in table
+    assert "random weights" in table and "experiment=overfit" in table  # why a demo's scores are n/a
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temporary left
