@@ -19,7 +19,7 @@ if [ -z "$sweep_dir" ]; then
   set -- "$@" "hydra.sweep.dir=$sweep_dir"
 fi
 if [ -d "$sweep_dir" ] && [ -n "$(ls -A "$sweep_dir")" ]; then
-  echo "multirun.sh: $sweep_dir already holds results; choose another hydra.sweep.dir (or leave it unset)" >&2
+  echo "error: $sweep_dir already holds results; choose another hydra.sweep.dir (or leave it unset)" >&2
   exit 2
 fi
 
