@@ -519,7 +519,8 @@ def run_cases(common: list[str], cases_file: Path, results: Path, summary: Path 
                 if mode == "train":
                     result = bench_training(entry["overrides"], **train_kwargs)
                 else:
-                    result = bench_generate(entry["overrides"], **generate_kwargs)
+                    hydra, options = generate_options(entry["overrides"], generate_kwargs)
+                    result = bench_generate(hydra, **options)
                 entry.update(ok=True, result=result)
             except (Exception, SystemExit) as e:  # noqa: BLE001 - every failure is a figure of the matrix
                 entry.update(ok=False, error=f"{type(e).__name__}: {str(e)[:400]}")
@@ -534,6 +535,31 @@ def run_cases(common: list[str], cases_file: Path, results: Path, summary: Path 
         if summary is not None:
             summary.write_text(summarize(entries))
     return entries
+
+
+def generate_options(overrides: list[str], defaults: dict) -> tuple[list[str], dict]:
+    """A generate case's `gen.<option>=<value>` items (gen.budgets=4096,16384 gen.cache_implementation=static
+    gen.compile=true gen.answers=256) override the command line's generate options; the rest go to Hydra."""
+    options = dict(defaults)
+    hydra = []
+    for item in overrides:
+        key, _, value = item.partition("=")
+        if not key.startswith("gen."):
+            hydra.append(item)
+            continue
+        name = key[4:]
+        if name == "budgets":
+            options[name] = [int(v) for v in value.split(",")]
+        elif name in ("answers", "batch_size"):
+            options[name] = int(value)
+        elif name == "compile":
+            options[name] = value.lower() == "true"
+        elif name == "cache_implementation":
+            options[name] = value or None
+        else:
+            raise SystemExit(f"unknown generate option {key}: gen.budgets, gen.answers, gen.batch_size, "
+                             "gen.cache_implementation, gen.compile")
+    return hydra, options
 
 
 def summarize(entries: list[dict]) -> str:
@@ -567,7 +593,10 @@ def summarize(entries: list[dict]) -> str:
         for budget, b in r["budgets"].items():
             mfu = b.get("mfu")
             lines.append("| " + " | ".join([
-                e["name"], r["config"]["lora"], budget, str(b["batches"]), f(b["mean_answers_per_batch"]),
+                e["name"], r["config"]["lora"] + (f", {r['config']['cache_implementation']} cache" if
+                                                  r["config"]["cache_implementation"] else "")
+                + (", compile on" if r["config"]["compile"] else ""), budget, str(b["batches"]),
+                f(b["mean_answers_per_batch"]),
                 f(b["answers_per_s"]), f(b["generated_tokens_per_s"]), "n/a" if mfu is None else f"{100 * mfu:.1f} %",
                 f(b["peak_memory_gb"]), f(b["projected_test_split_min"]),
                 "best" if int(budget) == r["best_budget"] else ""]) + " |")
