@@ -191,7 +191,8 @@ def bench_training(overrides: list[str], steps: int, warmup: int, peak: float | 
     result["matmul_floor_tflops_per_s"] = achieved / 1e12
     result["mfu_matmul_floor"] = achieved / (peak * 1e12) if peak else None
     # model_tflops_per_s and mfu over every FLOP flop_breakdown counts; the projection from the config's epochs
-    result.update(training_figures(trainer, cfg, params, totals, mean_audio, samples_s, peak, repeats))
+    mean_answer = sum(t["answer"]["mean"] * t["examples"] for t in tasks) / sum(t["examples"] for t in tasks)
+    result.update(training_figures(trainer, cfg, params, totals, mean_audio, mean_answer, samples_s, peak, repeats))
     return result
 
 
@@ -259,11 +260,13 @@ def model_dims(model) -> dict[str, int]:
 
 
 def flop_breakdown(params: dict, dims: dict, tokens: list[int], audio_tokens: float, checkpointing: bool,
-                   unfrozen: bool) -> dict[str, float]:
+                   unfrozen: bool, answer_tokens: float = 0.0) -> dict[str, float]:
     """FLOPs of one training example (mean over `tokens`, each an example's total length), by part:
 
-    - lm_matmul: the frozen language model's weight matmuls (embedding lookups excluded), 2N per token forward,
+    - lm_matmul: the frozen language model's weight matmuls (the embedding matrix left out), 2N per token forward,
       2N backward (activation gradients only: its weights are frozen), 2N again under activation checkpointing;
+    - lm_head: the tied embedding matrix as the output projection, which TRL's fused loss applies at the
+      `answer_tokens` labelled positions only: 2E forward + 2E backward each (not checkpointed);
     - lora_matmul: the LoRA matrices, trained: 2N forward, 4N backward (activation and weight gradients), +2N under
       checkpointing;
     - lm_attention: scores and weighted sums of the causal self-attention, only the causal half counted:
@@ -280,6 +283,7 @@ def flop_breakdown(params: dict, dims: dict, tokens: list[int], audio_tokens: fl
     mean_l2 = sum(n * n for n in tokens) / len(tokens)
     out = {
         "lm_matmul": (6 if checkpointing else 4) * lm * mean_l,
+        "lm_head": 4 * params.get("embedding_params", 0) * answer_tokens,
         "lora_matmul": (8 if checkpointing else 6) * lora * mean_l,
         "lm_attention": (4 if checkpointing else 3) * 2 * dims["lm_layers"] * dims["lm_attention_width"] * mean_l2,
         "audio_matmul": (6 if unfrozen else 2) * audio * audio_tokens,
@@ -305,22 +309,23 @@ def repeat_train_set(trainer, steps: int) -> int:
     return repeats
 
 
-def training_figures(trainer, cfg, params: dict, totals: list[int], mean_audio: float, samples_s: float,
-                     peak: float | None, repeats: int) -> dict:
+def training_figures(trainer, cfg, params: dict, totals: list[int], mean_audio: float, mean_answer: float,
+                     samples_s: float, peak: float | None, repeats: int) -> dict:
     """MFU over the FLOPs of flop_breakdown, and the projected wall time of the config's epochs on the full corpus."""
     args = trainer.args
     dims = model_dims(trainer.model)
     flops = flop_breakdown(params, dims, totals, mean_audio, bool(args.activation_checkpointing),
-                           bool(cfg.model.unfreeze))
+                           bool(cfg.model.unfreeze), mean_answer)
     achieved = flops["total"] * samples_s
     epochs = float(cfg.trainer.num_train_epochs)
     return {
         "optim": str(getattr(args.optim, "value", args.optim)),
         "train_set_repeats": repeats,
         "flops_per_example": flops,
-        "flops_counted": "LM weight matmuls (frozen: fwd + activation grads), LoRA matmuls (fwd + both grads), causal "
-                         "LM attention, audio encoder matmuls + attention (fwd; + grads if unfrozen); checkpointing's "
-                         "recomputation included; conv subsampling, norms, elementwise ops left out",
+        "flops_counted": "LM weight matmuls (frozen: fwd + activation grads), LM head at the answer tokens, LoRA "
+                         "matmuls (fwd + both grads), causal LM attention, audio encoder matmuls + attention (fwd; + "
+                         "grads if unfrozen); checkpointing's recomputation included; conv subsampling, norms, "
+                         "elementwise ops left out",
         "model_tflops_per_s": achieved / 1e12,
         "mfu": achieved / (peak * 1e12) if peak else None,
         "peak_tflops": peak,
@@ -347,7 +352,7 @@ def answer_lengths(rows: list[dict], batcher) -> list[int]:
 
 def generation_flops(params: dict, dims: dict, prompt: int, audio: int, generated: int) -> float:
     """Forward FLOPs of one answer: the prompt's prefill (LM + LoRA matmuls, causal attention, the audio encoder) and
-    `generated` decoding steps, each attending to everything before it."""
+    `generated` decoding steps, each attending to everything before it; the LM head once per generated token."""
     groups = params["groups"]
     lm = groups["language_model"]["total"] - params.get("embedding_params", 0) + groups["lora"]["total"]
     audio_params = groups["audio_encoder"]["total"] + groups["audio_projector"]["total"]
@@ -355,7 +360,8 @@ def generation_flops(params: dict, dims: dict, prompt: int, audio: int, generate
     prefill = 2 * lm * prompt + attention * prompt ** 2
     encoder = 2 * audio_params * audio + 4 * dims["audio_layers"] * dims["audio_width"] * audio ** 2
     decode = 2 * lm * generated + 2 * attention * (prompt * generated + generated ** 2 / 2)
-    return prefill + encoder + decode
+    head = 2 * params.get("embedding_params", 0) * generated
+    return prefill + encoder + decode + head
 
 
 def bench_generate(overrides: list[str], budgets: list[int], answers: int | None, peak: float | None,
