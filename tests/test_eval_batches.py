@@ -135,3 +135,19 @@ def test_budget_batches_resume_to_an_identical_file(two_epochs, tmp_path):
     part.write_bytes(b"".join(lines[:3]) + lines[3][:10])  # a crash in the middle of a batch's write
     generate_predictions(model, processor, rows, part, 256, dict(cfg.max_new_tokens), max_batch_tokens=130)
     assert part.read_bytes() == full.read_bytes()
+
+
+def test_static_kv_cache_option_gives_the_same_predictions(two_epochs, tmp_path):
+    from apa.evaluation import evaluation_examples, generation_options
+
+    trained = OmegaConf.load(two_epochs / ".hydra" / "config.yaml")
+    model, processor = load_for_eval(trained.model, two_epochs / CHECKPOINTS[1], 42)
+    cfg = OmegaConf.merge(compose_eval_config("data=sample", "data.limit=2", *SHORT), {"prompts": trained.prompts})
+    rows = evaluation_examples(cfg, processor.tokenizer.audio_token)
+    files = {}
+    for cache in ("null", "static"):
+        options = generation_options(OmegaConf.merge(cfg, OmegaConf.from_dotlist([f"cache_implementation={cache}"])))
+        assert options["generate_kwargs"].get("cache_implementation") == (None if cache == "null" else "static")
+        files[cache] = tmp_path / cache / "predictions.jsonl"
+        generate_predictions(model, processor, rows, files[cache], 256, dict(cfg.max_new_tokens), **options)
+    assert files["static"].read_bytes() == files["null"].read_bytes()
