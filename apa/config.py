@@ -171,8 +171,15 @@ class EvalConfig:
     run_dir: str | None = None  # a folder written by train.py
     checkpoint: str = "final_model"  # final_model | all | checkpoint-epoch-<N>
     predictions: str | None = None  # re-score this predictions.jsonl, no model
-    batch_size: int = 8
+    batch_size: int = 256  # the most answers generated in one batch
+    # ... and the most tokens one batch may hold: rows x (longest prompt incl. audio + max_new_tokens of the task).
+    # Batches are planned once, from prompt lengths alone, in order of length; null: `batch_size` answers per batch
+    # in order of audio file size (the plan before the budget existed)
+    max_batch_tokens: int | None = 32768
     max_new_tokens: MaxNewTokens = field(default_factory=MaxNewTokens)
+    reload_base: bool = False  # checkpoint=all: load the base model again for every checkpoint (the old way)
+    cache_implementation: str | None = None  # "static": a KV cache allocated once per batch (transformers' option)
+    compile: bool = False  # with cache_implementation=static on a GPU: let transformers torch.compile the decoding
     baseline: BaselineConfig = field(default_factory=BaselineConfig)  # only without run_dir
     seed: int = 42
 

@@ -119,25 +119,81 @@ def _done_keys(path: Path) -> set[tuple[str, str]]:
     return keys
 
 
-def plan_batches(rows: list[dict], batch_size: int) -> list[list[dict]]:
-    """Fixed batches of one task each, sorted by prompt + audio size so that padding stays small."""
+def prompt_lengths(rows: list[dict], batcher) -> list[int]:
+    """Tokens of each row's generation prompt, audio included, without decoding audio: the prompt's text tokens as
+    the collator builds them (`batcher.tokens`, tokenized once per distinct prompt) plus the clip's audio tokens from
+    its header (apa.data.stats.audio_tokens, the processor's own rule)."""
+    import soundfile as sf
+
+    from apa.data.stats import audio_tokens
+
+    seconds: dict[str, float] = {}
+    out = []
+    for row in rows:
+        path = row["audio_path"]
+        if path not in seconds:
+            info = sf.info(path)
+            seconds[path] = info.frames / info.samplerate
+        before, after = batcher.tokens.prompt(row["user_content"])
+        out.append(len(before) + len(after) + audio_tokens(seconds[path]))
+    return out
+
+
+def plan_batches(rows: list[dict], batch_size: int, lengths: list[int] | None = None,
+                 max_batch_tokens: int | None = None, max_new_tokens: dict[str, int] | None = None
+                 ) -> list[list[dict]]:
+    """Fixed batches of one task each, so that padding stays small.
+
+    Without `lengths`: in order of audio file size, `batch_size` rows each (the plan before token budgets). With
+    `lengths` (prompt tokens per row, `prompt_lengths`): in order of length, each batch as long as it holds at most
+    `batch_size` rows and `max_batch_tokens` tokens, counted as rows x (its longest prompt + the task's
+    max_new_tokens), which bounds the KV cache; a single row over the budget forms a batch of its own. The plan
+    depends on the rows and these numbers alone, so a resumed run forms the same batches."""
     batches = []
     for task in ("apa", "mdd"):
-        ordered = sorted((r for r in rows if r["task"] == task), key=lambda r: (os.path.getsize(r["audio_path"]),
-                                                                                 r["id"]))
-        batches += [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]
+        index = [i for i, r in enumerate(rows) if r["task"] == task]
+        if lengths is None:
+            index.sort(key=lambda i: (os.path.getsize(rows[i]["audio_path"]), rows[i]["id"]))
+            batches += [[rows[i] for i in index[k : k + batch_size]] for k in range(0, len(index), batch_size)]
+            continue
+        index.sort(key=lambda i: (lengths[i], rows[i]["id"]))
+        new = (max_new_tokens or {}).get(task, 0)
+        batch: list[int] = []
+        for i in index:  # ascending: the row being added is the batch's longest
+            if batch and (len(batch) >= batch_size
+                          or (max_batch_tokens and (len(batch) + 1) * (lengths[i] + new) > max_batch_tokens)):
+                batches.append([rows[j] for j in batch])
+                batch = []
+            batch.append(i)
+        if batch:
+            batches.append([rows[j] for j in batch])
     return batches
 
 
+def generation_options(cfg) -> dict:
+    """generate_predictions' keyword arguments from an evaluation config (EvalConfig)."""
+    kwargs: dict = {"disable_compile": not cfg.get("compile", False)}
+    if cfg.get("cache_implementation"):
+        kwargs["cache_implementation"] = cfg.cache_implementation
+    elif cfg.get("compile"):
+        log.warning("compile=true has no effect without cache_implementation=static: transformers compiles the "
+                    "decoding step only with a static cache")
+    return {"max_batch_tokens": cfg.get("max_batch_tokens"), "generate_kwargs": kwargs}
+
+
 def generate_predictions(model, processor, rows: list[dict], path: Path, batch_size: int,
-                         max_new_tokens: dict[str, int], feature_cache_mb: float = 1024) -> list[dict]:
+                         max_new_tokens: dict[str, int], feature_cache_mb: float = 1024,
+                         max_batch_tokens: int | None = None, generate_kwargs: dict | None = None) -> list[dict]:
+    """predictions.jsonl for `rows`, batch by batch (plan_batches: at most `batch_size` rows and, if given,
+    `max_batch_tokens` tokens each); lines already in the file are kept and their batches skipped."""
     from apa.collate import SpeechSFTCollator
     from apa.generation import generate_answers
 
     batcher = SpeechSFTCollator(processor, feature_cache_mb=feature_cache_mb)  # one cache for both tasks' batches
     path.parent.mkdir(parents=True, exist_ok=True)
     done = _done_keys(path)
-    batches = plan_batches(rows, batch_size)
+    lengths = prompt_lengths(rows, batcher) if max_batch_tokens else None
+    batches = plan_batches(rows, batch_size, lengths, max_batch_tokens, max_new_tokens)
     todo = [b for b in batches if any((r["id"], r["task"]) not in done for r in b)]
     if done:
         log.info("%s: %d predictions already there, %d batches to go", path, len(done), len(todo))
@@ -145,7 +201,8 @@ def generate_predictions(model, processor, rows: list[dict], path: Path, batch_s
                                      desc=f"generating {path.parent.name}", unit="ex") as bar:
         for batch in todo:
             task = batch[0]["task"]
-            raws = generate_answers(model, processor, batch, max_new_tokens=max_new_tokens[task], batcher=batcher)
+            raws = generate_answers(model, processor, batch, max_new_tokens=max_new_tokens[task], batcher=batcher,
+                                    **(generate_kwargs or {}))
             lines = []
             for row, raw in zip(batch, raws, strict=True):
                 if (row["id"], task) in done:
@@ -241,6 +298,71 @@ def load_for_eval(model_cfg, adapter_dir: Path, seed: int):
     return model.to(device).eval(), processor
 
 
+class EvalModels:
+    """The models of one run's checkpoints, in turn, on the GPU when there is one, in eval mode.
+
+    The base model is loaded once. For the next checkpoint the adapter is taken off (PEFT `unload`: every LoRA layer,
+    every `modules_to_save` copy (model.unfreeze) and the control-token rows go back to the untouched base modules;
+    nothing is merged) and the next checkpoint's adapter is put on with the same `PeftModel.from_pretrained` a fresh
+    load uses, so each checkpoint gets exactly the model a fresh load gives (tested logit for logit, with
+    model.unfreeze too). Should a module of PEFT's survive the unload, or with `reload_base=true`, the base model is
+    loaded again instead."""
+
+    def __init__(self, model_cfg, seed: int, reload_base: bool = False):
+        self.model_cfg = model_cfg
+        self.seed = seed
+        self.reload_base = reload_base
+        self.model = None
+        self.base_loads = 0
+
+    def load(self, adapter_dir: Path):
+        import torch
+        from peft import PeftModel
+
+        from apa.layout import load_processor
+
+        base = None if self.reload_base or self.model is None else _unloaded(self.model)
+        self.model = None
+        if base is None:
+            _free_memory()
+            return self._fresh(adapter_dir)
+        _free_memory()
+        processor = load_processor(str(adapter_dir))
+        self.model = PeftModel.from_pretrained(base, str(adapter_dir))
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.model = self.model.to(device).eval()
+        return self.model, processor
+
+    def _fresh(self, adapter_dir: Path):
+        self.model, processor = load_for_eval(self.model_cfg, adapter_dir, self.seed)
+        self.base_loads += 1
+        return self.model, processor
+
+
+def _unloaded(model):
+    """The base model under `model` with every PEFT module removed, or None (logged) if any remains."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+    from peft.utils.other import AuxiliaryTrainingWrapper
+
+    base = model.unload()
+    left = [name for name, module in base.named_modules()
+            if isinstance(module, (BaseTunerLayer, AuxiliaryTrainingWrapper))]
+    if left:
+        log.warning("the adapter did not come off cleanly (%s); loading the base model again", left[0])
+        return None
+    return base
+
+
+def _free_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def load_baseline(model_cfg, baseline, seed: int):
     """The untrained model as the paper's "no training" row ran it: with the checkpoint's own speech LoRA (loaded and
     checked like lora=pretrained_r320's) unless baseline.speech_lora=false, control tokens only if asked for."""
@@ -275,7 +397,7 @@ def evaluate_one(model, processor, rows: list[dict], means: dict[str, float], cf
     if split is not None:
         write_split_record(out_dir, split)
     generate_predictions(model, processor, rows, out_dir / "predictions.jsonl", cfg.batch_size,
-                         dict(cfg.max_new_tokens), cfg.data.feature_cache_mb)
+                         dict(cfg.max_new_tokens), cfg.data.feature_cache_mb, **generation_options(cfg))
     metrics = score_file(out_dir / "predictions.jsonl", means)
     log.info("%s: %s", out_dir, format_metrics(metrics))
     return metrics
@@ -342,6 +464,7 @@ def evaluate(cfg: DictConfig, data_overridden: bool, fallback_dir: Path) -> dict
     rows = means = split = None
     results = {}
     evaluated: dict[str, Path] = {}  # weights digest -> eval folder
+    models = EvalModels(trained.model, cfg.seed, cfg.get("reload_base", False))  # the base model, loaded once
     for checkpoint in checkpoints_to_evaluate(run_dir, cfg.checkpoint):
         out_dir = run_dir / "eval" / checkpoint.name
         digest = weights_digest(checkpoint)
@@ -356,11 +479,13 @@ def evaluate(cfg: DictConfig, data_overridden: bool, fallback_dir: Path) -> dict
             results[checkpoint.name] = score_file(out_dir / "predictions.jsonl", means)
             continue
         evaluated[digest] = out_dir
-        model, processor = load_for_eval(trained.model, checkpoint, cfg.seed)
+        model, processor = models.load(checkpoint)
         if rows is None:  # the same test set for every checkpoint: read and checked once
             rows, split = evaluation_set(test_cfg, processor.tokenizer.audio_token)
             means = train_means(test_cfg)
         results[checkpoint.name] = evaluate_one(model, processor, rows, means, cfg, out_dir, split)
+    log.info("%s: %d checkpoint(s) generated with %d load(s) of the base model", run_dir, len(evaluated),
+             models.base_loads)
     if cfg.checkpoint == "all":
         write_epoch_table(run_dir, results)
         print((run_dir / "eval" / "epochs.md").read_text())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from apa.collate import SpeechSFTCollator
@@ -24,10 +26,13 @@ def suppressed_token_ids(processor) -> list[int]:
 @torch.no_grad()
 def generate_answers(
     model, processor, rows: list[dict], max_new_tokens: int, audio: list | None = None,
-    batcher: SpeechSFTCollator | None = None,
+    batcher: SpeechSFTCollator | None = None, **generate_kwargs: Any,
 ) -> list[str]:
     """Greedy answers for `rows` ({user_content, audio_path}) in one left-padded batch, cut at <|end|>. Inputs come
-    from the training collator (`batcher`, whose feature cache a caller may keep across batches)."""
+    from the training collator (`batcher`, whose feature cache a caller may keep across batches).
+
+    `generate_kwargs` go to `model.generate` as they are: `cache_implementation="static"` (a KV cache allocated once
+    for the batch), `disable_compile`, or `min_new_tokens` (apa.bench forces answer lengths with it)."""
     tokenizer = processor.tokenizer
     batcher = batcher or SpeechSFTCollator(processor)
     inputs = batcher.generation_inputs(rows, audio)
@@ -42,6 +47,7 @@ def generate_answers(
         eos_token_id=end_ids,
         pad_token_id=tokenizer.pad_token_id,
         suppress_tokens=suppressed_token_ids(processor),
+        **generate_kwargs,
     )
     new_tokens = out[:, inputs["input_ids"].shape[1] :]
     return [decode_answer(tokenizer, seq) for seq in new_tokens]
