@@ -21,10 +21,10 @@ register_configs(trainer=False)  # the run's trainer settings are only read back
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 @one_line_errors
 def main(cfg: DictConfig) -> None:
-    from apa.evaluation import evaluate, overrides_data
+    from apa.evaluation import evaluate
 
     hydra_cfg = HydraConfig.get()
-    evaluate(cfg, overrides_data(list(hydra_cfg.overrides.task)), Path(hydra_cfg.runtime.output_dir))
+    evaluate(cfg, list(hydra_cfg.overrides.task), Path(hydra_cfg.runtime.output_dir))
 
 
 if __name__ == "__main__":

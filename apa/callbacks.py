@@ -56,14 +56,14 @@ class EvaluateAndCompare(Callback):
         import torch
         from hydra import compose
 
-        from apa.evaluation import evaluate, overrides_data
+        from apa.evaluation import evaluate
 
         gc.collect()  # the trainer of the job that just ended still holds its model
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         overrides = [f"run_dir={run_dir}", f"checkpoint={self.checkpoint}", *self.overrides]
         cfg = compose(config_name="evaluate", overrides=overrides)
-        evaluate(cfg, overrides_data(self.overrides), run_dir / "eval")
+        evaluate(cfg, list(self.overrides), run_dir / "eval")
 
     def _remember_base_model(self, config: DictConfig) -> None:
         from omegaconf import OmegaConf

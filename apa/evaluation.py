@@ -31,7 +31,7 @@ from apa.data.stats import phone_stats
 from apa.errors import UserError
 from apa.metrics import compute_metrics
 from apa.prompts import PARSERS, apa_target, build_examples, mdd_target
-from apa.run_folder import FINAL_MODEL, TRAINING_RECORD, epoch_checkpoints, resolved_config
+from apa.run_folder import FINAL_MODEL, TRAINING_RECORD, RunLock, epoch_checkpoints, resolved_config
 from apa.table3 import (
     COVERAGE_HEADERS,
     COVERAGE_KEYS,
@@ -218,8 +218,28 @@ def generate_predictions(model, processor, rows: list[dict], path: Path, batch_s
 
 
 def read_predictions(path: Path) -> list[dict]:
-    with path.open() as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """The records of a predictions file; a malformed line or a repeated (id, task) is an error naming file and line
+    (a repeated answer would be counted twice)."""
+    if not path.is_file():
+        raise EvaluationError(f"{path} not found: give a predictions.jsonl written by evaluate.py")
+    records, seen = [], {}
+    with path.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                key = (rec["id"], rec["task"])
+                rec["reference"], rec["prediction"]  # noqa: B018  (present, even if null)
+            except (json.JSONDecodeError, KeyError, TypeError) as err:
+                raise EvaluationError(f"{path}:{n}: not a prediction record ({err}): each line must be a JSON object "
+                                      "with id, task, reference, prediction") from None
+            if key in seen:
+                raise EvaluationError(f"{path}:{n}: {key[1]} answer for {key[0]} repeats line {seen[key]}; a "
+                                      "prediction may appear once (were two evaluations written into one file?)")
+            seen[key] = n
+            records.append(rec)
+    return records
 
 
 def score_file(path: Path, means: dict[str, float] | None = None) -> dict:
@@ -388,10 +408,53 @@ def write_split_record(out_dir: Path, split: dict) -> None:
     (out_dir / SPLIT_FILE).write_text(json.dumps(split, indent=2) + "\n")
 
 
+FINGERPRINT = "fingerprint.json"
+
+
+def _digest(items) -> str:
+    return hashlib.sha256(json.dumps(items, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
+
+
+def fingerprint(rows: list[dict], weights: str, cfg: DictConfig, model: dict) -> dict:
+    """What an evaluation folder's predictions were generated from. Resuming into the folder, or generating into it
+    again, with any part different is refused: the file would mix two evaluations."""
+    return {
+        "test_set": _digest(sorted([r["id"], r["task"], r["reference"]] for r in rows)),
+        "prompts": _digest(sorted({r["task"]: r["user_content"] for r in rows}.items())),
+        "weights": weights,
+        "model": {k: model.get(k) for k in ("name", "path", "revision")},
+        # batch composition can change a greedy answer (the audio encoder does not mask padding: docs/benchmarks.md)
+        "generation": {"max_new_tokens": OmegaConf.to_container(cfg.max_new_tokens), "batch_size": cfg.batch_size,
+                       "max_batch_tokens": cfg.get("max_batch_tokens"), "decoding": "greedy"},
+    }
+
+
+def check_fingerprint(out_dir: Path, expected: dict) -> None:
+    """Write `expected` into a fresh folder; refuse a folder whose predictions came from something else."""
+    path, predictions = out_dir / FINGERPRINT, out_dir / "predictions.jsonl"
+    if predictions.exists() and predictions.stat().st_size:
+        if not path.exists():
+            raise EvaluationError(f"{predictions} has no {FINGERPRINT} beside it (an older version wrote it), so what "
+                                  f"it was generated from cannot be checked: delete {out_dir} to evaluate again")
+        saved = json.loads(path.read_text())
+        differ = sorted(k for k in expected.keys() | saved.keys() if expected.get(k) != saved.get(k))
+        if differ:
+            raise EvaluationError(
+                f"{out_dir} holds predictions of another evaluation (different {', '.join(differ)}): continuing "
+                f"would mix the two. Delete {out_dir} to evaluate anew, or evaluate as that one was")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / f".{FINGERPRINT}.tmp"
+    tmp.write_text(json.dumps(expected, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
 def evaluate_one(model, processor, rows: list[dict], means: dict[str, float], cfg: DictConfig, out_dir: Path,
-                 split: dict | None = None) -> dict:
+                 split: dict | None = None, fingerprint_of: dict | None = None) -> dict:
     """predictions.jsonl (resumable) and metrics.json for one model in `out_dir`; `split` (the test split's record)
-    is written beside them as test_split.json."""
+    is written beside them as test_split.json; `fingerprint_of` (see `fingerprint`) is checked against a folder that
+    already holds predictions and written beside them."""
+    if fingerprint_of is not None:
+        check_fingerprint(out_dir, fingerprint_of)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "train_means.json").write_text(json.dumps(means, indent=2))
     if split is not None:
@@ -410,9 +473,9 @@ def format_metrics(m: dict) -> str:
     return " ".join(f"{k}={fmt(m.get(k))}" for k in keys) + f" utterances={utterances} phones={phones}"
 
 
-def write_epoch_table(run_dir: Path, results: dict[str, dict]) -> None:
-    """eval/epochs.csv and eval/epochs.md: one row per checkpoint, Table 3's paper rows beside."""
-    eval_dir = run_dir / "eval"
+def write_epoch_table(run_dir: Path, results: dict[str, dict], eval_dir: Path | None = None) -> None:
+    """<eval folder>/epochs.csv and epochs.md: one row per checkpoint, Table 3's paper rows beside."""
+    eval_dir = eval_dir or run_dir / "eval"
     header = ["checkpoint", "epoch", *TABLE_COLUMNS, *COVERAGE_KEYS]
     rows = [[name, epoch_of(name), *(results[name].get(c, math.nan) for c in TABLE_COLUMNS),
              *(results[name].get(c) for c in COVERAGE_KEYS)] for name in results]
@@ -431,26 +494,79 @@ def write_epoch_table(run_dir: Path, results: dict[str, dict]) -> None:
 
 
 def overrides_data(overrides: list[str]) -> bool:
-    """Whether command-line overrides choose or change the `data` node (then it replaces the run's own test data)."""
-    return any(o.split("=")[0].lstrip("+~").split(".")[0] == "data" for o in overrides)
+    """Whether command-line overrides choose or change the `data` node."""
+    return bool(_override_groups(overrides) & {"data"})
 
 
-def evaluate(cfg: DictConfig, data_overridden: bool, fallback_dir: Path) -> dict:
-    """Entry point behind evaluate.py."""
+def _override_groups(overrides: list[str]) -> set[str]:
+    return {o.split("=")[0].lstrip("+~").split(".")[0].split("/")[0] for o in overrides}
+
+
+# model.* overrides a run's evaluation may take: how it runs, not what it is
+RUNTIME_MODEL_KEYS = ("dtype", "attn_implementation", "cache_dir")
+
+
+def test_config(cfg: DictConfig, trained: DictConfig, overrides: list[str]) -> tuple[DictConfig, str | None]:
+    """The config a run is evaluated with: the run's own model, data and prompts, with this command's overrides
+    applied on top as the README says, and the name of the folder its results go to.
+
+    - `data=<name>` replaces the run's data; `data.<key>=` changes a key of the run's own data (`data.path=/copy`);
+    - `prompts=<name>` / `prompts.<key>=` likewise for the prompts;
+    - `model.dtype`, `model.attn_implementation`, `model.cache_dir` change how the model runs; any other model
+      override is refused (a run is evaluated with the base it was trained on).
+    Results on the run's own test data and prompts go to <run>/eval; with other data or prompts, to
+    <run>/eval-<data name>-<digest>, so that they never mix with (or stand in for) the run's own."""
+    keys = [o.split("=")[0].lstrip("+~") for o in overrides]
+    model_keys = [k for k in keys if k == "model" or k.startswith("model.") or k.startswith("model/")]
+    foreign = [k for k in model_keys if k.split(".", 1)[-1] not in RUNTIME_MODEL_KEYS or "." not in k]
+    if foreign:
+        allowed = ", ".join(f"model.{k}" for k in RUNTIME_MODEL_KEYS)
+        raise EvaluationError(f"{', '.join(foreign)}: a run is evaluated with the base model it was trained on "
+                              f"({trained.model.get('path') or trained.model.name}); only {allowed} may change. "
+                              "Evaluate another model with its own run, or without run_dir")
+    model = OmegaConf.merge(trained.model, {k: cfg.model[k] for k in RUNTIME_MODEL_KEYS
+                                            if f"model.{k}" in keys and k in cfg.model})
+    parts = {}
+    for group in ("data", "prompts"):
+        whole = group in keys or any(k.startswith(f"{group}/") for k in keys)
+        changed = [k.split(".", 1)[1] for k in keys if k.startswith(f"{group}.")]
+        node = cfg[group] if whole else OmegaConf.merge(trained[group], {})
+        for key in changed if not whole else []:
+            OmegaConf.update(node, key, OmegaConf.select(cfg, f"{group}.{key}"), force_add=True)
+        parts[group] = node
+    merged = OmegaConf.merge(cfg, {"model": model, "data": parts["data"], "prompts": parts["prompts"]})
+    own = all(OmegaConf.to_container(parts[g], resolve=True) == OmegaConf.to_container(trained[g], resolve=True)
+              for g in ("data", "prompts"))
+    if own:
+        return merged, None
+    tag = _digest([OmegaConf.to_container(parts[g], resolve=True) for g in ("data", "prompts")])[:8]
+    return merged, f"eval-{parts['data'].get('name', 'data')}-{tag}"
+
+
+def evaluate(cfg: DictConfig, overrides: list[str] | bool, fallback_dir: Path) -> dict:
+    """Entry point behind evaluate.py (`overrides`: the command line's; True/False: legacy "data was given")."""
+    if isinstance(overrides, bool):
+        overrides = ["data"] if overrides else []
     check_config(cfg, EvalConfig)
     if cfg.predictions:
         metrics = score_file(Path(cfg.predictions))
         print(metrics_json(metrics))
         return metrics
+    from apa.hub import check_config_hub_access
+
     if not cfg.run_dir:
-        model, processor, path = load_baseline(cfg.model, cfg.baseline, cfg.seed)
+        check_config_hub_access(cfg)
         out_dir = fallback_dir / "base_model"
-        out_dir.mkdir(parents=True, exist_ok=True)
-        settings = {"model": path, "revision": cfg.model.get("revision"), **OmegaConf.to_container(cfg.baseline)}
-        (out_dir / "eval_settings.json").write_text(json.dumps(settings, indent=2) + "\n")
-        log.info("untrained baseline: %s", settings)
-        rows, split = evaluation_set(cfg, processor.tokenizer.audio_token, cfg.baseline.control_tokens)
-        metrics = evaluate_one(model, processor, rows, train_means(cfg), cfg, out_dir, split)
+        with RunLock(fallback_dir, "evaluation"):
+            model, processor, path = load_baseline(cfg.model, cfg.baseline, cfg.seed)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            settings = {"model": path, "revision": cfg.model.get("revision"), **OmegaConf.to_container(cfg.baseline)}
+            (out_dir / "eval_settings.json").write_text(json.dumps(settings, indent=2) + "\n")
+            log.info("untrained baseline: %s", settings)
+            rows, split = evaluation_set(cfg, processor.tokenizer.audio_token, cfg.baseline.control_tokens)
+            weights = "untrained:" + _digest(settings)
+            metrics = evaluate_one(model, processor, rows, train_means(cfg), cfg, out_dir, split,
+                                   fingerprint(rows, weights, cfg, OmegaConf.to_container(cfg.model)))
         print(format_metrics(metrics))
         return metrics
     run_dir = Path(cfg.run_dir)
@@ -459,20 +575,41 @@ def evaluate(cfg: DictConfig, data_overridden: bool, fallback_dir: Path) -> dict
         log.warning("%s used a generated miniature with random weights: its answers rarely parse, so PCC and MDD "
                     "come out n/a (undefined). That is expected; `python train.py experiment=overfit` shows the "
                     "pipeline learn", run_dir)
-    # the run's own prompts, and its own data unless data=... was given on the command line
-    test_cfg = OmegaConf.merge(cfg, {"prompts": trained.prompts, "data": cfg.data if data_overridden else trained.data})
+    test_cfg, other = test_config(cfg, trained, overrides)
+    eval_root = run_dir / (other or "eval")
+    if other:
+        log.warning("evaluating %s on other data or prompts than its own: results go to %s, apart from its eval/",
+                    run_dir, eval_root)
+    holder = RunLock(run_dir, "training").holder_if_held()
+    if holder:
+        raise EvaluationError(f"{run_dir} is still being trained by {holder}: evaluate it when training has ended")
+    check_config_hub_access(test_cfg)
+    with RunLock(eval_root, "evaluation"):
+        results = _evaluate_checkpoints(cfg, test_cfg, run_dir, eval_root)
+    if cfg.checkpoint == "all":
+        write_epoch_table(run_dir, results, eval_root)
+        print((eval_root / "epochs.md").read_text())
+    if (run_dir / TRAINING_RECORD).exists() and not other:
+        from apa.model_card import write_model_card
+
+        write_model_card(run_dir)  # the card shows the metrics now on disk
+    return results
+
+
+def _evaluate_checkpoints(cfg: DictConfig, test_cfg: DictConfig, run_dir: Path, eval_root: Path) -> dict:
     rows = means = split = None
     results = {}
     evaluated: dict[str, Path] = {}  # weights digest -> eval folder
-    models = EvalModels(trained.model, cfg.seed, cfg.get("reload_base", False))  # the base model, loaded once
+    models = EvalModels(test_cfg.model, cfg.seed, cfg.get("reload_base", False))  # the base model, loaded once
+    model_info = OmegaConf.to_container(test_cfg.model)
     for checkpoint in checkpoints_to_evaluate(run_dir, cfg.checkpoint):
-        out_dir = run_dir / "eval" / checkpoint.name
+        out_dir = eval_root / checkpoint.name
         digest = weights_digest(checkpoint)
         if digest in evaluated:
             # final_model usually holds the very weights of the last epoch checkpoint: greedy decoding would repeat
             # itself, so its predictions are copied (and re-scored) instead of generated again
             log.info("%s has the same weights as %s: reusing its predictions", checkpoint.name, evaluated[digest].name)
-            out_dir.mkdir(parents=True, exist_ok=True)
+            check_fingerprint(out_dir, fingerprint(rows, digest, cfg, model_info))
             shutil.copyfile(evaluated[digest] / "predictions.jsonl", out_dir / "predictions.jsonl")
             (out_dir / "train_means.json").write_text(json.dumps(means, indent=2))
             write_split_record(out_dir, split)
@@ -483,14 +620,8 @@ def evaluate(cfg: DictConfig, data_overridden: bool, fallback_dir: Path) -> dict
         if rows is None:  # the same test set for every checkpoint: read and checked once
             rows, split = evaluation_set(test_cfg, processor.tokenizer.audio_token)
             means = train_means(test_cfg)
-        results[checkpoint.name] = evaluate_one(model, processor, rows, means, cfg, out_dir, split)
+        results[checkpoint.name] = evaluate_one(model, processor, rows, means, cfg, out_dir, split,
+                                                fingerprint(rows, digest, cfg, model_info))
     log.info("%s: %d checkpoint(s) generated with %d load(s) of the base model", run_dir, len(evaluated),
              models.base_loads)
-    if cfg.checkpoint == "all":
-        write_epoch_table(run_dir, results)
-        print((run_dir / "eval" / "epochs.md").read_text())
-    if (run_dir / TRAINING_RECORD).exists():
-        from apa.model_card import write_model_card
-
-        write_model_card(run_dir)  # the card shows the metrics now on disk
     return results

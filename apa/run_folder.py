@@ -252,6 +252,19 @@ class RunLock:
         self._fd = fd
         return self
 
+    def holder_if_held(self) -> str | None:
+        """Who holds this lock now (another process), or None; takes and changes nothing."""
+        if not self.path.exists():
+            return None
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return self._holder()
+        finally:
+            os.close(fd)  # closing drops our shared lock
+        return None
+
     @staticmethod
     def _describe(text: str) -> str:
         try:
