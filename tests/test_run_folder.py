@@ -203,3 +203,52 @@ def test_compare_right_after_training_marks_the_run_not_evaluated(finished_run, 
     assert "(not evaluated)" in table and "have no metrics yet" in table
     assert "random weights" in table and "experiment=overfit" in table  # why a demo's scores are n/a
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temporary left
+
+
+def test_a_full_disk_is_one_line_that_says_the_checkpoints_are_intact(capsys, monkeypatch):
+    import errno
+
+    from apa.errors import one_line_errors
+
+    @one_line_errors
+    def saving():
+        raise OSError(errno.ENOSPC, "No space left on device", "/runs/x/checkpoint-3/optimizer.pt")
+
+    with pytest.raises(SystemExit) as stopped:
+        saving()
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and err.count("\n") == 1
+    assert err.startswith("error: no space left on the device (/runs/x/checkpoint-3/optimizer.pt)")
+    assert "complete checkpoint" in err and "resume=true" in err
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    with pytest.raises(OSError):
+        saving()
+
+
+def test_resume_with_the_overrides_forgotten_reuses_the_runs_own(finished_run, tmp_path):
+    """After an interruption the user types only `resume=true hydra.run.dir=<run>`: the run's saved overrides
+    (experiment=demo, prompts=terse, data.limit=2, ...) are used, not train.yaml's defaults (the full-size model)."""
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    shutil.rmtree(run / "final_model")
+    done = _train_py("resume=true", f"hydra.run.dir={run}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads((run / "training_config.json").read_text())
+    assert record["config"]["model"]["name"] == "tiny" and record["config"]["prompts"]["name"] == "terse"
+    assert [r["from"] for r in record["resumes"]] == ["checkpoint-epoch-1"] and (run / "final_model").is_dir()
+    assert (run / ".hydra" / "overrides.yaml").read_text() == (finished_run / ".hydra" / "overrides.yaml").read_text()
+
+
+def test_compare_marks_rows_scored_on_different_test_sets(tmp_path):
+    from apa.compare import write_tables
+
+    common = {"lora": "x", "trainable_params": 1, "train_seconds": 1.0, "final_train_loss": 1.0, "epoch": "1",
+              "checkpoint": "checkpoint-epoch-1"}
+    rows = [{**common, "run": "a", "test_set": "1111"}, {**common, "run": "b", "test_set": "2222"},
+            {**common, "run": "c", "test_set": "1111"}]
+    table = write_tables(rows, tmp_path)
+    assert "scored on 2 different test sets" in table and "| test set |" in table
+    letters = [line.rsplit("|", 2)[-2].strip() for line in table.splitlines() if line.startswith(("| a ", "| b ",
+                                                                                                   "| c "))]
+    assert letters == ["A", "B", "A"]
+    assert "different test sets" not in write_tables([rows[0], rows[2]], tmp_path)
