@@ -8,6 +8,7 @@ Layout (github.com/jimbozhang/speechocean762, and the bundled sample):
 
 from __future__ import annotations
 
+import codecs
 import json
 import logging
 import random
@@ -80,11 +81,29 @@ class SkipReport:
         return f"skipped {self.skipped} of {self.total} utterances: {parts}"
 
 
+def read_corpus_text(path: Path) -> str:
+    """A text file of the corpus as UTF-8 (whatever the locale), a byte order mark at its start accepted; bytes that are
+    not UTF-8 stop the run naming `path:line`, the byte offset and the byte."""
+    data = path.read_bytes()
+    bom = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+    try:
+        return data[bom:].decode("utf-8")
+    except UnicodeDecodeError as e:
+        offset = bom + e.start
+        line = data.count(b"\n", 0, offset) + 1
+        column = offset - (data.rfind(b"\n", 0, offset) + 1) + 1
+        raise DataError(f"{path}:{line}: not valid UTF-8 at byte offset {offset} (byte {column} of the line: "
+                        f"0x{data[offset]:02x}, {e.reason}); the corpus files are UTF-8: re-save this one as UTF-8"
+                        ) from None
+
+
 def _read_kaldi_map(path: Path) -> dict[str, str]:
     if not path.is_file():
         raise DataError(f"{path} not found: data.path must point at the corpus root (WAVE/, train/, test/, resource/)")
     out: dict[str, str] = {}
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    # lines end at "\n" only (as Kaldi reads them), so that line numbers are an editor's; "\r" is stripped with the
+    # other whitespace
+    for n, line in enumerate(read_corpus_text(path).split("\n"), 1):
         fields = line.split(maxsplit=1)  # Kaldi: "<id> <value>", space or tab separated
         if not fields:
             continue
@@ -171,6 +190,36 @@ def read_entry(utt_id: str, entry: dict, speaker: str, audio_path: str, report: 
     return None
 
 
+def read_scores(path: Path) -> dict:
+    """resource/scores.json: utt id -> entry. Not JSON stops the run naming the file, line and column; so do a
+    top level that is not an object and an utterance id given twice (JSON keeps the last one silently)."""
+    objects_with_duplicates: list[tuple[int, list[str]]] = []
+    calls = 0
+
+    def pairs(items: list[tuple[str, object]]) -> dict:
+        nonlocal calls
+        calls += 1
+        out = dict(items)
+        if len(out) < len(items):
+            counts = Counter(key for key, _ in items)
+            objects_with_duplicates.append((calls, [key for key, n in counts.items() if n > 1]))
+        return out
+
+    try:
+        labels = json.loads(read_corpus_text(path), object_pairs_hook=pairs)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}:{e.lineno}:{e.colno}: not valid JSON ({e.msg}, line {e.lineno} column {e.colno}): "
+                        "fix the file, or fetch the corpus's scores.json again") from None
+    if not isinstance(labels, dict):
+        raise DataError(f"{path} holds a JSON {type(labels).__name__}, not an object of utterance id -> labels")
+    top = [keys for call, keys in objects_with_duplicates if call == calls]  # the top level is the last object closed
+    if top:
+        shown = ", ".join(top[0][:10]) + (" ..." if len(top[0]) > 10 else "")
+        raise DataError(f"{path}: utterance id(s) given more than once: {shown}; JSON would keep the last silently: "
+                        "keep one entry per utterance")
+    return labels
+
+
 def read_original_layout(root: str | Path, split: str, report: SkipReport,
                          on_label_mismatch: str = "error") -> list[Utterance]:
     """Utterances of one split; entries with bad labels are skipped and counted in `report`."""
@@ -182,7 +231,7 @@ def read_original_layout(root: str | Path, split: str, report: SkipReport,
     scores_path = root / "resource" / "scores.json"
     if not scores_path.is_file():
         raise DataError(f"{scores_path} not found: the original layout keeps the labels in resource/scores.json")
-    labels = json.loads(scores_path.read_text())
+    labels = read_scores(scores_path)
     out = []
     for utt_id, rel in wavs.items():
         report.total += 1
