@@ -1,13 +1,15 @@
 """Corpus files are never read silently wrong (issue 12, item 4): a decode error names its file and line, a byte
-order mark is accepted."""
+order mark is accepted, an APA score that is not an integer 0-10 is refused for its utterance (never rounded)."""
 
 import json
 import shutil
 
 import pytest
+from datasets import Audio, Dataset, DatasetDict
 
 from apa.data import SAMPLE_ROOT
-from apa.data.speechocean import DataError, load_split
+from apa.data.speechocean import DataError, SkipReport, load_split
+from tests.test_sources import _hub_rows
 
 BOM = b"\xef\xbb\xbf"
 
@@ -90,3 +92,74 @@ def test_a_byte_order_mark_and_crlf_line_ends_are_accepted(corpus):
         path.write_bytes(BOM + path.read_bytes().replace(b"\n", b"\r\n"))
     assert _records(load_split("local", str(corpus), "train", max_bad_fraction=0)) == _records(
         load_split("local", str(SAMPLE_ROOT), "train", max_bad_fraction=0))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Scores: integers 0-10, nothing rounded or coerced
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [(6.5, "score accuracy=6.5 is not an integer 0-10"), (True, "score accuracy=True is not an integer 0-10"),
+     ("7", "score accuracy='7' is not an integer 0-10"), (None, "score accuracy=None is not an integer 0-10"),
+     (float("nan"), "score accuracy=nan is not an integer 0-10"), (-1, "score accuracy=-1 outside 0-10"),
+     (11, "score accuracy=11 outside 0-10"), (10.5, "score accuracy=10.5 is not an integer 0-10")],
+    ids=["fraction", "bool", "string", "null", "NaN", "negative", "eleven", "fraction above 10"],
+)
+def test_a_score_that_is_not_an_integer_0_to_10_skips_its_utterance_naming_id_and_field(corpus, caplog, value,
+                                                                                         reason):
+    path = corpus / "resource" / "scores.json"
+    scores = json.loads(path.read_text())
+    victim = _first_train_id(corpus)
+    scores[victim]["accuracy"] = value
+    path.write_text(json.dumps(scores))  # NaN is written as JSON's NaN, which json.loads reads back
+    caplog.set_level("INFO")
+    report = SkipReport()
+    utts = load_split("local", str(corpus), "train", max_bad_fraction=0.1, report=report)
+    assert len(utts) == 19 and victim not in {u.id for u in utts}
+    assert report.reasons == {"bad labels": 1}
+    assert report.examples["bad labels"] == f"{victim}: {reason}"
+    assert f"skipping {victim}: bad labels {reason}" in caplog.text
+
+
+def test_integral_float_scores_are_read_as_integers(corpus):
+    path = corpus / "resource" / "scores.json"
+    scores = json.loads(path.read_text())
+    victim = _first_train_id(corpus)
+    scores[victim].update(accuracy=7.0, total=0.0)
+    path.write_text(json.dumps(scores))
+    utt = next(u for u in load_split("local", str(corpus), "train", max_bad_fraction=0) if u.id == victim)
+    assert utt.scores["accuracy"] == 7 and utt.scores["total"] == 0
+    assert all(type(v) is int for v in utt.scores.values())
+
+
+def test_a_fractional_score_in_the_test_split_stops_the_run(corpus):
+    path = corpus / "resource" / "scores.json"
+    scores = json.loads(path.read_text())
+    victim = (corpus / "test" / "wav.scp").read_text().split()[0]
+    scores[victim]["fluency"] = 7.5
+    path.write_text(json.dumps(scores))
+    with pytest.raises(DataError, match=rf"bad labels \(e.g. {victim}: score fluency=7.5 is not an integer 0-10\)"):
+        load_split("local", str(corpus), "test", max_bad_fraction=0, tolerance_option="data.max_bad_fraction_test")
+
+
+def _disk_copy(root, rows_by_split):
+    DatasetDict({s: Dataset.from_list(rows).cast_column("audio", Audio(decode=False))
+                 for s, rows in rows_by_split.items()}).save_to_disk(str(root))
+    return root
+
+
+def test_hub_schema_scores_follow_the_same_rule(tmp_path, monkeypatch):
+    monkeypatch.setenv("APA_CACHE_DIR", str(tmp_path / "cache"))
+    rows = _hub_rows("train")
+    for row in rows:  # a float column, as parquet may hold it: 7.0 is 7
+        row["accuracy"] = float(row["accuracy"])
+    rows[0]["accuracy"] = 6.5
+    victim = rows[0]["audio"]["path"].split(".")[0]
+    root = _disk_copy(tmp_path / "disk", {"train": rows, "test": _hub_rows("test")})
+    report = SkipReport()
+    utts = load_split("disk", str(root), "train", max_bad_fraction=0.1, decode=False, report=report)
+    assert len(utts) == 19 and report.examples == {"bad labels": f"{victim}: score accuracy=6.5 is not an integer 0-10"}
+    local = {u.id: u.scores for u in load_split("local", str(SAMPLE_ROOT), "train", max_bad_fraction=0)}
+    assert all(u.scores == local[u.id] and type(u.scores["accuracy"]) is int for u in utts)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import codecs
 import json
 import logging
+import numbers
 import random
 import unicodedata
 from collections import Counter
@@ -136,6 +137,22 @@ def _parse_word(raw: dict, utt_id: str = "", position: int = 0) -> Word:
     return Word(text=raw["text"], phones=phones, mispronunciations=tuple(mis))
 
 
+def _is_integral(value) -> bool:
+    """An integer, or a float with no fractional part (parquet may hold scores as 7.0); never a bool or a string."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return False
+    return isinstance(value, numbers.Integral) or float(value).is_integer()
+
+
+def _score(aspect: str, value) -> int:
+    """An APA score as annotated: an integer 0-10. Nothing is rounded or coerced (6.5, true, "7" are refused)."""
+    if not _is_integral(value):
+        raise ValueError(f"score {aspect}={value!r} is not an integer 0-10")
+    if not 0 <= value <= 10:
+        raise ValueError(f"score {aspect}={value!r} outside 0-10")
+    return int(value)
+
+
 def parse_labels(utt_id: str, entry: dict, speaker: str, audio_path: str) -> Utterance:
     """One scores.json entry -> Utterance; raises ValueError naming the bad field (LabelMismatch for a
     mispronunciation index that does not point at its canonical phone)."""
@@ -143,10 +160,7 @@ def parse_labels(utt_id: str, entry: dict, speaker: str, audio_path: str) -> Utt
     for aspect in APA_ASPECTS:
         if aspect not in entry:
             raise ValueError(f"missing score field {aspect!r}")
-        value = entry[aspect]
-        if not isinstance(value, (int, float)) or not 0 <= value <= 10:
-            raise ValueError(f"score {aspect}={value!r} outside 0-10")
-        scores[aspect] = int(round(value))
+        scores[aspect] = _score(aspect, entry[aspect])
     # NFC: the same word typed with combining accents or precomposed gives the same tokens and the same WER words
     text = unicodedata.normalize("NFC", str(entry.get("text", ""))).strip()
     if not text:
