@@ -1,13 +1,17 @@
 """Corpus files are never read silently wrong (issue 12, item 4): a decode error names its file and line, a byte
-order mark is accepted, an APA score that is not an integer 0-10 is refused for its utterance (never rounded)."""
+order mark is accepted, an APA score that is not an integer 0-10 is refused for its utterance (never rounded), a
+save_to_disk Dataset without splits is not both train and test, and rebuilt audio is never served stale."""
 
 import json
 import shutil
 
+import numpy as np
 import pytest
+import soundfile as sf
 from datasets import Audio, Dataset, DatasetDict
 
 from apa.data import SAMPLE_ROOT
+from apa.data.audio import decode_audio
 from apa.data.speechocean import DataError, SkipReport, load_split
 from tests.test_sources import _hub_rows
 
@@ -163,3 +167,47 @@ def test_hub_schema_scores_follow_the_same_rule(tmp_path, monkeypatch):
     assert len(utts) == 19 and report.examples == {"bad labels": f"{victim}: score accuracy=6.5 is not an integer 0-10"}
     local = {u.id: u.scores for u in load_split("local", str(SAMPLE_ROOT), "train", max_bad_fraction=0)}
     assert all(u.scores == local[u.id] and type(u.scores["accuracy"]) is int for u in utts)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# save_to_disk: splits required; audio cache keyed by content
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_a_save_to_disk_dataset_without_splits_is_refused_naming_the_fix(tmp_path):
+    single = tmp_path / "single"
+    Dataset.from_list(_hub_rows("train")).cast_column("audio", Audio(decode=False)).save_to_disk(str(single))
+    for split in ("train", "test"):
+        with pytest.raises(DataError, match=r"single Dataset without splits.*DatasetDict\(\{'train': train, 'test': "
+                                            r"test\}\)\.save_to_disk"):
+            load_split("disk", str(single), split, max_bad_fraction=0)
+
+
+def test_a_folder_save_to_disk_did_not_write_names_itself(tmp_path):
+    (tmp_path / "notads").mkdir()
+    with pytest.raises(DataError, match="is not a datasets.save_to_disk folder"):
+        load_split("disk", str(tmp_path / "notads"), "train", max_bad_fraction=0)
+
+
+def test_a_dataset_rebuilt_at_the_same_path_never_serves_stale_audio(tmp_path, monkeypatch):
+    monkeypatch.setenv("APA_CACHE_DIR", str(tmp_path / "cache"))
+    root = tmp_path / "disk"
+    rows = _hub_rows("test")
+    _disk_copy(root, {"train": _hub_rows("train"), "test": rows})
+    first = {u.id: u for u in load_split("disk", str(root), "test", max_bad_fraction=0)}
+    victim = rows[0]["audio"]["path"].split(".")[0]
+    local = {u.id: u for u in load_split("local", str(SAMPLE_ROOT), "test", max_bad_fraction=0)}
+    assert (decode_audio(first[victim].audio_path) == decode_audio(local[victim].audio_path)).all()
+    # rebuild at the same path: the victim's clip is now a 1 s tone, same file name
+    tone = tmp_path / "tone.wav"
+    sf.write(tone, (0.3 * np.sin(2 * np.pi * 440 * np.arange(16000) / 16000)).astype(np.float32), 16000)
+    rows[0]["audio"] = {"bytes": tone.read_bytes(), "path": rows[0]["audio"]["path"]}
+    shutil.rmtree(root)
+    _disk_copy(root, {"train": _hub_rows("train"), "test": rows})
+    second = {u.id: u for u in load_split("disk", str(root), "test", max_bad_fraction=0)}
+    assert second[victim].audio_path != first[victim].audio_path
+    assert (decode_audio(second[victim].audio_path) == decode_audio(tone)).all()
+    assert decode_audio(second[victim].audio_path).size != decode_audio(first[victim].audio_path).size
+    # unchanged clips reuse their cached files
+    others = [i for i in first if i != victim]
+    assert all(second[i].audio_path == first[i].audio_path for i in others)
