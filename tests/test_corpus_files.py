@@ -148,6 +148,52 @@ def test_a_fractional_score_in_the_test_split_stops_the_run(corpus):
         load_split("local", str(corpus), "test", max_bad_fraction=0, tolerance_option="data.max_bad_fraction_test")
 
 
+def _set(path):
+    """An edit of the first word's first mispronunciation (one is made if the word has none), or of the entry."""
+    def edit(entry, value):
+        if path == "text":
+            entry[path] = value
+            return
+        word = entry["words"][0]
+        if path == "word text":
+            word["text"] = value
+            return
+        if not word.get("mispronunciations"):
+            word["mispronunciations"] = [{"index": 0, "canonical-phone": word["phones"][0], "pronounced-phone": "AH"}]
+        word["mispronunciations"][0][path] = value
+    return edit
+
+
+@pytest.mark.parametrize(
+    ("edit", "value", "reason"),
+    [(_set("pronounced-phone"), None, "unknown phone symbol None"),
+     (_set("pronounced-phone"), 5, "unknown phone symbol 5"),
+     (_set("index"), float("inf"), "mispronunciation index inf in word"),
+     (_set("index"), 0.5, "mispronunciation index 0.5 in word"),
+     (_set("index"), True, "mispronunciation index True in word"),
+     (_set("index"), "0", "mispronunciation index '0' in word"),
+     (_set("canonical-phone"), 5, "canonical-phone 5 in word"),
+     (_set("word text"), 5, "word 0: text 5 is not a string"),
+     (_set("text"), 5, "text 5 is not a string"),
+     (lambda entry, value: entry.update(words=value), "CAT", "words 'CAT' is not a list"),
+     (lambda entry, value: entry["words"].__setitem__(0, value), ["K"], "word 0 is a list, not an object")],
+    ids=["pronounced null", "pronounced number", "index Infinity", "index 0.5", "index true", "index string",
+         "canonical number", "word text number", "sentence number", "words a string", "word a list"],
+)
+def test_a_label_field_of_the_wrong_type_skips_its_utterance_never_crashes_or_coerces(corpus, edit, value, reason):
+    # found by tests/test_properties.py: before, None/5 as pronounced-phone and Infinity as index crashed the reader
+    # (AttributeError, OverflowError); 0.5/true/"0" as index, and 5 as a text, were coerced (0, 1, 0, "5")
+    path = corpus / "resource" / "scores.json"
+    scores = json.loads(path.read_text())
+    victim = _first_train_id(corpus)
+    edit(scores[victim], value)
+    path.write_text(json.dumps(scores))
+    report = SkipReport()
+    utts = load_split("local", str(corpus), "train", max_bad_fraction=0.1, report=report)
+    assert len(utts) == 19 and report.reasons == {"bad labels": 1}
+    assert report.examples["bad labels"].startswith(f"{victim}: ") and reason in report.examples["bad labels"]
+
+
 def _disk_copy(root, rows_by_split):
     DatasetDict({s: Dataset.from_list(rows).cast_column("audio", Audio(decode=False))
                  for s, rows in rows_by_split.items()}).save_to_disk(str(root))

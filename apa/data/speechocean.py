@@ -115,26 +115,45 @@ def _read_kaldi_map(path: Path) -> dict[str, str]:
 
 
 def _parse_word(raw: dict, utt_id: str = "", position: int = 0) -> Word:
-    phones = tuple(raw["phones"])
+    # every field is checked for its type, so that any damaged entry is a bad label (TypeError/ValueError), skipped
+    # and counted, never a crash or a value coerced into another
+    if not isinstance(raw, dict):
+        raise TypeError(f"word {position} is a {type(raw).__name__}, not an object")
+    text = raw["text"]
+    if not isinstance(text, str):
+        raise TypeError(f"word {position}: text {text!r} is not a string")
+    phones = raw["phones"]
+    if not isinstance(phones, (list, tuple)) or not all(isinstance(p, str) for p in phones):
+        raise TypeError(f"word {text!r}: phones {phones!r} is not a list of phone symbols")
+    phones = tuple(phones)
     unknown = [p for p in phones if not is_canonical_phone(p)]
     if unknown:  # a typo in the labels would otherwise become a target the model is taught
-        raise ValueError(f"unknown phone symbol {unknown[0]!r} in word {raw['text']!r}")
+        raise ValueError(f"unknown phone symbol {unknown[0]!r} in word {text!r}")
+    listed = raw.get("mispronunciations") or []
+    if not isinstance(listed, (list, tuple)):
+        raise TypeError(f"word {text!r}: mispronunciations {listed!r} is not a list")
     mis = []
-    for m in raw.get("mispronunciations") or []:
-        index = int(m["index"])
+    for m in listed:
+        if not isinstance(m, dict):
+            raise TypeError(f"word {text!r}: mispronunciation {m!r} is not an object")
+        index, pronounced, canonical = m["index"], m["pronounced-phone"], m["canonical-phone"]
+        if not _is_integral(index):  # int() would turn 1.5 into 1 and true into 1; infinity would not convert
+            raise ValueError(f"mispronunciation index {index!r} in word {text!r} is not an integer")
+        index = int(index)
         if not 0 <= index < len(phones):
-            raise ValueError(f"mispronunciation index {index} outside word {raw['text']!r}")
-        if not is_pronounced_phone(m["pronounced-phone"]):
-            raise ValueError(f"unknown phone symbol {m['pronounced-phone']!r} in word {raw['text']!r}")
-        canonical = strip_stress(str(m["canonical-phone"]))
+            raise ValueError(f"mispronunciation index {index} outside word {text!r}")
+        if not isinstance(pronounced, str) or not is_pronounced_phone(pronounced):
+            raise ValueError(f"unknown phone symbol {pronounced!r} in word {text!r}")
+        if not isinstance(canonical, str):
+            raise ValueError(f"canonical-phone {canonical!r} in word {text!r} is not a phone symbol")
+        canonical = strip_stress(canonical)
         if strip_stress(phones[index]) != canonical:  # the per-phone MDD truth relies on the index
             raise LabelMismatch(
-                f"utterance {utt_id}, word {raw['text']!r} (word index {position}: {' '.join(phones)}): "
+                f"utterance {utt_id}, word {text!r} (word index {position}: {' '.join(phones)}): "
                 f"mispronunciation index {index} points at {strip_stress(phones[index])!r}, but its canonical-phone "
                 f"is {canonical!r}")
-        mis.append(Mispronunciation(index=index, canonical=canonical,
-                                    pronounced=normalise_pronounced(m["pronounced-phone"])))
-    return Word(text=raw["text"], phones=phones, mispronunciations=tuple(mis))
+        mis.append(Mispronunciation(index=index, canonical=canonical, pronounced=normalise_pronounced(pronounced)))
+    return Word(text=text, phones=phones, mispronunciations=tuple(mis))
 
 
 def _is_integral(value) -> bool:
@@ -154,18 +173,27 @@ def _score(aspect: str, value) -> int:
 
 
 def parse_labels(utt_id: str, entry: dict, speaker: str, audio_path: str) -> Utterance:
-    """One scores.json entry -> Utterance; raises ValueError naming the bad field (LabelMismatch for a
-    mispronunciation index that does not point at its canonical phone)."""
+    """One scores.json entry -> Utterance; raises ValueError, TypeError or KeyError naming the bad field, which
+    `read_entry` counts as bad labels (LabelMismatch, a ValueError, for a mispronunciation index that does not point
+    at its canonical phone). Nothing else escapes, whatever JSON the entry holds (tests/test_properties.py)."""
+    if not isinstance(entry, dict):
+        raise TypeError(f"the entry is a {type(entry).__name__}, not an object")
     scores = {}
     for aspect in APA_ASPECTS:
         if aspect not in entry:
             raise ValueError(f"missing score field {aspect!r}")
         scores[aspect] = _score(aspect, entry[aspect])
     # NFC: the same word typed with combining accents or precomposed gives the same tokens and the same WER words
-    text = unicodedata.normalize("NFC", str(entry.get("text", ""))).strip()
+    text = entry.get("text", "")
+    if not isinstance(text, str):
+        raise TypeError(f"text {text!r} is not a string")
+    text = unicodedata.normalize("NFC", text).strip()
     if not text:
         raise ValueError("empty text")
-    words = tuple(_parse_word(w, utt_id, n) for n, w in enumerate(entry.get("words", [])))
+    listed = entry.get("words", [])
+    if not isinstance(listed, (list, tuple)):
+        raise TypeError(f"words {listed!r} is not a list")
+    words = tuple(_parse_word(w, utt_id, n) for n, w in enumerate(listed))
     if not words:
         raise ValueError("no word annotations")
     return Utterance(id=utt_id, speaker=speaker, audio_path=audio_path, text=text, scores=scores, words=words)
