@@ -13,7 +13,6 @@ import string
 from collections.abc import Iterable
 
 import jiwer
-import numpy as np
 from scipy.stats import pearsonr
 
 from apa.data.records import APA_ASPECTS, DELETED, DELETION_MARKS, UNKNOWN_PHONE, strip_stress
@@ -108,8 +107,10 @@ def kaldi_align(reference: list[str], hypothesis: list[str], eps: str = EPS) -> 
 
 
 def _pcc(human: list[float], predicted: list[float]) -> tuple[float, float]:
-    if len(human) < 2 or np.std(human) == 0 or np.std(predicted) == 0:
-        return math.nan, math.nan  # undefined: constant input or too few pairs
+    # undefined: too few pairs, or a constant side. Compared exactly: np.std of equal floats (the training mean
+    # imputed for every unparsed answer) may be 1e-17, not 0, and pearsonr would then warn before saying NaN
+    if len(human) < 2 or len(set(human)) < 2 or len(set(predicted)) < 2:
+        return math.nan, math.nan
     r, p = pearsonr(human, predicted)
     return float(r), float(p)
 

@@ -71,27 +71,62 @@ _KEY_ALIASES = {"word transcript": "word_transcript", "phoneme transcript": "pho
                 "phone_transcript": "phoneme_transcript", "prosody": "prosodic"}
 
 
-def _first_object(raw: str) -> dict | None:
-    """The first {...} in the text, read as strict JSON or as the single-quoted pseudo-JSON the paper's prompt shows."""
-    fenced = _FENCE.search(raw)
-    text = fenced.group(1) if fenced else raw
-    start = text.find("{")
-    while start != -1:
-        depth = 0
-        for end in range(start, len(text)):
-            depth += {"{": 1, "}": -1}.get(text[end], 0)
+_DECODER = json.JSONDecoder()
+
+
+def _balanced(text: str, start: int, quotes: bool) -> str | None:
+    """The `{...}` opening at `start`, up to its matching brace; with `quotes`, braces inside '...' or "..." strings
+    (a transcript may hold one) are not counted."""
+    depth, quote, escaped = 0, "", False
+    for end in range(start, len(text)):
+        char = text[end]
+        if quote:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == quote:
+                quote = ""
+        elif quotes and char in "\"'":
+            quote = char
+        elif char in "{}":
+            depth += 1 if char == "{" else -1
             if depth == 0:
-                chunk = text[start : end + 1]
-                for loader in (json.loads, ast.literal_eval):
-                    try:
-                        obj = loader(chunk)
-                    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-                        continue
-                    if isinstance(obj, dict):
-                        return {_KEY_ALIASES.get(str(k).strip().lower(), str(k).strip().lower()): v
-                                for k, v in obj.items()}
-                break
-        start = text.find("{", start + 1)
+                return text[start : end + 1]
+    return None
+
+
+def _object_at(text: str, start: int) -> dict | None:
+    """The object opening at `start`: strict JSON (whatever follows it), else the balanced chunk read as JSON or as
+    the single-quoted pseudo-JSON the paper's prompt shows."""
+    try:
+        return _DECODER.raw_decode(text, start)[0]  # text[start] is "{": a JSON value there is an object
+    except (ValueError, RecursionError):
+        pass
+    for chunk in dict.fromkeys(_balanced(text, start, quotes) for quotes in (True, False)):
+        if chunk is None:
+            continue
+        for loader in (json.loads, ast.literal_eval):
+            try:
+                obj = loader(chunk)
+            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+                continue
+            if isinstance(obj, dict):
+                return obj
+    return None
+
+
+def _first_object(raw: str) -> dict | None:
+    """The first {...} in the text (inside a ``` fence if there is one, else anywhere), keys folded to the
+    target's names."""
+    fenced = _FENCE.search(raw)
+    for text in ([fenced.group(1)] if fenced else []) + [raw]:  # a fence inside a transcript: the whole text
+        start = text.find("{")
+        while start != -1:
+            obj = _object_at(text, start)
+            if obj is not None:
+                return {_KEY_ALIASES.get(str(k).strip().lower(), str(k).strip().lower()): v for k, v in obj.items()}
+            start = text.find("{", start + 1)
     return None
 
 

@@ -162,6 +162,17 @@ def test_pcc_parsed_and_imputed_by_hand():
     assert 0 < m["pcc_accuracy_p"] < 0.05 and m["parse_rate_apa"] == pytest.approx(0.8)
 
 
+def test_a_constant_imputed_column_is_undefined_without_a_warning():
+    # found by tests/test_properties.py: np.std of three 0.1s is 1e-17, not 0, so pearsonr was reached and warned
+    import warnings
+
+    records = [_apa(1, 1, None), _apa(2, 5, None), _apa(3, 9, None)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m = compute_metrics(records, dict.fromkeys(("accuracy", "fluency", "prosodic", "total"), 0.1))
+    assert math.isnan(m["pcc_accuracy_imputed"]) and m["pcc_accuracy_imputed_n"] == 3
+
+
 def test_normalisation_and_corpus_level_error_rate():
     assert normalise_words("Let's go, to the Rest-room!") == "LET'S GO TO THE REST ROOM"
     # corpus level: (1 + 0) / (1 + 3), not the mean of per-utterance rates (0.5)

@@ -73,6 +73,20 @@ def test_parse_mdd_accepts_both_key_spellings(raw):
     assert parse_mdd(raw) == {"word_transcript": "WE CALL", "phoneme_transcript": "W IY K AO L"}
 
 
+@pytest.mark.parametrize(
+    ("words", "raw"),
+    [("{", '{"word_transcript": "{", "phoneme_transcript": "W IY"}'),
+     ("A } B", "{'word_transcript': 'A } B', 'phoneme_transcript': 'W IY'}"),
+     ("SAY ```HI```", 'Answer: {"word_transcript": "SAY ```HI```", "phoneme_transcript": "W IY"} done'),
+     ('SAY "}"', '```json\n{"word_transcript": "SAY \\"}\\"", "phoneme_transcript": "W IY"}\n```')],
+    ids=["open brace", "close brace, single quotes", "fence inside the transcript", "quoted brace in a fence"],
+)
+def test_braces_and_fences_inside_a_transcript_do_not_hide_the_answer(words, raw):
+    # found by tests/test_properties.py: braces were counted inside strings, and a fence inside a transcript was
+    # taken for the answer's fence; both answers were unparsed
+    assert parse_mdd(raw) == {"word_transcript": words, "phoneme_transcript": "W IY"}
+
+
 def test_parse_mdd_rejects_missing_keys():
     assert parse_mdd('{"word_transcript": "WE"}') is None
 

@@ -3,7 +3,9 @@
 
 Audio is read undecoded (`Audio(decode=False)`): `datasets` would otherwise decode through torchcodec/FFmpeg.
 Embedded bytes are written once into a cache folder as the files they were, so that everything downstream reads
-audio by path with soundfile; a dataset built from local files may hold only the path, which is used as is.
+audio by path with soundfile; a dataset built from local files may hold only the path, which is used as is. A cached
+file is named by its content's digest as well as its file name: a dataset rebuilt at the same path with other audio
+gets other files, never the stale ones.
 """
 
 from __future__ import annotations
@@ -23,15 +25,18 @@ def _audio_cache(tag: str, split: str) -> Path:
 
 
 def _materialise(audio: dict, folder: Path) -> str:
-    """A readable path for an undecoded audio cell: its own path, or its bytes written (atomically) to the cache."""
-    name = Path(audio["path"]).name
-    if not audio.get("bytes"):
+    """A readable path for an undecoded audio cell: its own path, or its bytes written (atomically) to the cache, in a
+    file named `<stem>.<digest of the bytes><suffix>`: the same bytes reuse the file, other bytes get their own."""
+    data = audio.get("bytes")
+    if not data:
         return audio["path"]
-    target = folder / name
-    if not target.exists():
+    name = Path(audio["path"])
+    digest = hashlib.sha256(data).hexdigest()[:20]
+    target = folder / f"{name.stem}.{digest}{name.suffix}"
+    if not (target.is_file() and target.stat().st_size == len(data)):
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(target.suffix + ".tmp")
-        tmp.write_bytes(audio["bytes"])
+        tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")  # per process: concurrent readers never collide
+        tmp.write_bytes(data)
         os.replace(tmp, target)
     return str(target)
 
@@ -78,10 +83,17 @@ def read_disk(path: str, split: str, report: SkipReport, on_label_mismatch: str 
 
     if not Path(path).is_dir():
         raise DataError(f"data.path={path} is not a folder: data.source=disk needs a datasets.save_to_disk folder")
-    loaded = load_from_disk(path)
-    if isinstance(loaded, DatasetDict):
-        if split not in loaded:
-            raise DataError(f"{path} has splits {list(loaded)}, not {split!r}: set data.train_split/test_split")
-        loaded = loaded[split]
+    try:
+        loaded = load_from_disk(path)
+    except FileNotFoundError as e:  # a folder, but not one save_to_disk wrote
+        raise DataError(f"data.path={path} is not a datasets.save_to_disk folder ({e}): point it at one, or use "
+                        "data.source=local for the corpus's original layout") from e
+    if not isinstance(loaded, DatasetDict):  # one Dataset would serve as train and test alike
+        raise DataError(f"data.path={path} holds a single Dataset without splits: it cannot be both the training and "
+                        "the test split. Save one with splits: DatasetDict({'train': train, 'test': test})"
+                        f".save_to_disk({str(path)!r}) (from datasets import DatasetDict)")
+    if split not in loaded:
+        raise DataError(f"{path} has splits {list(loaded)}, not {split!r}: set data.train_split/test_split")
+    loaded = loaded[split]
     tag = "disk-" + hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:10]
     return read_hf_split(loaded, tag, split, report, on_label_mismatch)

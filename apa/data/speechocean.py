@@ -8,8 +8,10 @@ Layout (github.com/jimbozhang/speechocean762, and the bundled sample):
 
 from __future__ import annotations
 
+import codecs
 import json
 import logging
+import numbers
 import random
 import unicodedata
 from collections import Counter
@@ -80,11 +82,29 @@ class SkipReport:
         return f"skipped {self.skipped} of {self.total} utterances: {parts}"
 
 
+def read_corpus_text(path: Path) -> str:
+    """A text file of the corpus as UTF-8 (whatever the locale), a byte order mark at its start accepted; bytes that are
+    not UTF-8 stop the run naming `path:line`, the byte offset and the byte."""
+    data = path.read_bytes()
+    bom = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+    try:
+        return data[bom:].decode("utf-8")
+    except UnicodeDecodeError as e:
+        offset = bom + e.start
+        line = data.count(b"\n", 0, offset) + 1
+        column = offset - (data.rfind(b"\n", 0, offset) + 1) + 1
+        raise DataError(f"{path}:{line}: not valid UTF-8 at byte offset {offset} (byte {column} of the line: "
+                        f"0x{data[offset]:02x}, {e.reason}); the corpus files are UTF-8: re-save this one as UTF-8"
+                        ) from None
+
+
 def _read_kaldi_map(path: Path) -> dict[str, str]:
     if not path.is_file():
         raise DataError(f"{path} not found: data.path must point at the corpus root (WAVE/, train/, test/, resource/)")
     out: dict[str, str] = {}
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    # lines end at "\n" only (as Kaldi reads them), so that line numbers are an editor's; "\r" is stripped with the
+    # other whitespace
+    for n, line in enumerate(read_corpus_text(path).split("\n"), 1):
         fields = line.split(maxsplit=1)  # Kaldi: "<id> <value>", space or tab separated
         if not fields:
             continue
@@ -95,44 +115,85 @@ def _read_kaldi_map(path: Path) -> dict[str, str]:
 
 
 def _parse_word(raw: dict, utt_id: str = "", position: int = 0) -> Word:
-    phones = tuple(raw["phones"])
+    # every field is checked for its type, so that any damaged entry is a bad label (TypeError/ValueError), skipped
+    # and counted, never a crash or a value coerced into another
+    if not isinstance(raw, dict):
+        raise TypeError(f"word {position} is a {type(raw).__name__}, not an object")
+    text = raw["text"]
+    if not isinstance(text, str):
+        raise TypeError(f"word {position}: text {text!r} is not a string")
+    phones = raw["phones"]
+    if not isinstance(phones, (list, tuple)) or not all(isinstance(p, str) for p in phones):
+        raise TypeError(f"word {text!r}: phones {phones!r} is not a list of phone symbols")
+    phones = tuple(phones)
     unknown = [p for p in phones if not is_canonical_phone(p)]
     if unknown:  # a typo in the labels would otherwise become a target the model is taught
-        raise ValueError(f"unknown phone symbol {unknown[0]!r} in word {raw['text']!r}")
+        raise ValueError(f"unknown phone symbol {unknown[0]!r} in word {text!r}")
+    listed = raw.get("mispronunciations") or []
+    if not isinstance(listed, (list, tuple)):
+        raise TypeError(f"word {text!r}: mispronunciations {listed!r} is not a list")
     mis = []
-    for m in raw.get("mispronunciations") or []:
-        index = int(m["index"])
+    for m in listed:
+        if not isinstance(m, dict):
+            raise TypeError(f"word {text!r}: mispronunciation {m!r} is not an object")
+        index, pronounced, canonical = m["index"], m["pronounced-phone"], m["canonical-phone"]
+        if not _is_integral(index):  # int() would turn 1.5 into 1 and true into 1; infinity would not convert
+            raise ValueError(f"mispronunciation index {index!r} in word {text!r} is not an integer")
+        index = int(index)
         if not 0 <= index < len(phones):
-            raise ValueError(f"mispronunciation index {index} outside word {raw['text']!r}")
-        if not is_pronounced_phone(m["pronounced-phone"]):
-            raise ValueError(f"unknown phone symbol {m['pronounced-phone']!r} in word {raw['text']!r}")
-        canonical = strip_stress(str(m["canonical-phone"]))
+            raise ValueError(f"mispronunciation index {index} outside word {text!r}")
+        if not isinstance(pronounced, str) or not is_pronounced_phone(pronounced):
+            raise ValueError(f"unknown phone symbol {pronounced!r} in word {text!r}")
+        if not isinstance(canonical, str):
+            raise ValueError(f"canonical-phone {canonical!r} in word {text!r} is not a phone symbol")
+        canonical = strip_stress(canonical)
         if strip_stress(phones[index]) != canonical:  # the per-phone MDD truth relies on the index
             raise LabelMismatch(
-                f"utterance {utt_id}, word {raw['text']!r} (word index {position}: {' '.join(phones)}): "
+                f"utterance {utt_id}, word {text!r} (word index {position}: {' '.join(phones)}): "
                 f"mispronunciation index {index} points at {strip_stress(phones[index])!r}, but its canonical-phone "
                 f"is {canonical!r}")
-        mis.append(Mispronunciation(index=index, canonical=canonical,
-                                    pronounced=normalise_pronounced(m["pronounced-phone"])))
-    return Word(text=raw["text"], phones=phones, mispronunciations=tuple(mis))
+        mis.append(Mispronunciation(index=index, canonical=canonical, pronounced=normalise_pronounced(pronounced)))
+    return Word(text=text, phones=phones, mispronunciations=tuple(mis))
+
+
+def _is_integral(value) -> bool:
+    """An integer, or a float with no fractional part (parquet may hold scores as 7.0); never a bool or a string."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return False
+    return isinstance(value, numbers.Integral) or float(value).is_integer()
+
+
+def _score(aspect: str, value) -> int:
+    """An APA score as annotated: an integer 0-10. Nothing is rounded or coerced (6.5, true, "7" are refused)."""
+    if not _is_integral(value):
+        raise ValueError(f"score {aspect}={value!r} is not an integer 0-10")
+    if not 0 <= value <= 10:
+        raise ValueError(f"score {aspect}={value!r} outside 0-10")
+    return int(value)
 
 
 def parse_labels(utt_id: str, entry: dict, speaker: str, audio_path: str) -> Utterance:
-    """One scores.json entry -> Utterance; raises ValueError naming the bad field (LabelMismatch for a
-    mispronunciation index that does not point at its canonical phone)."""
+    """One scores.json entry -> Utterance; raises ValueError, TypeError or KeyError naming the bad field, which
+    `read_entry` counts as bad labels (LabelMismatch, a ValueError, for a mispronunciation index that does not point
+    at its canonical phone). Nothing else escapes, whatever JSON the entry holds (tests/test_properties.py)."""
+    if not isinstance(entry, dict):
+        raise TypeError(f"the entry is a {type(entry).__name__}, not an object")
     scores = {}
     for aspect in APA_ASPECTS:
         if aspect not in entry:
             raise ValueError(f"missing score field {aspect!r}")
-        value = entry[aspect]
-        if not isinstance(value, (int, float)) or not 0 <= value <= 10:
-            raise ValueError(f"score {aspect}={value!r} outside 0-10")
-        scores[aspect] = int(round(value))
+        scores[aspect] = _score(aspect, entry[aspect])
     # NFC: the same word typed with combining accents or precomposed gives the same tokens and the same WER words
-    text = unicodedata.normalize("NFC", str(entry.get("text", ""))).strip()
+    text = entry.get("text", "")
+    if not isinstance(text, str):
+        raise TypeError(f"text {text!r} is not a string")
+    text = unicodedata.normalize("NFC", text).strip()
     if not text:
         raise ValueError("empty text")
-    words = tuple(_parse_word(w, utt_id, n) for n, w in enumerate(entry.get("words", [])))
+    listed = entry.get("words", [])
+    if not isinstance(listed, (list, tuple)):
+        raise TypeError(f"words {listed!r} is not a list")
+    words = tuple(_parse_word(w, utt_id, n) for n, w in enumerate(listed))
     if not words:
         raise ValueError("no word annotations")
     return Utterance(id=utt_id, speaker=speaker, audio_path=audio_path, text=text, scores=scores, words=words)
@@ -171,6 +232,36 @@ def read_entry(utt_id: str, entry: dict, speaker: str, audio_path: str, report: 
     return None
 
 
+def read_scores(path: Path) -> dict:
+    """resource/scores.json: utt id -> entry. Not JSON stops the run naming the file, line and column; so do a
+    top level that is not an object and an utterance id given twice (JSON keeps the last one silently)."""
+    objects_with_duplicates: list[tuple[int, list[str]]] = []
+    calls = 0
+
+    def pairs(items: list[tuple[str, object]]) -> dict:
+        nonlocal calls
+        calls += 1
+        out = dict(items)
+        if len(out) < len(items):
+            counts = Counter(key for key, _ in items)
+            objects_with_duplicates.append((calls, [key for key, n in counts.items() if n > 1]))
+        return out
+
+    try:
+        labels = json.loads(read_corpus_text(path), object_pairs_hook=pairs)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}:{e.lineno}:{e.colno}: not valid JSON ({e.msg}, line {e.lineno} column {e.colno}): "
+                        "fix the file, or fetch the corpus's scores.json again") from None
+    if not isinstance(labels, dict):
+        raise DataError(f"{path} holds a JSON {type(labels).__name__}, not an object of utterance id -> labels")
+    top = [keys for call, keys in objects_with_duplicates if call == calls]  # the top level is the last object closed
+    if top:
+        shown = ", ".join(top[0][:10]) + (" ..." if len(top[0]) > 10 else "")
+        raise DataError(f"{path}: utterance id(s) given more than once: {shown}; JSON would keep the last silently: "
+                        "keep one entry per utterance")
+    return labels
+
+
 def read_original_layout(root: str | Path, split: str, report: SkipReport,
                          on_label_mismatch: str = "error") -> list[Utterance]:
     """Utterances of one split; entries with bad labels are skipped and counted in `report`."""
@@ -182,7 +273,7 @@ def read_original_layout(root: str | Path, split: str, report: SkipReport,
     scores_path = root / "resource" / "scores.json"
     if not scores_path.is_file():
         raise DataError(f"{scores_path} not found: the original layout keeps the labels in resource/scores.json")
-    labels = json.loads(scores_path.read_text())
+    labels = read_scores(scores_path)
     out = []
     for utt_id, rel in wavs.items():
         report.total += 1
