@@ -245,6 +245,8 @@ def test_untrained_baseline_runs_as_the_paper_did_with_the_speech_lora_and_no_co
     assert (settings["speech_lora"], settings["control_tokens"]) == (True, False)
     lines = (tmp_path / "base_model" / "predictions.jsonl").read_text().splitlines()
     assert len(lines) == 4
+    fingerprint = json.loads((tmp_path / "base_model" / "fingerprint.json").read_text())
+    assert fingerprint["weights"].startswith("untrained:") and not (tmp_path / ".lock").exists()
     other = OmegaConf.merge(cfg, {"baseline": {"speech_lora": False, "control_tokens": True}})
     bare, processor, _ = load_baseline(other.model, other.baseline, other.seed)
     assert not hasattr(bare, "peft_config") and "<|APA|>" in processor.tokenizer.get_vocab()

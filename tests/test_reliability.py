@@ -127,3 +127,21 @@ def test_options_added_with_plus_are_checked_against_the_schema(make_config, tmp
 def test_unknown_group_options_and_keys_fail_at_compose_time(make_config, override):
     with pytest.raises((ConfigCompositionException, ConfigKeyError)):
         make_config(override)
+
+
+def test_every_case_of_the_reliability_catalogue_names_a_test_that_exists():
+    """docs/reliability.md: each numbered case names `file::test`; each must be a test function of that file."""
+    import re
+
+    from tests.conftest import REPO
+
+    doc = (REPO / "docs" / "reliability.md").read_text()
+    rows = [line for line in doc.splitlines() if re.match(r"^\| \d+ \|", line)]
+    assert len(rows) >= 90
+    missing = []
+    for row in rows:
+        for file, name in re.findall(r"`(test_\w+\.py)::(test_\w+)", row):
+            if f"def {name}(" not in (REPO / "tests" / file).read_text():
+                missing.append(f"{file}::{name}")
+    assert not missing, missing
+    assert sorted(int(row.split("|")[1]) for row in rows) == list(range(1, len(rows) + 1))
