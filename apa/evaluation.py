@@ -123,19 +123,13 @@ def prompt_lengths(rows: list[dict], batcher) -> list[int]:
     """Tokens of each row's generation prompt, audio included, without decoding audio: the prompt's text tokens as
     the collator builds them (`batcher.tokens`, tokenized once per distinct prompt) plus the clip's audio tokens from
     its header (apa.data.stats.audio_tokens, the processor's own rule)."""
-    import soundfile as sf
+    from apa.data.stats import audio_tokens, clip_seconds
 
-    from apa.data.stats import audio_tokens
-
-    seconds: dict[str, float] = {}
+    seconds = clip_seconds(row["audio_path"] for row in rows)
     out = []
     for row in rows:
-        path = row["audio_path"]
-        if path not in seconds:
-            info = sf.info(path)
-            seconds[path] = info.frames / info.samplerate
         before, after = batcher.tokens.prompt(row["user_content"])
-        out.append(len(before) + len(after) + audio_tokens(seconds[path]))
+        out.append(len(before) + len(after) + audio_tokens(seconds[row["audio_path"]]))
     return out
 
 

@@ -39,6 +39,26 @@ def make_config():
     return compose_config
 
 
+@pytest.fixture
+def corpus(tmp_path):
+    """A copy of the bundled sample (original layout) to damage."""
+    from apa.data import SAMPLE_ROOT
+
+    root = tmp_path / "so762"
+    shutil.copytree(SAMPLE_ROOT, root)
+    return root
+
+
+def edit_scores(root: Path, edit) -> None:
+    """Change a corpus copy's resource/scores.json in place: `edit(scores)` mutates the parsed dict."""
+    import json
+
+    path = root / "resource" / "scores.json"
+    scores = json.loads(path.read_text())
+    edit(scores)
+    path.write_text(json.dumps(scores, ensure_ascii=False))
+
+
 def compose_eval_config(*overrides: str):
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):

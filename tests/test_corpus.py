@@ -3,30 +3,14 @@ mispronunciation must sit where its canonical phone is, the test split allows no
 say how much of the split they scored."""
 
 import json
-import shutil
 
 import pytest
 
-from apa.data import SAMPLE_ROOT
 from apa.data.records import INVENTORY, L2_PHONES
 from apa.data.speechocean import LABEL_MISMATCH, DataError, SkipReport, load_configured_split, load_split
 from apa.data.stats import phone_stats
 from apa.evaluation import SPLIT_FILE, evaluation_set, score_file
-from tests.conftest import compose_eval_config
-
-
-@pytest.fixture
-def corpus(tmp_path):
-    root = tmp_path / "so762"
-    shutil.copytree(SAMPLE_ROOT, root)
-    return root
-
-
-def _edit_scores(root, edit) -> None:
-    path = root / "resource" / "scores.json"
-    scores = json.loads(path.read_text())
-    edit(scores)
-    path.write_text(json.dumps(scores))
+from tests.conftest import compose_eval_config, edit_scores
 
 
 def _remove_first_clip(root, split) -> str:
@@ -62,7 +46,7 @@ def test_l2_phones_of_the_original_release_are_kept_distinct_and_counted(corpus)
         bear["mispronunciations"] = [_mis(2, "AR", "TR")]
         _word(scores, "000010011", "CALL")["mispronunciations"] = [_mis(2, "L", "DR")]
 
-    _edit_scores(corpus, edit)
+    edit_scores(corpus, edit)
     utt = _utterance(corpus, "train", "000010011")
     assert utt.canonical_phones == ["W", "IY", "K", "AO", "L", "IH", "T", "B", "EH", "AR"]
     assert utt.annotated_phones == ["W", "IY", "K", "AO", "DR", "IH", "T", "B", "EH", "TR"]
@@ -81,7 +65,7 @@ def test_pronounced_phones_lose_their_stress_digit_and_keep_their_marks(corpus):
         _word(scores, "000010011", "CALL")["mispronunciations"] = [_mis(0, "K", "<unk>"), _mis(1, "AO", "AO*")]
         _word(scores, "000010011", "IT")["mispronunciations"] = [_mis(0, "IH0", "IY1")]
 
-    _edit_scores(corpus, edit)
+    edit_scores(corpus, edit)
     utt = _utterance(corpus, "train", "000010011")
     assert utt.phone_truth == ["V", "<del>", "<unk>", "AO*", "L", "IY", "T", "B", "EH", "R"]
     assert utt.annotated_phones == ["V", "<unk>", "AO*", "L", "IY", "T", "B", "EH", "R"]
@@ -95,7 +79,7 @@ def test_a_mispronunciation_index_that_misses_its_canonical_phone_stops_naming_i
     def edit(scores):
         _word(scores, "000010113", "THEME")["mispronunciations"] = [_mis(2, "IY", "AH")]
 
-    _edit_scores(corpus, edit)
+    edit_scores(corpus, edit)
     with pytest.raises(DataError) as error:
         load_split("local", str(corpus), "train", max_bad_fraction=0.5)
     message = str(error.value)
@@ -104,7 +88,7 @@ def test_a_mispronunciation_index_that_misses_its_canonical_phone_stops_naming_i
 
 
 def test_with_on_label_mismatch_skip_the_utterance_is_skipped_and_counted(corpus, caplog):
-    _edit_scores(corpus, lambda s: _word(s, "000010113", "THEME").update(mispronunciations=[_mis(0, "IY", "AH")]))
+    edit_scores(corpus, lambda s: _word(s, "000010113", "THEME").update(mispronunciations=[_mis(0, "IY", "AH")]))
     caplog.set_level("INFO")
     report = SkipReport()
     utts = load_split("local", str(corpus), "train", max_bad_fraction=0.1, on_label_mismatch="skip", report=report)

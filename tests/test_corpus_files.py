@@ -18,13 +18,6 @@ from tests.test_sources import _hub_rows
 BOM = b"\xef\xbb\xbf"
 
 
-@pytest.fixture
-def corpus(tmp_path):
-    root = tmp_path / "so762"
-    shutil.copytree(SAMPLE_ROOT, root)
-    return root
-
-
 def _records(utterances):
     return [(u.id, u.speaker, u.text, u.scores, u.words) for u in utterances]
 

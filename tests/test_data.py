@@ -1,7 +1,6 @@
 """Reading the corpus layout, decoding audio, and skipping bad input with counts instead of crashing."""
 
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -10,13 +9,6 @@ import soundfile as sf
 from apa.data import SAMPLE_ROOT
 from apa.data.audio import AudioError, decode_audio
 from apa.data.speechocean import DataError, load_split
-
-
-@pytest.fixture
-def corpus(tmp_path):
-    root = tmp_path / "so762"
-    shutil.copytree(SAMPLE_ROOT, root)
-    return root
 
 
 def _scores(root):

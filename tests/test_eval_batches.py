@@ -62,11 +62,13 @@ def _evaluate(run_dir, tmp_path, monkeypatch, *overrides) -> tuple[dict[str, str
     loads = []
     load_base = apa.modeling.load_base
     monkeypatch.setattr(apa.modeling, "load_base", lambda cfg: loads.append(1) or load_base(cfg))
-    shutil.rmtree(run_dir / "eval", ignore_errors=True)
-    cfg = compose_eval_config(f"run_dir={run_dir}", "checkpoint=all", "data=sample", "data.limit=4", *SHORT,
-                              *overrides)
-    evaluate(cfg, True, tmp_path)
-    return {c: (run_dir / "eval" / c / "predictions.jsonl").read_text() for c in CHECKPOINTS}, len(loads)
+    for old in run_dir.glob("eval*"):
+        shutil.rmtree(old)
+    # 4 test utterances where the run has 2: other data than the run's own, so results go to eval-sample-<digest>/
+    given = ("checkpoint=all", "data.limit=4", *SHORT, *overrides)
+    evaluate(compose_eval_config(f"run_dir={run_dir}", *given), list(given), tmp_path)
+    (eval_root,) = run_dir.glob("eval-sample-*")
+    return {c: (eval_root / c / "predictions.jsonl").read_text() for c in CHECKPOINTS}, len(loads)
 
 
 def _by_key(text: str) -> dict:

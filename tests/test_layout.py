@@ -240,7 +240,7 @@ def test_untrained_baseline_runs_as_the_paper_did_with_the_speech_lora_and_no_co
 
     rows = evaluation_examples(cfg, processor.tokenizer.audio_token, cfg.baseline.control_tokens)
     assert rows and all(r["user_content"].startswith(processor.tokenizer.audio_token) for r in rows)
-    evaluate(cfg, data_overridden=True, fallback_dir=tmp_path)
+    evaluate(cfg, ["model=tiny", "data=sample", "data.limit=2"], fallback_dir=tmp_path)
     settings = json.loads((tmp_path / "base_model" / "eval_settings.json").read_text())
     assert (settings["speech_lora"], settings["control_tokens"]) == (True, False)
     lines = (tmp_path / "base_model" / "predictions.jsonl").read_text().splitlines()

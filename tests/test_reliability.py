@@ -1,8 +1,5 @@
 """Bad input cases of docs/reliability.md not covered elsewhere: each gets a clear error or a counted, logged skip."""
 
-import json
-import shutil
-
 import numpy as np
 import pytest
 import soundfile as sf
@@ -11,25 +8,11 @@ from omegaconf.errors import ConfigKeyError
 
 from apa.collate import SpeechSFTCollator
 from apa.config import ConfigError
-from apa.data import SAMPLE_ROOT
 from apa.data.audio import AudioError, decode_audio
 from apa.data.speechocean import DataError, load_split
 from apa.prompts import build_examples
 from apa.training import build_trainer
-
-
-@pytest.fixture
-def corpus(tmp_path):
-    root = tmp_path / "so762"
-    shutil.copytree(SAMPLE_ROOT, root)
-    return root
-
-
-def _edit_scores(root, edit) -> None:
-    path = root / "resource" / "scores.json"
-    scores = json.loads(path.read_text())
-    edit(scores)
-    path.write_text(json.dumps(scores, ensure_ascii=False))
+from tests.conftest import edit_scores
 
 
 def _train_ids(root) -> list[str]:
@@ -65,7 +48,7 @@ def test_a_60_second_clip_is_skipped_as_too_long(tmp_path):
 )
 def test_bad_labels_are_skipped_counted_and_named(corpus, caplog, edit, reason):
     victim = _train_ids(corpus)[0]
-    _edit_scores(corpus, lambda scores: edit(scores[victim]))
+    edit_scores(corpus, lambda scores: edit(scores[victim]))
     caplog.set_level("INFO")
     utts = load_split("local", str(corpus), "train", max_bad_fraction=0.1)
     assert len(utts) == 19 and victim not in {u.id for u in utts}
@@ -81,7 +64,7 @@ def test_distorted_and_unknown_pronounced_phones_are_valid_labels(corpus):
         scores[victim]["words"][-1]["mispronunciations"] = [
             {"index": 0, "canonical-phone": scores[victim]["words"][-1]["phones"][0], "pronounced-phone": "<unk>"}]
 
-    _edit_scores(corpus, mark)
+    edit_scores(corpus, mark)
     utts = {u.id: u for u in load_split("local", str(corpus), "train", max_bad_fraction=0)}
     spoken = utts[victim].words[0].pronounced_phones()
     assert spoken[0] == "AH*" and utts[victim].words[-1].pronounced_phones()[0] == "<unk>"
@@ -92,7 +75,7 @@ def test_non_ascii_text_is_normalised_and_survives_tokenisation(corpus, make_con
 
     victim = _train_ids(corpus)[0]
     decomposed = "CAFE\u0301 NAI\u0308VE"  # combining accents; NFC gives "CAFÉ NAÏVE"
-    _edit_scores(corpus, lambda scores: scores[victim].update(text=decomposed))
+    edit_scores(corpus, lambda scores: scores[victim].update(text=decomposed))
     utt = next(u for u in load_split("local", str(corpus), "train", max_bad_fraction=0) if u.id == victim)
     assert utt.text == "CAF\u00c9 NA\u00cfVE"
     cfg = make_config("experiment=demo", "prompts=terse")

@@ -62,18 +62,25 @@ def phone_stats(utterances, split: str) -> dict:
     return stats
 
 
+def clip_seconds(paths) -> dict[str, float]:
+    """Duration of each distinct clip, from its header (no decoding)."""
+    out: dict[str, float] = {}
+    for path in paths:
+        if path not in out:
+            info = sf.info(path)
+            out[path] = info.frames / info.samplerate
+    return out
+
+
 def example_lengths(rows: list[dict], processor) -> list[dict]:
     """Per example: seconds of audio and tokens of prompt text, audio, answer and in all (what the model sees)."""
     from apa.collate import chat_text
 
     tokenizer = processor.tokenizer
-    seconds_of: dict[str, float] = {}
+    seconds_of = clip_seconds(row["audio_path"] for row in rows)
     out = []
     for row in rows:
         path = row["audio_path"]
-        if path not in seconds_of:
-            info = sf.info(path)
-            seconds_of[path] = info.frames / info.samplerate
         prompt = tokenizer(chat_text(processor, row["user_content"], None), add_special_tokens=False).input_ids
         full = tokenizer(chat_text(processor, row["user_content"], row["answer"]), add_special_tokens=False).input_ids
         n_audio = audio_tokens(seconds_of[path])
