@@ -28,8 +28,12 @@ def resume_config(cfg: DictConfig, run_dir: Path, given: list[str]) -> DictConfi
         return cfg
     from hydra import compose
 
+    def key(override: str) -> str:
+        return override.split("=")[0].lstrip("+~")
+
     saved = run_dir / ".hydra" / "overrides.yaml"
-    own = [o for o in OmegaConf.load(saved) if o.split("=")[0] not in ("resume", "extend")] if saved.is_file() else []
+    repeated = {key(o) for o in given} | {"resume", "extend"}
+    own = [o for o in OmegaConf.load(saved) if key(o) not in repeated] if saved.is_file() else []
     return compose(config_name="train", overrides=[*own, *given])
 
 
@@ -41,18 +45,21 @@ def main(cfg: DictConfig) -> None:
     from apa.hub import check_config_hub_access
     from apa.run_folder import RunLock, check_run_dir
 
+    export_submitit_environment()  # RANK etc. inside a multi-task SLURM job, before rank() is read
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     cfg = resume_config(cfg, run_dir, list(hydra_cfg.overrides.task))
     check_config(cfg, RunConfig)
     check_config_hub_access(cfg)
-    # lock, then refuse, before the heavy imports and before anything is written into the folder
+    requested = OmegaConf.to_container(cfg, resolve=True)
+    # refuse, lock, refuse again (the folder may have changed meanwhile): all before the heavy imports and before
+    # anything is written into the folder
     lock = RunLock(run_dir, "training") if rank() == 0 else None
     try:
+        check_run_dir(run_dir, cfg.resume, requested, cfg.extend, announce=False)
         if lock is not None:
             lock.acquire()
-        check_run_dir(run_dir, cfg.resume, OmegaConf.to_container(cfg, resolve=True), cfg.extend, announce=False)
-        export_submitit_environment()
+        check_run_dir(run_dir, cfg.resume, requested, cfg.extend, announce=False)
         from apa.training import train
 
         hydra_files = {"config.yaml": OmegaConf.to_yaml(cfg),

@@ -38,6 +38,16 @@ def as_user_error(exc: BaseException) -> UserError | None:
     return None
 
 
+def _in_multirun_job() -> bool:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    except Exception:  # no Hydra, or no job: a plain command
+        return False
+
+
 def one_line_errors(fn: F) -> F:
     """Decorator for entry points: a UserError (or a full disk) becomes `error: …` on stderr and exit status 2."""
 
@@ -50,6 +60,8 @@ def one_line_errors(fn: F) -> F:
             if error is None or full_traceback_wanted():
                 raise
             print(f"error: {error}", file=sys.stderr, flush=True)
+            if _in_multirun_job():  # SystemExit would end the whole sweep; Hydra marks this job failed and goes on
+                raise
             raise SystemExit(EXIT_USAGE) from None
 
     return wrapper  # type: ignore[return-value]

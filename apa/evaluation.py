@@ -416,7 +416,7 @@ def fingerprint(rows: list[dict], weights: str, cfg: DictConfig, model: dict) ->
         "test_set": _digest(sorted([r["id"], r["task"], r["reference"]] for r in rows)),
         "prompts": _digest(sorted({r["task"]: r["user_content"] for r in rows}.items())),
         "weights": weights,
-        "model": {k: model.get(k) for k in ("name", "path", "revision")},
+        "model": {k: model.get(k) for k in ("name", "path", "revision", "dtype", "attn_implementation")},
         # batch composition can change a greedy answer (the audio encoder does not mask padding: docs/benchmarks.md)
         "generation": {"max_new_tokens": OmegaConf.to_container(cfg.max_new_tokens), "batch_size": cfg.batch_size,
                        "max_batch_tokens": cfg.get("max_batch_tokens"), "decoding": "greedy"},
@@ -529,11 +529,13 @@ def test_config(cfg: DictConfig, trained: DictConfig, overrides: list[str]) -> t
             OmegaConf.update(node, key, OmegaConf.select(cfg, f"{group}.{key}"), force_add=True)
         parts[group] = node
     merged = OmegaConf.merge(cfg, {"model": model, "data": parts["data"], "prompts": parts["prompts"]})
-    own = all(OmegaConf.to_container(parts[g], resolve=True) == OmegaConf.to_container(trained[g], resolve=True)
-              for g in ("data", "prompts"))
+    def meaning(node) -> dict:  # what changes the test set or the prompts (the feature cache size does not)
+        return {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k != "feature_cache_mb"}
+
+    own = all(meaning(parts[g]) == meaning(trained[g]) for g in ("data", "prompts"))
     if own:
         return merged, None
-    tag = _digest([OmegaConf.to_container(parts[g], resolve=True) for g in ("data", "prompts")])[:8]
+    tag = _digest([meaning(parts[g]) for g in ("data", "prompts")])[:8]
     return merged, f"eval-{parts['data'].get('name', 'data')}-{tag}"
 
 

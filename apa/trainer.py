@@ -35,8 +35,17 @@ class PronunciationTrainer(SFTTrainer):
         seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
         # one unit = one micro-step on all ranks (train_batch_size is per device, x n_gpu under DataParallel)
         unit = self.args.train_batch_size * self.args.world_size
-        return StepSortedSampler(dataset[self.args.length_column_name], unit=unit,
-                                 step=unit * self.args.gradient_accumulation_steps, seed=seed)
+        self._step_sampler = StepSortedSampler(dataset[self.args.length_column_name], unit=unit,
+                                               step=unit * self.args.gradient_accumulation_steps, seed=seed)
+        return self._step_sampler
+
+    def _run_epoch(self, model, epoch, *args, **kwargs):
+        # The Trainer sets the epoch through the dataloader, but a run resumed mid-epoch under DDP iterates
+        # skip_first_batches(BatchSamplerShard(...)), which hides our sampler from it: it would replay epoch 0's order.
+        sampler = getattr(self, "_step_sampler", None)
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        return super()._run_epoch(model, epoch, *args, **kwargs)
 
     def _get_eval_sampler(self, eval_dataset):
         # evaluation order changes nothing; the stock grouped sampler would ask the processor for model_input_names

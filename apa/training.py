@@ -252,6 +252,10 @@ def fit(trainer, resume_from: Path | None, record: dict) -> Path:
             os.replace(final_dir, old)
             os.replace(tmp, final_dir)
             shutil.rmtree(old)
+            stale = run_dir / "eval" / FINAL_MODEL
+            if stale.exists():  # it described the old final model: no table or card may show it as the new one's
+                shutil.rmtree(stale)
+                log.warning("extend: removed %s, the evaluation of the previous final model", stale)
         else:
             os.replace(tmp, final_dir)
         losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]

@@ -145,7 +145,10 @@ def test_extend_trains_a_finished_run_for_more_epochs(tmp_path):
         check_run_dir(run, resume=True, requested=None)
     with pytest.raises(RunFolderError, match="differs from the run.*num_train_epochs: 1.0 -> 2.0.*extend=true"):
         train(compose_config(*DEMO, "trainer.num_train_epochs=2", "resume=true"), run)
+    (run / "eval" / "final_model").mkdir(parents=True)
+    (run / "eval" / "final_model" / "metrics.json").write_text("{}")  # an evaluation of the 1-epoch final model
     final = train(compose_config(*DEMO, "trainer.num_train_epochs=2", "resume=true", "extend=true"), run)
+    assert not (run / "eval" / "final_model").exists()  # it described the old final model
     assert (run / "checkpoint-epoch-2").is_dir() and final.is_dir()
     record = json.loads((run / "training_config.json").read_text())
     assert record["config"]["trainer"]["num_train_epochs"] == 2
@@ -252,3 +255,25 @@ def test_compare_marks_rows_scored_on_different_test_sets(tmp_path):
                                                                                                    "| c "))]
     assert letters == ["A", "B", "A"]
     assert "different test sets" not in write_tables([rows[0], rows[2]], tmp_path)
+
+
+def test_resume_drops_the_saved_overrides_the_command_repeats(tmp_path):
+    """`resume=true` with the run's `+` overrides typed again (as the stop message suggests) must not compose them
+    twice; a repeated key takes the command's value (and the folder check then lists it as a difference)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    from tests.conftest import CONF
+
+    sys.path.insert(0, str(REPO))
+    import train as train_py
+
+    (tmp_path / ".hydra").mkdir()
+    OmegaConf.save(OmegaConf.create(["experiment=demo", "+trainer/deepspeed=zero2", "data.limit=2"]),
+                   tmp_path / ".hydra" / "overrides.yaml")
+    given = ["resume=true", "+trainer/deepspeed=zero2", "data.limit=3"]
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = train_py.resume_config(compose(config_name="train", overrides=given), tmp_path, given)
+    assert (cfg.model.name, cfg.data.limit, cfg.trainer.deepspeed.zero_optimization.stage) == ("tiny", 3, 2)

@@ -167,3 +167,18 @@ def test_unfreeze_trains_the_audio_modules_and_shows_them_in_the_parameter_table
     assert int(rows["audio_encoder"][1].replace(",", "")) > 0 and int(rows["audio_projector"][1].replace(",", "")) > 0
     saved = json.loads((unfrozen["final"] / "adapter_config.json").read_text())["modules_to_save"]
     assert set(saved) == {"audio_embed.encoder", "audio_embed.up_proj_for_speech", "audio_embed.down_proj_for_speech"}
+
+
+def test_the_sampler_follows_the_epoch_even_behind_skip_first_batches(short_run, monkeypatch):
+    """Resumed mid-epoch under DDP, the Trainer iterates skip_first_batches(BatchSamplerShard(...)), which hides our
+    sampler from its set_epoch: PronunciationTrainer sets the epoch itself before each epoch."""
+    import transformers
+
+    trainer = short_run["trainer"]
+    sampler = trainer._get_train_sampler()
+    sampler.set_epoch(0)
+    seen = []
+    monkeypatch.setattr(transformers.Trainer, "_run_epoch", lambda self, model, epoch, *a, **k: seen.append(
+        (epoch, sampler.epoch)))
+    trainer._run_epoch(None, 3)
+    assert seen == [(3, 3)]
