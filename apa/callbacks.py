@@ -68,12 +68,15 @@ class EvaluateAndCompare(Callback):
     def _remember_base_model(self, config: DictConfig) -> None:
         from omegaconf import OmegaConf
 
-        base = {key: OmegaConf.to_container(config[key], resolve=True) for key in ("model", "data", "prompts")}
+        self._remember({key: OmegaConf.to_container(config[key], resolve=True) for key in ("model", "data", "prompts")})
+
+    def _remember(self, base: dict) -> None:
+        base = {**base, "model": {k: v for k, v in base["model"].items() if k != "unfreeze"}}  # the base, untrained
         if self.base_model is None:
             self.base_model = base
         elif base != self.base_model:
             log.warning("table3: the jobs differ in model, data or prompts; the untrained baseline uses the first "
-                        "job's (%s)", self.runs[0])
+                        "job's (%s)", self.runs[0] if self.runs else "?")
 
     def _table3(self, out: Path) -> None:
         """The untrained baseline (once), then table3.md beside the runs."""
@@ -83,6 +86,18 @@ class EvaluateAndCompare(Callback):
         from apa.evaluation import evaluate
         from apa.table3 import BASELINE_DIR, write_table3
 
+        if not self.runs:  # the jobs ran in other processes (submitit, joblib): find them in the sweep folder
+            import json
+
+            from apa.compare import find_runs
+
+            try:
+                self.runs = find_runs([out])
+            except Exception:
+                return  # no job finished
+            for run in self.runs:
+                record = json.loads((run / "training_config.json").read_text())["config"]
+                self._remember({key: record[key] for key in ("model", "data", "prompts")})
         if self.base_model is None:
             return  # no job finished
         try:

@@ -44,3 +44,21 @@ def test_table3_without_a_baseline_says_so(table3_sweep, tmp_path):
     text = (tmp_path / "table3.md").read_text()
     assert "No untrained baseline was found" in text and "Unfreeze | 4 | paper" in text
     assert "| no training | 0 | this project" not in text
+
+
+def test_table3_finds_the_runs_of_a_sweep_whose_jobs_ran_elsewhere(table3_sweep, tmp_path, capsys):
+    """Under a launcher that runs jobs in other processes (submitit, joblib) the sweep's callback saw no job: it
+    finds the runs in the sweep folder, takes the base model from their records, and writes table3.md."""
+    import shutil
+
+    from apa.callbacks import EvaluateAndCompare
+
+    sweep = tmp_path / "sweep"
+    shutil.copytree(table3_sweep, sweep)
+    (sweep / "table3.md").unlink()
+    callback = EvaluateAndCompare(table3=True, compare=False, report=False)
+    callback._table3(sweep)
+    assert not callback.failures and len(callback.runs) == 2
+    assert "unfreeze" not in callback.base_model["model"]  # the untrained base: no setting's modules
+    table = (sweep / "table3.md").read_text()
+    assert "| Unfreeze | 4 | table3_unfreeze_1 |" in table and "| no training | 0 | this project" in table
