@@ -24,7 +24,13 @@ def main(cfg: DictConfig) -> None:
     from apa.evaluation import evaluate
 
     hydra_cfg = HydraConfig.get()
-    evaluate(cfg, list(hydra_cfg.overrides.task), Path(hydra_cfg.runtime.output_dir))
+    out = Path(hydra_cfg.runtime.output_dir)
+    try:
+        evaluate(cfg, list(hydra_cfg.overrides.task), out)
+    finally:  # a refused or re-scoring evaluation leaves no empty folder that Hydra made for it
+        for folder in (out, out.parent if cfg.run_dir and out.parent == Path(cfg.run_dir) else None):
+            if folder is not None and folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
 
 
 if __name__ == "__main__":

@@ -48,15 +48,16 @@ def main(cfg: DictConfig) -> None:
     export_submitit_environment()  # RANK etc. inside a multi-task SLURM job, before rank() is read
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    cfg = resume_config(cfg, run_dir, list(hydra_cfg.overrides.task))
-    check_config(cfg, RunConfig)
-    check_config_hub_access(cfg)
-    requested = OmegaConf.to_container(cfg, resolve=True)
-    # refuse, lock, refuse again (the folder may have changed meanwhile): all before the heavy imports and before
-    # anything is written into the folder
-    lock = RunLock(run_dir, "training") if rank() == 0 else None
+    lock = None
     try:
+        cfg = resume_config(cfg, run_dir, list(hydra_cfg.overrides.task))
+        check_config(cfg, RunConfig)
+        requested = OmegaConf.to_container(cfg, resolve=True)
+        # refuse, check the hub, lock, refuse again (the folder may have changed meanwhile): all before the heavy
+        # imports and before anything is written into the folder
         check_run_dir(run_dir, cfg.resume, requested, cfg.extend, announce=False)
+        check_config_hub_access(cfg)
+        lock = RunLock(run_dir, "training") if rank() == 0 else None
         if lock is not None:
             lock.acquire()
         check_run_dir(run_dir, cfg.resume, requested, cfg.extend, announce=False)
@@ -70,8 +71,10 @@ def main(cfg: DictConfig) -> None:
         if lock is not None:
             lock.release()
         if run_dir.is_dir() and not any(run_dir.iterdir()):
-            run_dir.rmdir()  # a refused start leaves no empty folder behind
-    print(f"Trained: {final}\nEvaluate every epoch with: python evaluate.py run_dir={run_dir} checkpoint=all")
+            run_dir.rmdir()  # a refused start leaves no empty folder behind (Hydra made it for this job)
+    which = "every epoch with" if any(run_dir.glob("checkpoint-epoch-*")) else "it with"
+    print(f"Trained: {final}\nEvaluate {which}: python evaluate.py run_dir={run_dir}"
+          + (" checkpoint=all" if which.startswith("every") else ""))
 
 
 if __name__ == "__main__":

@@ -567,10 +567,6 @@ def evaluate(cfg: DictConfig, overrides: list[str] | bool, fallback_dir: Path) -
         return metrics
     run_dir = Path(cfg.run_dir)
     trained = run_config(run_dir)
-    if trained.model.get("tiny") or trained.model.get("random"):
-        log.warning("%s used a generated miniature with random weights: its answers rarely parse, so PCC and MDD "
-                    "come out n/a (undefined). That is expected; `python train.py experiment=overfit` shows the "
-                    "pipeline learn", run_dir)
     test_cfg, other = test_config(cfg, trained, overrides)
     eval_root = run_dir / (other or "eval")
     if other:
@@ -582,6 +578,11 @@ def evaluate(cfg: DictConfig, overrides: list[str] | bool, fallback_dir: Path) -
     check_config_hub_access(test_cfg)
     with RunLock(eval_root, "evaluation"):
         results = _evaluate_checkpoints(cfg, test_cfg, run_dir, eval_root)
+    unparsed = any((m.get("parse_rate_apa") or 0) < 0.5 for m in results.values())
+    if unparsed and (trained.model.get("tiny") or trained.model.get("random")):
+        log.warning("%s used a generated miniature with random weights: its answers rarely parse, so PCC and MDD "
+                    "come out n/a (undefined). That is expected; `python train.py experiment=overfit` shows the "
+                    "pipeline learn", run_dir)
     if cfg.checkpoint == "all":
         write_epoch_table(run_dir, results, eval_root)
         print((eval_root / "epochs.md").read_text())

@@ -60,7 +60,9 @@ def model_card(run_dir: Path) -> str:
         f"{record['data'].get('train_utterances')} utterances, {record['data'].get('train_examples')} examples"
         + (f" (data.limit={data['limit']})" if data.get("limit") else ""),
         f"- Prompts: `{cfg['prompts']['name']}`",
-        f"- Recipe: {trainer.get('num_train_epochs')} epochs, batch {trainer.get('per_device_train_batch_size')} x "
+        "- Recipe: " + (f"{trainer['max_steps']} optimizer steps" if (trainer.get("max_steps") or -1) > 0
+                        else f"{trainer.get('num_train_epochs')} epochs")
+        + f", batch {trainer.get('per_device_train_batch_size')} x "
         f"accumulation {trainer.get('gradient_accumulation_steps')} x {record['data'].get('world_size', 1)} "
         f"process(es), lr {trainer.get('learning_rate')}, {trainer.get('optim')}, "
         f"{trainer.get('lr_scheduler_type')} schedule, seed {cfg.get('seed')}",
