@@ -53,14 +53,12 @@ def main(cfg: DictConfig) -> None:
         cfg = resume_config(cfg, run_dir, list(hydra_cfg.overrides.task))
         check_config(cfg, RunConfig)
         requested = OmegaConf.to_container(cfg, resolve=True)
-        # refuse, check the hub, lock, refuse again (the folder may have changed meanwhile): all before the heavy
-        # imports and before anything is written into the folder
+        # refuse, check the hub, lock: all before the heavy imports and before anything is written into the folder
         check_run_dir(run_dir, cfg.resume, requested, cfg.extend, announce=False)
         check_config_hub_access(cfg)
         lock = RunLock(run_dir, "training") if rank() == 0 else None
         if lock is not None:
-            lock.acquire()
-        check_run_dir(run_dir, cfg.resume, requested, cfg.extend, announce=False)
+            lock.acquire()  # train() checks the folder again under it
         from apa.training import train
 
         hydra_files = {"config.yaml": OmegaConf.to_yaml(cfg),

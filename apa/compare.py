@@ -23,6 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from apa.data.records import APA_ASPECTS  # noqa: E402
 from apa.errors import UserError, one_line_errors
+from apa.run_folder import write_atomic
 from apa.table3 import (  # noqa: E402
     COVERAGE_HEADERS,
     COVERAGE_NOTE,
@@ -102,12 +103,6 @@ def _save_figure(fig, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def training_loss(run: Path) -> tuple[list[int], list[float]]:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -136,7 +131,7 @@ def write_tables(rows: list[dict], out: Path) -> str:
         for epoch, values in PAPER_TABLE3.items():
             writer.writerow({"run": "paper (arXiv 2509.02915, LoRA-only)", "lora": "speech LoRA", "epoch": epoch,
                              **dict(zip(TABLE_COLUMNS, values, strict=True))})
-        _write_atomic(out / "comparison.csv", f.getvalue())
+        write_atomic(out / "comparison.csv", f.getvalue())
     several = len(test_sets) > 1
     head = ["run", "lora", "epoch", "trainable", "train s", "final loss", *TABLE_HEADERS, *COVERAGE_HEADERS,
             *(["test set"] if several else [])]
@@ -164,7 +159,7 @@ def write_tables(rows: list[dict], out: Path) -> str:
     if any(r.get("random_weights") for r in rows):
         notes.append(RANDOM_NOTE)
     table = "\n".join(lines) + "\n" + ("\n" + "\n\n".join(notes) + "\n" if notes else "")
-    _write_atomic(out / "comparison.md",
+    write_atomic(out / "comparison.md",
                   "# Run comparison\n\nOne row per run and evaluated checkpoint; the paper's Table 3 (LoRA-only) "
                   f"below. {TABLE_NOTE} {COVERAGE_NOTE}\n\n" + table)
     return table

@@ -31,7 +31,7 @@ from apa.data.stats import phone_stats
 from apa.errors import UserError
 from apa.metrics import compute_metrics
 from apa.prompts import PARSERS, apa_target, build_examples, mdd_target
-from apa.run_folder import FINAL_MODEL, TRAINING_RECORD, RunLock, epoch_checkpoints, resolved_config
+from apa.run_folder import FINAL_MODEL, TRAINING_RECORD, RunLock, epoch_checkpoints, resolved_config, write_atomic
 from apa.table3 import (
     COVERAGE_HEADERS,
     COVERAGE_KEYS,
@@ -437,9 +437,7 @@ def check_fingerprint(out_dir: Path, expected: dict) -> None:
                 f"{out_dir} holds predictions of another evaluation (different {', '.join(differ)}): continuing "
                 f"would mix the two. Delete {out_dir} to evaluate anew, or evaluate as that one was")
     out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / f".{FINGERPRINT}.tmp"
-    tmp.write_text(json.dumps(expected, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(expected, indent=2) + "\n")
 
 
 def evaluate_one(model, processor, rows: list[dict], means: dict[str, float], cfg: DictConfig, out_dir: Path,
@@ -485,15 +483,6 @@ def write_epoch_table(run_dir: Path, results: dict[str, dict], eval_dir: Path | 
     lines += [f"| paper, LoRA-only | {epoch} | " + " | ".join(fmt(v) for v in values) + " |" + " |" * len(
         COVERAGE_HEADERS) for epoch, values in PAPER_TABLE3.items()]
     (eval_dir / "epochs.md").write_text("\n".join(lines) + "\n\n" + TABLE_NOTE + " " + COVERAGE_NOTE + "\n")
-
-
-def overrides_data(overrides: list[str]) -> bool:
-    """Whether command-line overrides choose or change the `data` node."""
-    return bool(_override_groups(overrides) & {"data"})
-
-
-def _override_groups(overrides: list[str]) -> set[str]:
-    return {o.split("=")[0].lstrip("+~").split(".")[0].split("/")[0] for o in overrides}
 
 
 # model.* overrides a run's evaluation may take: how it runs, not what it is

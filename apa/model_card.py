@@ -8,10 +8,9 @@ latest ones on disk. Light (no torch): it reads training_config.json and eval/*/
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
-from apa.run_folder import TRAINING_RECORD
+from apa.run_folder import TRAINING_RECORD, write_atomic
 from apa.table3 import TABLE_COLUMNS, TABLE_HEADERS, epoch_of, fmt, scored
 
 CARD = "README.md"
@@ -101,7 +100,5 @@ def model_card(run_dir: Path) -> str:
 
 def write_model_card(run_dir: Path) -> Path:
     path = run_dir / CARD
-    tmp = run_dir / f".{CARD}.tmp"
-    tmp.write_text(model_card(run_dir))
-    os.replace(tmp, path)
+    write_atomic(path, model_card(run_dir))
     return path

@@ -45,10 +45,11 @@ def resolve_model_path(model_cfg) -> str:
 
 def check_checkpoint(path: str) -> None:
     """Refuse the old remote-code format and missing folders before transformers fails deep inside."""
+    from apa.hub import looks_like_hub_id
+
     local = Path(path).expanduser()
-    looks_local = local.is_absolute() or path.startswith((".", "~")) or local.exists() or path.count("/") != 1
     if not local.exists():
-        if looks_local:
+        if not looks_like_hub_id(path):
             raise ModelLoadError(f"model.path={path} does not exist. {CONVERT_HINT}")
         return  # a hub id: transformers reports hub errors itself
     config_file = local / "config.json"

@@ -34,7 +34,10 @@ from rapidfuzz.distance import Levenshtein  # noqa: E402
 from apa.compare import collect, find_runs  # noqa: E402
 from apa.data.records import APA_ASPECTS  # noqa: E402
 from apa.metrics import EPS, mdd_outcomes, normalise_phones, normalise_words  # noqa: E402
-from apa.run_folder import resumable_checkpoints  # noqa: E402
+from apa.run_folder import (
+    resumable_checkpoints,  # noqa: E402
+    write_atomic,
+)
 from apa.table3 import MDD_F1_LABEL, PAPER_TABLE3, TABLE_COLUMNS, TABLE_HEADERS, TABLE_NOTE, epoch_of  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -460,9 +463,7 @@ def write_report(paths: list[Path], out: Path | None = None, audio: str = "auto"
     out = out or default_out(paths)
     out.mkdir(parents=True, exist_ok=True)
     target = out / "report.html"
-    tmp = target.with_suffix(".html.tmp")
-    tmp.write_text(render(paths, out, audio), encoding="utf-8")
-    tmp.replace(target)
+    write_atomic(target, render(paths, out, audio))
     return target
 
 

@@ -59,6 +59,13 @@ def resumable_checkpoints(run_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: json.loads((p / "trainer_state.json").read_text())["global_step"])
 
 
+def write_atomic(path: Path, text: str) -> None:
+    """`text` into `path` whole or not at all: written to a temporary name beside it, then renamed into place."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
 def _file_digest(path: Path) -> str:
     with path.open("rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
@@ -68,9 +75,7 @@ def write_manifest(checkpoint: Path) -> None:
     """Record every file of a just-written checkpoint (size and SHA-256), before it is renamed into place."""
     files = {str(p.relative_to(checkpoint)): {"bytes": p.stat().st_size, "sha256": _file_digest(p)}
              for p in sorted(checkpoint.rglob("*")) if p.is_file() and p.name != MANIFEST}
-    tmp = checkpoint / f".{MANIFEST}.tmp"
-    tmp.write_text(json.dumps(files, indent=1))
-    os.replace(tmp, checkpoint / MANIFEST)
+    write_atomic(checkpoint / MANIFEST, json.dumps(files, indent=1))
 
 
 def manifest_problems(checkpoint: Path) -> list[str]:

@@ -39,6 +39,7 @@ from apa.run_folder import (
     check_run_dir,
     resumable_checkpoints,
     saved_record,
+    write_atomic,
     write_hydra_record,
 )
 
@@ -68,9 +69,7 @@ def _git_commit() -> str | None:
 
 
 def _write_json_atomic(path: Path, payload: dict) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(payload, indent=2, default=str))
 
 
 def sft_arguments(cfg: DictConfig, run_dir: Path):
