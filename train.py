@@ -32,7 +32,7 @@ def resume_config(cfg: DictConfig, run_dir: Path, given: list[str]) -> DictConfi
         return override.split("=")[0].lstrip("+~")
 
     saved = run_dir / ".hydra" / "overrides.yaml"
-    repeated = {key(o) for o in given} | {"resume", "extend"}
+    repeated = {key(o) for o in given} | {"resume", "extend", "allow_other_versions"}
     own = [o for o in OmegaConf.load(saved) if key(o) not in repeated] if saved.is_file() else []
     return compose(config_name="train", overrides=[*own, *given])
 
@@ -54,7 +54,8 @@ def main(cfg: DictConfig) -> None:
         check_config(cfg, RunConfig)
         requested = OmegaConf.to_container(cfg, resolve=True)
         # refuse, check the hub, lock: all before the heavy imports and before anything is written into the folder
-        check_run_dir(run_dir, cfg.resume, requested, cfg.extend, announce=False)
+        check_run_dir(run_dir, cfg.resume, requested, cfg.extend, announce=False,
+                      allow_other_versions=cfg.allow_other_versions)
         check_config_hub_access(cfg)
         lock = RunLock(run_dir, "training") if rank() == 0 else None
         if lock is not None:

@@ -22,6 +22,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
 from apa.data.records import APA_ASPECTS  # noqa: E402
+from apa.data.release import describe as describe_data  # noqa: E402
 from apa.errors import UserError, one_line_errors
 from apa.run_folder import write_atomic
 from apa.table3 import (  # noqa: E402
@@ -63,11 +64,22 @@ RANDOM_NOTE = ("Runs marked † used a generated miniature with random weights (
                "experiment=overfit` shows the pipeline learn (parse rate 1.0, PCC 1.0 on its training utterances).")
 
 
+def evaluated_data(eval_dir: Path) -> dict | None:
+    """The dataset an evaluation folder was scored on (fingerprint.json's `data`: revision and label release)."""
+    path = eval_dir / "fingerprint.json"
+    try:
+        return json.loads(path.read_text()).get("data") if path.is_file() else None
+    except ValueError:
+        return None
+
+
 def test_set_digest(predictions: Path) -> str | None:
-    """A short digest of what a predictions file was scored against: its (id, task, reference) triples."""
+    """A short digest of what a predictions file was scored against: its (id, task, reference) triples, and the
+    dataset's revision and label release (two label releases are two test sets, even where their references agree)."""
     if not predictions.is_file():
         return None
-    triples = []
+    data = evaluated_data(predictions.parent) or {}
+    triples = [json.dumps({k: data.get(k) for k in ("hub_id", "revision", "labels")}, sort_keys=True)]
     for line in predictions.read_text().splitlines():
         try:
             rec = json.loads(line)
@@ -93,7 +105,8 @@ def collect(run: Path) -> list[dict]:
     if not evaluated:
         return [{**common, "checkpoint": NOT_EVALUATED, "epoch": ""}]
     return [{**common, "checkpoint": m.parent.name, "epoch": epoch_of(m.parent.name),
-             "test_set": test_set_digest(m.parent / "predictions.jsonl"), **json.loads(m.read_text())}
+             "test_set": test_set_digest(m.parent / "predictions.jsonl"),
+             "data": describe_data(evaluated_data(m.parent)), **json.loads(m.read_text())}
             for m in evaluated]
 
 
@@ -153,9 +166,14 @@ def write_tables(rows: list[dict], out: Path) -> str:
         notes.append(f"Rows marked {NOT_EVALUATED} have no metrics yet: `python evaluate.py run_dir=<run> "
                      "checkpoint=all`.")
     if several:
+        sets = "; ".join(f"{label[d]}: {next(r.get('data') for r in rows if r.get('test_set') == d)}" for d in test_sets)
         notes.append(f"**These rows were scored on {len(test_sets)} different test sets** (column `test set`: the "
-                     "same letter, the same test utterances and references); rows of different sets are not "
-                     "comparable.")
+                     "same letter, the same test utterances, references, dataset revision and label release); rows "
+                     f"of different sets are not comparable. {sets}.")
+    else:
+        described = sorted({r["data"] for r in rows if r.get("data")})
+        if described:
+            notes.append("Test data: " + "; ".join(described) + ".")
     if any(r.get("random_weights") for r in rows):
         notes.append(RANDOM_NOTE)
     table = "\n".join(lines) + "\n" + ("\n" + "\n\n".join(notes) + "\n" if notes else "")

@@ -68,7 +68,8 @@ class DataConfig:
     source: str = "local"  # local: original layout under `path` | hub: `hub_id` parquet | disk: save_to_disk `path`
     path: str | None = None
     hub_id: str = "mispeech/speechocean762"  # a hub dataset id, or a local folder holding the hub's parquet files
-    revision: str | None = None
+    revision: str | None = None  # the hub dataset's commit (data.source=hub); apa.data.release
+    labels: str | None = None  # which label release the data holds: original (the paper's) | 2024 (apa.data.release)
     train_split: str = "train"
     test_split: str = "test"
     limit: int | None = None  # use only the first N utterances of a split (demos, tests)
@@ -146,6 +147,7 @@ class RunConfig:
     seed: int = 42
     resume: bool = False  # continue hydra.run.dir=<run> from its newest intact checkpoint, with the run's own config
     extend: bool = False  # with resume: train a (finished) run on to a larger trainer.num_train_epochs
+    allow_other_versions: bool = False  # with resume: continue under library versions other than the run's (listed)
 
 
 @dataclass
@@ -230,6 +232,8 @@ _RANGES: tuple[tuple[str, Any, str], ...] = (
     ("lora.alpha", lambda v: v > 0, "positive"),
     ("lora.dropout", lambda v: 0 <= v < 1, "in [0, 1)"),
     ("data.limit", lambda v: v >= 1, "at least 1, or null for the whole split"),
+    ("data.labels", lambda v: str(v) in ("original", "2024"), "original (the paper's labels) or 2024 (the "
+     "relabelling without L2 phones)"),
     ("data.max_bad_fraction", lambda v: 0 <= v <= 1, "in [0, 1]"),
     ("data.max_bad_fraction_test", lambda v: 0 <= v <= 1, "in [0, 1]"),
     ("data.max_audio_seconds", lambda v: v > 0, "positive, or null for no limit"),

@@ -409,10 +409,18 @@ def _digest(items) -> str:
     return hashlib.sha256(json.dumps(items, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
 
 
-def fingerprint(rows: list[dict], weights: str, cfg: DictConfig, model: dict) -> dict:
+def fingerprint(rows: list[dict], weights: str, cfg: DictConfig, model: dict, data_cfg: DictConfig,
+                trained_versions: dict | None = None) -> dict:
     """What an evaluation folder's predictions were generated from. Resuming into the folder, or generating into it
-    again, with any part different is refused: the file would mix two evaluations."""
+    again, with any part different is refused: the file would mix two evaluations. `data` names the dataset (its
+    revision and label release); `versions` are this evaluation's libraries, `training_versions` the run's."""
+    from apa.data.release import dataset_identity
+    from apa.versions import library_versions
+
     return {
+        "data": dataset_identity(data_cfg),
+        "versions": library_versions(),
+        "training_versions": trained_versions,
         "test_set": _digest(sorted([r["id"], r["task"], r["reference"]] for r in rows)),
         "prompts": _digest(sorted({r["task"]: r["user_content"] for r in rows}.items())),
         "weights": weights,
@@ -432,6 +440,11 @@ def check_fingerprint(out_dir: Path, expected: dict) -> None:
                                   f"it was generated from cannot be checked: delete {out_dir} to evaluate again")
         saved = json.loads(path.read_text())
         differ = sorted(k for k in expected.keys() | saved.keys() if expected.get(k) != saved.get(k))
+        if "versions" in differ:
+            from apa.versions import RECORDED_LIBRARIES, version_differences
+
+            changed = version_differences(saved.get("versions"), expected["versions"], RECORDED_LIBRARIES)
+            differ[differ.index("versions")] = f"library versions: {'; '.join(changed)}"
         if differ:
             raise EvaluationError(
                 f"{out_dir} holds predictions of another evaluation (different {', '.join(differ)}): continuing "
@@ -551,7 +564,7 @@ def evaluate(cfg: DictConfig, overrides: list[str] | bool, fallback_dir: Path) -
             rows, split = evaluation_set(cfg, processor.tokenizer.audio_token, cfg.baseline.control_tokens)
             weights = "untrained:" + _digest(settings)
             metrics = evaluate_one(model, processor, rows, train_means(cfg), cfg, out_dir, split,
-                                   fingerprint(rows, weights, cfg, OmegaConf.to_container(cfg.model)))
+                                   fingerprint(rows, weights, cfg, OmegaConf.to_container(cfg.model), cfg.data))
         print(format_metrics(metrics))
         return metrics
     run_dir = Path(cfg.run_dir)
@@ -582,12 +595,29 @@ def evaluate(cfg: DictConfig, overrides: list[str] | bool, fallback_dir: Path) -
     return results
 
 
+def _trained_versions(run_dir: Path) -> dict | None:
+    """The library versions the run last trained under (its last resume's, if any); differences from this
+    evaluation's are logged (and both sets go into fingerprint.json)."""
+    from apa.run_folder import saved_record
+    from apa.versions import library_versions, version_differences
+
+    record = saved_record(run_dir) or {}
+    versions = next((r["library_versions"] for r in reversed(record.get("resumes") or []) if r.get("library_versions")),
+                    record.get("library_versions"))
+    differences = version_differences(versions, library_versions())
+    if differences:
+        log.warning("%s was trained under other library versions than this evaluation runs under: %s (both are "
+                    "recorded in fingerprint.json)", run_dir, "; ".join(differences))
+    return versions
+
+
 def _evaluate_checkpoints(cfg: DictConfig, test_cfg: DictConfig, run_dir: Path, eval_root: Path) -> dict:
     rows = means = split = None
     results = {}
     evaluated: dict[str, Path] = {}  # weights digest -> eval folder
     models = EvalModels(test_cfg.model, cfg.seed, cfg.get("reload_base", False))  # the base model, loaded once
     model_info = OmegaConf.to_container(test_cfg.model)
+    trained_versions = _trained_versions(run_dir)
     for checkpoint in checkpoints_to_evaluate(run_dir, cfg.checkpoint):
         out_dir = eval_root / checkpoint.name
         digest = weights_digest(checkpoint)
@@ -595,7 +625,7 @@ def _evaluate_checkpoints(cfg: DictConfig, test_cfg: DictConfig, run_dir: Path, 
             # final_model usually holds the very weights of the last epoch checkpoint: greedy decoding would repeat
             # itself, so its predictions are copied (and re-scored) instead of generated again
             log.info("%s has the same weights as %s: reusing its predictions", checkpoint.name, evaluated[digest].name)
-            check_fingerprint(out_dir, fingerprint(rows, digest, cfg, model_info))
+            check_fingerprint(out_dir, fingerprint(rows, digest, cfg, model_info, test_cfg.data, trained_versions))
             shutil.copyfile(evaluated[digest] / "predictions.jsonl", out_dir / "predictions.jsonl")
             (out_dir / "train_means.json").write_text(json.dumps(means, indent=2))
             write_split_record(out_dir, split)
@@ -607,7 +637,8 @@ def _evaluate_checkpoints(cfg: DictConfig, test_cfg: DictConfig, run_dir: Path, 
             rows, split = evaluation_set(test_cfg, processor.tokenizer.audio_token)
             means = train_means(test_cfg)
         results[checkpoint.name] = evaluate_one(model, processor, rows, means, cfg, out_dir, split,
-                                                fingerprint(rows, digest, cfg, model_info))
+                                                fingerprint(rows, digest, cfg, model_info, test_cfg.data,
+                                                            trained_versions))
     log.info("%s: %d checkpoint(s) generated with %d load(s) of the base model", run_dir, len(evaluated),
              models.base_loads)
     return results

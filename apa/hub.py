@@ -74,6 +74,10 @@ def check_config_hub_access(cfg) -> None:
     if model is not None and not model.get("tiny") and not model.get("random") and model.get("path"):
         needed.append((str(model.path), "model", "model.path"))
     data = cfg.get("data")
+    if data is not None:
+        from apa.data.release import check_data_statement
+
+        check_data_statement(data)  # a pinned revision and a stated label release, before any download
     if data is not None and data.get("source") == "hub" and data.get("hub_id"):
         needed.append((str(data.hub_id), "dataset", "data.hub_id"))
     check_hub_access(needed)

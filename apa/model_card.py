@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from apa.data.release import describe as describe_data
 from apa.run_folder import TRAINING_RECORD, write_atomic
 from apa.table3 import TABLE_COLUMNS, TABLE_HEADERS, epoch_of, fmt, scored
 
@@ -55,7 +56,7 @@ def model_card(run_dir: Path) -> str:
         f"- Also trained: {', '.join(model.get('unfreeze') or []) or 'nothing else (LoRA-only)'}; control-token rows "
         + ("trained" if lora.get("train_control_tokens") else "frozen (seeded)"),
         f"- Parameters: {record['parameters']['trainable']:,} trainable of {record['parameters']['total']:,}",
-        f"- Data: SpeechOcean762 `{data.get('source')}` source, split `{data.get('train_split')}`: "
+        f"- Data: {describe_data(record['data'].get('dataset'))}, split `{data.get('train_split')}`: "
         f"{record['data'].get('train_utterances')} utterances, {record['data'].get('train_examples')} examples"
         + (f" (data.limit={data['limit']})" if data.get("limit") else ""),
         f"- Prompts: `{cfg['prompts']['name']}`",

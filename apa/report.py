@@ -33,6 +33,7 @@ from rapidfuzz.distance import Levenshtein  # noqa: E402
 
 from apa.compare import collect, find_runs  # noqa: E402
 from apa.data.records import APA_ASPECTS  # noqa: E402
+from apa.data.release import describe as describe_data  # noqa: E402
 from apa.metrics import EPS, mdd_outcomes, normalise_phones, normalise_words  # noqa: E402
 from apa.run_folder import (
     resumable_checkpoints,  # noqa: E402
@@ -294,9 +295,9 @@ def comparison_table(rows: list[dict]) -> str:
 
 
 def parameters_table(runs: list[Path], records: dict[Path, dict], labels: dict[Path, str]) -> str:
-    head = ["run", "lora", "parameters", "trainable", "trainable share", "trainable by group", "train examples",
-            "hours of audio", "world size", "optimizer steps", "train seconds", "samples/s", "final train loss",
-            "started", "finished", "git commit"]
+    head = ["run", "lora", "parameters", "trainable", "trainable share", "trainable by group", "data",
+            "train examples", "hours of audio", "world size", "optimizer steps", "train seconds", "samples/s",
+            "final train loss", "started", "finished", "git commit"]
     body = []
     for run in runs:
         rec = records[run]
@@ -307,7 +308,7 @@ def parameters_table(runs: list[Path], records: dict[Path, dict], labels: dict[P
         body.append("".join([
             _cell(labels[run]), _cell(rec.get("config", {}).get("lora", {}).get("name")), _cell(params.get("total")),
             _cell(params.get("trainable")), _cell(None if share is None else f"{100 * share:.2f} %"),
-            _cell(groups or None), _cell(data.get("train_examples")),
+            _cell(groups or None), _cell(describe_data(data.get("dataset"))), _cell(data.get("train_examples")),
             _cell((data.get("train_stats") or {}).get("hours")),
             _cell(data.get("world_size")), _cell(rec.get("global_steps")), _cell(rec.get("train_seconds"), 1),
             _cell(metrics.get("train_samples_per_second"), 2), _cell(rec.get("final_train_loss")),

@@ -34,7 +34,7 @@ TRAINING_RECORD = "training_config.json"
 MANIFEST = "apa_manifest.json"
 LOCK = ".lock"
 # Keys that may differ between a run's saved config and the command that resumes it.
-RESUME_KEYS = frozenset({"resume", "extend"})
+RESUME_KEYS = frozenset({"resume", "extend", "allow_other_versions"})
 
 
 class RunFolderError(UserError, RuntimeError):
@@ -155,12 +155,13 @@ def saved_record(run_dir: Path) -> dict | None:
 
 
 def check_run_dir(run_dir: Path, resume: bool, requested: dict | None = None, extend: bool = False,
-                  announce: bool = True) -> Path | None:
+                  announce: bool = True, allow_other_versions: bool = False) -> Path | None:
     """Refuse what would make the folder say something other than what ran; return the checkpoint to resume from.
 
     Without `resume`: the folder must hold no results and no other run's record. With `resume`: the folder must
     hold a run whose resolved config equals `requested` (differences are listed); a finished run continues only
-    with `extend` and more epochs (`trainer.num_train_epochs`).
+    with `extend` and more epochs (`trainer.num_train_epochs`); the libraries that change numbers must be at the
+    versions the run last ran under, unless `allow_other_versions` (the differences are logged either way).
     """
     results = _results(run_dir)
     record = saved_record(run_dir)
@@ -190,6 +191,7 @@ def check_run_dir(run_dir: Path, resume: bool, requested: dict | None = None, ex
             if requested["trainer"]["num_train_epochs"] <= saved_epochs:
                 raise RunFolderError(f"extend=true needs more epochs than the run's {saved_epochs}: set "
                                      f"trainer.num_train_epochs to at least {saved_epochs + 1}")
+    _check_versions(record, allow_other_versions)
     if (run_dir / FINAL_MODEL).exists() and not extend:
         raise RunFolderError(f"{run_dir} already holds a finished run ({FINAL_MODEL}/): nothing to resume. To "
                              "train it for more epochs: `resume=true extend=true trainer.num_train_epochs=<N>`")
@@ -202,6 +204,24 @@ def check_run_dir(run_dir: Path, resume: bool, requested: dict | None = None, ex
         return None
     log.info("Resuming from %s", checkpoint)
     return checkpoint
+
+
+def _check_versions(record: dict, allowed: bool) -> None:
+    """The run's library versions (those of its last resume, if any) against this process's."""
+    from apa.versions import ALLOW_OPTION, library_versions, version_differences
+
+    last = next((r["library_versions"] for r in reversed(record.get("resumes") or []) if r.get("library_versions")),
+                record.get("library_versions"))
+    differences = version_differences(last, library_versions())
+    if not differences:
+        return
+    if not allowed:
+        raise RunFolderError(
+            f"resume=true: this environment's libraries differ from those the run trained with: "
+            f"{'; '.join(differences)}. The resumed steps would not be the same computation. Install the run's "
+            f"versions (its training_config.json lists them; the lock: requirements/lock-linux-py311.txt), or add "
+            f"`{ALLOW_OPTION}` to continue anyway (each resume's versions are recorded)")
+    log.warning("resume under other library versions (%s): %s", ALLOW_OPTION, "; ".join(differences))
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -118,6 +118,17 @@ def table3_rows(runs: list[Path], baseline: Path | None) -> list[dict]:
     return sorted(rows, key=lambda r: (order[r["setting"]], r["epoch"], r["source"] == "paper", r["source"]))
 
 
+def data_line(runs: list[Path]) -> str:
+    """Which dataset (revision, label release) the runs trained on, from their records; several are named as such."""
+    from apa.data.release import describe
+    from apa.run_folder import saved_record
+
+    described = sorted({describe((saved_record(run) or {}).get("data", {}).get("dataset")) for run in runs})
+    if len(described) > 1:
+        return "**The runs trained on different data**: " + "; ".join(described) + "."
+    return "Data: " + (described[0] if described else "no run") + "."
+
+
 def write_table3(runs: list[Path], baseline: Path | None, out: Path) -> str:
     """table3.md and table3.csv in `out`; returns the markdown table."""
     rows = table3_rows(runs, baseline)
@@ -136,7 +147,7 @@ def write_table3(runs: list[Path], baseline: Path | None, out: Path) -> str:
     (out / "table3.md").write_text(
         "# Table 3, reproduced\n\nThe paper's Table 3 (arXiv 2509.02915): PCC per aspect, WER, PER and F1 (P, R) per "
         "epoch, for the LoRA-only and the Unfreeze settings; each of our rows above the paper's for the same setting "
-        f"and epoch. {TABLE_NOTE} {' '.join(missing)}\n\n" + table)
+        f"and epoch. {TABLE_NOTE} {' '.join(missing)}\n\n{data_line(runs)}\n\n" + table)
     with (out / "table3.csv").open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["setting", "epoch", "source", *TABLE_COLUMNS, "n_utterances_scored", "n_utterances_in_split",

@@ -47,6 +47,23 @@ class PronunciationTrainer(SFTTrainer):
             sampler.set_epoch(epoch)
         return super()._run_epoch(model, epoch, *args, **kwargs)
 
+    def _get_dataloader(self, *args, **kwargs):
+        # A DataLoader without a generator draws its workers' base seed from the global torch RNG each time an
+        # iterator is made: every epoch without persistent workers, once per run with them. A resumed run makes a
+        # fresh iterator where the uninterrupted one reused its persistent workers, so the global stream (dropout's)
+        # shifted by one draw and the adapters differed (1e-3 after 4 steps). The loader's own generator keeps the
+        # global stream for the model alone, under any worker setting (tests/test_resume.py).
+        loader = super()._get_dataloader(*args, **kwargs)
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        generator = torch.Generator().manual_seed(seed)
+        # accelerate's DataLoaderShard iterates a DataLoader it wraps (base_dataloader) and copies its own
+        # `generator` attribute into the loader skip_first_batches makes for a mid-epoch resume: set both
+        inner = getattr(loader, "base_dataloader", None)
+        if inner is not None:
+            inner.generator = generator
+        loader.generator = generator
+        return loader
+
     def _get_eval_sampler(self, eval_dataset):
         # evaluation order changes nothing; the stock grouped sampler would ask the processor for model_input_names
         return torch.utils.data.SequentialSampler(eval_dataset)

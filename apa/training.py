@@ -16,7 +16,6 @@ import subprocess
 import threading
 import time
 from dataclasses import asdict
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from transformers import TrainerCallback
 
 from apa.collate import SpeechSFTCollator
 from apa.config import RunConfig, check_config, trainer_kwargs
+from apa.data.release import dataset_identity
 from apa.data.speechocean import SkipReport, load_configured_split, split_by_speaker
 from apa.data.stats import example_lengths, phone_stats, summarize
 from apa.errors import UserError
@@ -42,21 +42,9 @@ from apa.run_folder import (
     write_atomic,
     write_hydra_record,
 )
+from apa.versions import library_versions
 
 log = logging.getLogger(__name__)
-
-LIBRARIES = ("torch", "transformers", "peft", "trl", "accelerate", "datasets", "hydra-core", "soundfile", "apa")
-
-
-def _library_versions() -> dict[str, str]:
-    out = {}
-    for name in LIBRARIES:
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = "not installed"
-    return out
-
 
 def _git_commit() -> str | None:
     repo = Path(__file__).resolve().parent.parent
@@ -145,7 +133,8 @@ def build_datasets(cfg: DictConfig, processor, max_length: int | None) -> tuple[
     validation: list = []
     if cfg.data.validation_fraction > 0:
         utterances, validation = split_by_speaker(utterances, cfg.data.validation_fraction, cfg.seed)
-    record: dict = {"train_utterances": len(utterances), "validation_utterances": len(validation),
+    record: dict = {"dataset": dataset_identity(cfg.data),
+                    "train_utterances": len(utterances), "validation_utterances": len(validation),
                     "train_split": {"split": cfg.data.train_split, "limit": cfg.data.limit, **report.as_dict()}}
     datasets = []
     for name, part in (("train", utterances), ("validation", validation)):
@@ -192,7 +181,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, resume_from: Path | None = Non
         "control_token_ids": control_ids,
         "parameters": params,
         "data": data_record,
-        "library_versions": _library_versions(),
+        "library_versions": library_versions(),
         "git_commit": _git_commit(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -287,7 +276,8 @@ def train(cfg: DictConfig, run_dir: Path, hydra_files: dict[str, str] | None = N
     if lock is not None:
         lock.acquire()
     try:
-        resume_from = check_run_dir(run_dir, cfg.resume, requested, bool(cfg.get("extend")))
+        resume_from = check_run_dir(run_dir, cfg.resume, requested, bool(cfg.get("extend")),
+                                    allow_other_versions=bool(cfg.get("allow_other_versions")))
         if hydra_files and rank() == 0 and not (run_dir / TRAINING_RECORD).exists():
             write_hydra_record(run_dir, hydra_files)
         return fit(*build_trainer(cfg, run_dir, resume_from))

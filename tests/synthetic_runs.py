@@ -63,7 +63,7 @@ def make_sweep(root: Path, runs: tuple[str, ...] = ("paper_r64_1", "pretrained_r
         n = n_utterances or len(test)
         utterances = [(u.id, u) for u in test][:n]
         data = {"name": "sample", "source": "local", "path": str(SAMPLE_ROOT), "hub_id": None, "revision": None,
-                "train_split": "train", "test_split": split, "limit": None, "max_bad_fraction": 0.05,
+                "labels": "2024", "train_split": "train", "test_split": split, "limit": None, "max_bad_fraction": 0.05,
                 "max_audio_seconds": 30.0, "validation_fraction": 0.0, "feature_cache_mb": 1024.0}
         run = root / name
         lora = name.rsplit("_", 1)[0]
@@ -73,7 +73,8 @@ def make_sweep(root: Path, runs: tuple[str, ...] = ("paper_r64_1", "pretrained_r
                        "trainer": {"num_train_epochs": epochs, "learning_rate": 1e-3}, "data": data, "seed": 0},
             "parameters": {"total": 1_000_000, "trainable": 1000 * rank, "trainable_share": rank / 1000,
                            "groups": {"lora": {"total": 1000 * rank, "trainable": 1000 * rank}}},
-            "data": {"train_examples": 8, "train_stats": {"hours": 0.004}, "world_size": 1},
+            "data": {"train_examples": 8, "train_stats": {"hours": 0.004}, "world_size": 1,
+                     "dataset": {"name": "sample", "source": "local", "labels": "2024", "path": str(SAMPLE_ROOT)}},
             "library_versions": {"torch": "2.13.0"}, "git_commit": "0123456789abcdef",
             "started": "2026-11-28T10:00:00+0000", "finished": "2026-11-28T10:01:00+0000",
             "train_seconds": 60.0 + r, "global_steps": 4 * epochs, "train_metrics": {"train_samples_per_second": 1.5},

@@ -32,7 +32,8 @@ def test_a_second_evaluation_with_other_settings_is_refused_not_mixed(run_dir):
     predictions = run_dir / "eval" / "final_model" / "predictions.jsonl"
     before = predictions.read_bytes()
     fingerprint = json.loads((run_dir / "eval" / "final_model" / "fingerprint.json").read_text())
-    assert set(fingerprint) == {"test_set", "prompts", "weights", "model", "generation"}
+    assert set(fingerprint) == {"test_set", "prompts", "weights", "model", "generation", "data", "versions",
+                                "training_versions"}
     with pytest.raises(EvaluationError, match="holds predictions of another evaluation .different generation"):
         _evaluate(run_dir, "max_new_tokens.apa=7")
     assert predictions.read_bytes() == before

@@ -1,8 +1,11 @@
 """The tiny checkpoint against the released checkpoint's layout, and the loaders held to it: processor classes,
 adapter key spellings, target modules, token ids, adapter revision, attention per sub-model."""
 
+import importlib.util
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,7 +14,7 @@ from safetensors.torch import load_file, save_file
 
 from apa.layout import REAL_IMAGE_PROCESSOR, load_processor, normalise_lora_key
 from apa.modeling import ModelLoadError, add_control_tokens, attach_lora, load_base
-from tests.conftest import compose_config
+from tests.conftest import REPO, compose_config
 
 TINY_LAYERS = 2
 
@@ -49,11 +52,28 @@ def test_tiny_processor_files_name_the_real_classes_and_load_without_torchvision
     assert config["audio_processor"]["feature_extractor_type"] == "Phi4MultimodalFeatureExtractor"
     from transformers import AutoProcessor
 
-    with pytest.raises(ImportError, match="[Tt]orchvision"):  # what the real layout does to AutoProcessor here
-        AutoProcessor.from_pretrained(str(path))
+    if importlib.util.find_spec("torchvision") is None:  # the CPU torch wheel here: what the real layout does too
+        with pytest.raises(ImportError, match="[Tt]orchvision"):
+            AutoProcessor.from_pretrained(str(path))
+    else:
+        assert type(AutoProcessor.from_pretrained(str(path)).image_processor).__name__.startswith(
+            "Phi4MultimodalImageProcessor")
     processor = load_processor(str(path))
     assert type(processor.audio_processor).__name__ == "Phi4MultimodalFeatureExtractor"
     assert processor.tokenizer.audio_token == "<|endoftext11|>" and processor.tokenizer.image_token == "<|endoftext10|>"
+
+
+def test_the_projects_processor_needs_no_torchvision(tiny):
+    """load_processor works in a process where torchvision cannot be imported, even on a machine that has it."""
+    _, path = tiny
+    code = ("import sys; sys.modules['torchvision'] = None\n"
+            "from apa.layout import load_processor\n"
+            f"p = load_processor({str(path)!r})\n"
+            "assert 'torchvision' not in {m.split('.')[0] for m in sys.modules if sys.modules[m] is not None}\n"
+            "print(type(p).__name__, type(p.audio_processor).__name__)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["AudioOnlyProcessor", "Phi4MultimodalFeatureExtractor"]
 
 
 def test_tiny_speech_lora_is_written_as_the_converter_writes_it(tiny):

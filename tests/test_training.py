@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,7 +12,8 @@ from transformers import AutoProcessor
 
 from apa.collate import SpeechSFTCollator
 from apa.generation import generate_answers
-from apa.modeling import load_base
+from apa.layout import load_processor
+from apa.modeling import load_base, resolve_model_path
 from apa.run_folder import RunFolderError, check_run_dir
 from apa.sampling import StepSortedSampler
 from apa.training import build_trainer, fit
@@ -98,13 +100,32 @@ def test_overfit_run_reproduces_every_answer_greedily(overfit):
     assert answers == [r["answer"] for r in rows]
 
 
+def auto_processor_outcome(path: Path):
+    """What AutoProcessor.from_pretrained(path) gives: its parts' settings, or the ImportError it raises."""
+    try:
+        processor = AutoProcessor.from_pretrained(str(path))
+    except ImportError as err:
+        return "ImportError: " + str(err)
+    return (type(processor).__name__, processor.image_processor.to_dict(), processor.audio_processor.to_dict())
+
+
 @pytest.mark.parametrize("run_name", ["overfit", "short_run", "unfrozen"])
 def test_final_model_reloads_with_plain_peft_and_identical_logits(request, run_name):
+    """final_model/ opens with plain PEFT, and AutoProcessor treats it exactly as the base checkpoint."""
     run = request.getfixturevalue(run_name)
     trainer = run["trainer"]
     base, _, _ = load_base(run["cfg"].model)
     reloaded = PeftModel.from_pretrained(base, str(run["final"])).eval()
-    processor = AutoProcessor.from_pretrained(str(run["final"]))
+    base_path = Path(resolve_model_path(run["cfg"].model))
+    # the base checkpoint's own processor files, verbatim: no stand-in class is ever written
+    for name in ("processor_config.json", "chat_template.jinja"):
+        assert (run["final"] / name).read_bytes() == (base_path / name).read_bytes()
+    assert "ImageProcessingMixin" not in "".join(p.read_text() for p in run["final"].glob("*.json"))
+    # plain Hugging Face code: AutoProcessor does on final_model exactly what it does on the base checkpoint (loads
+    # where torchvision imports; here, with the CPU torch wheel, raises the same ImportError naming torchvision)
+    on_base, on_final = auto_processor_outcome(base_path), auto_processor_outcome(run["final"])
+    assert on_final == on_base
+    processor = load_processor(str(run["final"]))  # the project's own loading: no torchvision needed
     assert processor.tokenizer.convert_tokens_to_ids(["<|APA|>", "<|MDD|>"]) == trainer.processing_class.tokenizer \
         .convert_tokens_to_ids(["<|APA|>", "<|MDD|>"])
     rows = [trainer.train_dataset[i] for i in range(2)]

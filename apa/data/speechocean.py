@@ -338,14 +338,19 @@ def load_split(
     on_label_mismatch: str = "error",
     tolerance_option: str = "data.max_bad_fraction",
     report: SkipReport | None = None,
+    labels: str | None = None,
 ) -> list[Utterance]:
     """The utterances of `split`, checked; stops when more than `max_bad_fraction` of them are unusable (the message
     names `tolerance_option`, the option that sets it). `decode=False` reads labels only (for label statistics such
     as training-set means). `report`, if given, receives the counts: the split's utterances and canonical phones,
     and what was skipped; with `limit` the split is the limited subset (plus the utterances skipped for their
-    labels)."""
+    labels). `labels`, the stated label release (original | 2024), is checked against the whole split's labels."""
+    from apa.data.release import check_label_release
+
     report = report if report is not None else SkipReport()
     utterances = read_labels(source, path, split, report, hub_id, revision, on_label_mismatch)
+    if labels is not None:
+        check_label_release(utterances, labels, f"{split} split of {path or hub_id}")
     if limit and limit < len(utterances):  # a demo or test subset: the first `limit` labelled utterances
         log.info("%s split: using the first %d of %d labelled utterances (data.limit)", split, limit, len(utterances))
         utterances = utterances[:limit]
@@ -372,7 +377,10 @@ def load_configured_split(data_cfg, split: str, decode: bool = True,
                           report: SkipReport | None = None) -> list[Utterance]:
     """`load_split` driven by the `data` config node. The test split (`data.test_split`) has its own tolerance,
     `data.max_bad_fraction_test` (default 0: no utterance may be skipped unless the user allows it)."""
+    from apa.data.release import dataset_identity
+
     is_test = split == data_cfg.test_split
+    identity = dataset_identity(data_cfg)  # refuses an unpinned hub read or an unstated label release
     # .get: run folders saved before these keys existed
     tolerance = data_cfg.get("max_bad_fraction_test", 0.0) if is_test else data_cfg.max_bad_fraction
     return load_split(
@@ -384,10 +392,11 @@ def load_configured_split(data_cfg, split: str, decode: bool = True,
         limit=data_cfg.limit if decode else None,
         decode=decode,
         hub_id=data_cfg.get("hub_id"),
-        revision=data_cfg.get("revision"),
+        revision=identity.get("revision"),
         on_label_mismatch=data_cfg.get("on_label_mismatch", "error"),
         tolerance_option=TEST_TOLERANCE_OPTION if is_test else "data.max_bad_fraction",
         report=report,
+        labels=identity["labels"],
     )
 
 

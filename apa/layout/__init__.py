@@ -127,18 +127,11 @@ def released_config():
 
 
 def load_processor(path: str, revision: str | None = None):
-    """Phi4MultimodalProcessor from the checkpoint's tokenizer and audio feature extractor.
+    """The checkpoint's processor without torchvision (apa.layout.processor.AudioOnlyProcessor): built from its
+    tokenizer and audio feature extractor; saving it writes the checkpoint's own processor files back unchanged."""
+    from apa.layout.processor import load_processor as load
 
-    `AutoProcessor` would also build the image processor the files name (`Phi4MultimodalImageProcessorFast`), which
-    imports torchvision; an audio-only project passes a bare stand-in instead, which saves and reloads offline.
-    """
-    from transformers import AutoTokenizer, Phi4MultimodalFeatureExtractor, Phi4MultimodalProcessor
-    from transformers.image_processing_utils import ImageProcessingMixin
-
-    tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
-    audio = Phi4MultimodalFeatureExtractor.from_pretrained(path, revision=revision)
-    return Phi4MultimodalProcessor(image_processor=ImageProcessingMixin(), audio_processor=audio, tokenizer=tokenizer,
-                                   chat_template=tokenizer.chat_template)
+    return load(path, revision)
 
 
 # ---------------------------------------------------------------------------------------------------------------
