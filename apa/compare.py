@@ -166,7 +166,8 @@ def write_tables(rows: list[dict], out: Path) -> str:
         notes.append(f"Rows marked {NOT_EVALUATED} have no metrics yet: `python evaluate.py run_dir=<run> "
                      "checkpoint=all`.")
     if several:
-        sets = "; ".join(f"{label[d]}: {next(r.get('data') for r in rows if r.get('test_set') == d)}" for d in test_sets)
+        data_of = {r.get("test_set"): r.get("data") for r in rows}
+        sets = "; ".join(f"{label[d]}: {data_of[d]}" for d in test_sets)
         notes.append(f"**These rows were scored on {len(test_sets)} different test sets** (column `test set`: the "
                      "same letter, the same test utterances, references, dataset revision and label release); rows "
                      f"of different sets are not comparable. {sets}.")
