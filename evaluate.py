@@ -21,7 +21,7 @@ register_configs(trainer=False)  # the run's trainer settings are only read back
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 @one_line_errors
 def main(cfg: DictConfig) -> None:
-    from apa.evaluation import evaluate
+    from apa.evaluation.evaluate import evaluate
 
     hydra_cfg = HydraConfig.get()
     out = Path(hydra_cfg.runtime.output_dir)

@@ -26,7 +26,7 @@ fi
 GPUS="${GPUS:-1}"
 if [ "$GPUS" -le 1 ]; then
   echo "== train both LoRA configs, evaluate every checkpoint of each, compare: $sweep_dir"
-  # One process: the evaluate_and_compare callback (conf/hydra/callbacks/) runs evaluate.py's and apa.compare's
+  # One process: the evaluate_and_compare callback (conf/hydra/callbacks/) runs evaluate.py's and apa.reporting.compare's
   # code after each job and after the sweep, so the libraries are imported once.
   exec "$PY" train.py -m lora=pretrained_r320,paper_r64 hydra/callbacks=evaluate_and_compare "$@"
 fi
@@ -46,6 +46,6 @@ done
 echo "== evaluate every checkpoint"
 "$PY" evaluate.py -m "run_dir=$(IFS=,; echo "${runs[*]}")" checkpoint=all
 echo "== compare"
-"$PY" -m apa.compare "$sweep_dir"
+"$PY" -m apa compare "$sweep_dir"
 echo "== report"
-"$PY" -m apa.report "$sweep_dir"
+"$PY" -m apa report "$sweep_dir"

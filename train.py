@@ -40,9 +40,9 @@ def resume_config(cfg: DictConfig, run_dir: Path, given: list[str]) -> DictConfi
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 @one_line_errors
 def main(cfg: DictConfig) -> None:
+    from apa.checkpoint.hub import check_config_hub_access
     from apa.config import RunConfig, check_config
     from apa.distributed import rank
-    from apa.hub import check_config_hub_access
     from apa.run_folder import RunLock, check_run_dir
 
     export_submitit_environment()  # RANK etc. inside a multi-task SLURM job, before rank() is read
@@ -60,7 +60,7 @@ def main(cfg: DictConfig) -> None:
         lock = RunLock(run_dir, "training") if rank() == 0 else None
         if lock is not None:
             lock.acquire()  # train() checks the folder again under it
-        from apa.training import train
+        from apa.training.recipe import train
 
         hydra_files = {"config.yaml": OmegaConf.to_yaml(cfg),
                        "hydra.yaml": OmegaConf.to_yaml({"hydra": hydra_cfg}),

@@ -3,9 +3,9 @@
     python train.py -m experiment=demo lora=pretrained_r320,paper_r64 hydra/callbacks=evaluate_and_compare
 
 With `table3: true` (experiment=table3_lora_only / table3_unfreeze set it) it also evaluates the untrained model once
-(the paper's epoch-0 row) into <sweep or run>/baseline/ and writes table3.md / table3.csv there (apa.table3).
+(the paper's epoch-0 row) into <sweep or run>/baseline/ and writes table3.md / table3.csv there (apa.reporting.table3).
 
-It does what `evaluate.py run_dir=<job> checkpoint=all`, `python -m apa.compare <sweep>` and `python -m apa.report
+It does what `evaluate.py run_dir=<job> checkpoint=all`, `apa compare <sweep>` and `apa report
 <sweep>` do, in the training process, so the libraries are imported once instead of three times (about half of the
 CPU demo's wall time).
 Hydra only warns when a callback raises, so failures are remembered and turned into a non-zero exit at the end.
@@ -56,7 +56,7 @@ class EvaluateAndCompare(Callback):
         import torch
         from hydra import compose
 
-        from apa.evaluation import evaluate
+        from apa.evaluation.evaluate import evaluate
 
         gc.collect()  # the trainer of the job that just ended still holds its model
         if torch.cuda.is_available():
@@ -83,13 +83,13 @@ class EvaluateAndCompare(Callback):
         from hydra import compose
         from omegaconf import OmegaConf
 
-        from apa.evaluation import evaluate
-        from apa.table3 import BASELINE_DIR, write_table3
+        from apa.evaluation.evaluate import evaluate
+        from apa.reporting.table3 import BASELINE_DIR, write_table3
 
         if not self.runs:  # the jobs ran in other processes (submitit, joblib): find them in the sweep folder
             import json
 
-            from apa.compare import find_runs
+            from apa.reporting.compare import find_runs
 
             try:
                 self.runs = find_runs([out])
@@ -108,7 +108,7 @@ class EvaluateAndCompare(Callback):
                 evaluate(cfg, True, baseline_dir)
             print(write_table3(self.runs, baseline_dir, out))
         except Exception:
-            log.exception("table3 for %s failed; rerun it with `python -m apa.table3 %s`", out, out)
+            log.exception("table3 for %s failed; rerun it with `apa table3 %s`", out, out)
             self.failures.append(f"table3 {out}")
 
     def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -120,22 +120,22 @@ class EvaluateAndCompare(Callback):
         if self.table3:
             self._table3(Path(config.hydra.sweep.dir))
         if self.compare:
-            from apa.compare import compare
+            from apa.reporting.compare import compare
 
             sweep_dir = Path(config.hydra.sweep.dir)
             try:
                 print(compare([sweep_dir]))
             except (Exception, SystemExit):
-                log.exception("comparing %s failed; rerun it with `python -m apa.compare %s`", sweep_dir, sweep_dir)
+                log.exception("comparing %s failed; rerun it with `apa compare %s`", sweep_dir, sweep_dir)
                 self.failures.append(f"compare {sweep_dir}")
         if self.report:
-            from apa.report import write_report
+            from apa.reporting.report import write_report
 
             sweep_dir = OmegaConf.select(config, "hydra.sweep.dir")
             try:
                 print(f"report: {write_report([Path(sweep_dir)])}")
             except (Exception, SystemExit):
-                log.exception("the report of %s failed; rerun it with `python -m apa.report %s`", sweep_dir, sweep_dir)
+                log.exception("the report of %s failed; rerun it with `apa report %s`", sweep_dir, sweep_dir)
                 self.failures.append(f"report {sweep_dir}")
         self._exit_on_failures()
 

@@ -20,11 +20,11 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from apa.checkpoint.tiny import TinySpec, default_cache_dir
 from apa.constants import SPEECH_LORA_TARGET_REGEX
 from apa.data import SAMPLE_ROOT
 from apa.distributed import run_stamp
 from apa.errors import UserError
-from apa.tiny import TinySpec, default_cache_dir
 
 # A new run folder's time stamp: rank 0's under torchrun / accelerate launch (apa.distributed), else now.
 OmegaConf.register_new_resolver("apa_run_stamp", run_stamp, replace=True)
@@ -46,7 +46,7 @@ class ModelConfig:
     dtype: str = "auto"  # auto (bf16 on a bf16 GPU, else fp32) | bfloat16 | float32
     attn_implementation: str = "sdpa"
     tiny: TinySpec | None = None  # set: generate a tiny checkpoint with these sizes instead of loading `path`
-    random: bool = False  # the full-size architecture with random weights (apa.full_size), for benchmarks
+    random: bool = False  # the full-size architecture with random weights (apa.checkpoint.full_size), for benchmarks
     unfreeze: list[str] = field(default_factory=list)  # also train whole modules: audio_encoder, audio_projector
     cache_dir: str | None = None  # where tiny checkpoints are generated (default ~/.cache/apa or $APA_CACHE_DIR)
 

@@ -1,4 +1,10 @@
-"""Names shared by the model loader, the tiny-checkpoint generator and the prompts."""
+"""Names shared by the model loader, the tiny-checkpoint generator and the prompts; where the project lies."""
+
+from pathlib import Path
+
+PACKAGE_ROOT = Path(__file__).resolve().parent
+REPO_ROOT = PACKAGE_ROOT.parent  # an editable install's checkout: train.py, evaluate.py, conf/
+CONF_DIR = REPO_ROOT / "conf"
 
 # Phi-4-multimodal's speech LoRA targets, as a regex on purpose: PEFT full-matches a string, whereas the
 # list form ["qkv_proj", "o_proj", ...] would also hit the audio conformer's o_proj/gate_up_proj/down_proj.

@@ -1,7 +1,7 @@
 """Errors the project raises on purpose, and how the command-line entry points print them.
 
 Every such error is a `UserError`: its message says what is wrong and how to fix it. The entry points (train.py,
-evaluate.py, `python -m apa.compare|bench|predict|report|table3`) print it as one line, `error: <message>`, and exit
+evaluate.py, `apa compare|bench|predict|report|table3`) print it as one line, `error: <message>`, and exit
 with status 2; `HYDRA_FULL_ERROR=1` shows the traceback instead. Anything else is a bug and keeps its traceback.
 """
 

@@ -50,7 +50,7 @@ def align(reference: list[str], hypothesis: list[str]) -> list[tuple[str | None,
     """Edit-distance alignment (jiwer) as (ref, hyp) pairs; None marks a deletion (hyp) or insertion (ref).
 
     For WER, PER (whose error counts do not depend on which cheapest alignment is taken), phone recognition and
-    apa.predict's display; MDD uses `kaldi_align`, whose ties fall as in the published scorer.
+    apa.serve.predict's display; MDD uses `kaldi_align`, whose ties fall as in the published scorer.
     """
     if not reference:
         return [(None, h) for h in hypothesis]

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU benchmark matrix of docs/benchmarks.md (the "MFU ladder"), in ONE Python process (`python -m apa.bench
+# The GPU benchmark matrix of docs/benchmarks.md (the "MFU ladder"), in ONE Python process (`apa bench
 # --mode cases`), so the libraries are imported once and each case only builds its model:
 #   1. both LoRA configs x each trainer preset (paper_table3, fits_24gb, b16x4, b32x2, fast_b64x1) as configured;
 #   2. generation (evaluation's batching, answers forced to their reference's token length) at 3 token budgets, per
@@ -71,7 +71,7 @@ has() { "$py" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec(
 
 cases="$out/cases.txt"
 {
-  echo "# name mode overrides (apa.bench --mode cases); common: ${common[*]}"
+  echo "# name mode overrides (apa.bench.cli --mode cases); common: ${common[*]}"
   for lora in "${loras[@]}"; do for p in "${presets[@]}"; do
     echo "${lora}_$p train lora=$lora trainer=$p $(scaled "$p")"
   done; done
@@ -99,7 +99,7 @@ echo "== $(grep -vc '^#' "$cases") cases, deadline ${deadline} s: $cases"
 
 rm -f "$out/results.jsonl"
 # shellcheck disable=SC2086  # budgets is a list of numbers
-timeout -k 10 "$((deadline + 60))" /usr/bin/time -v "$py" -m apa.bench "${common[@]}" --mode cases --cases "$cases" --results "$out/results.jsonl" \
+timeout -k 10 "$((deadline + 60))" /usr/bin/time -v "$py" -m apa bench "${common[@]}" --mode cases --cases "$cases" --results "$out/results.jsonl" \
   --summary "$out/summary.md" --deadline-s "$deadline" --steps "$steps" --warmup "$warmup" \
   --budgets $budgets --answers "$answers" > "$out/bench.log" 2>&1
 code=$?; echo "exit $code$([ "$code" = 124 ] && echo ' (stopped at the deadline; the finished cases are kept)')"
@@ -108,6 +108,6 @@ cat "$out/summary.md" 2>/dev/null
 
 if [ "${DATA_BENCH:-0}" = 1 ]; then
   echo "== data pipeline"
-  "$py" -m apa.bench model="$model" data=sample data.limit=null --mode data --workers 0 2 4 --batches 20 \
+  "$py" -m apa bench model="$model" data=sample data.limit=null --mode data --workers 0 2 4 --batches 20 \
     --json "$out/data.json" > "$out/data.log" 2>&1; echo "exit $?"; tail -12 "$out/data.log"
 fi

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -17,6 +18,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from apa.config import register_configs
+from apa.data import SAMPLE_ROOT
 
 REPO = Path(__file__).resolve().parent.parent
 CONF = REPO / "conf"
@@ -63,6 +65,23 @@ def compose_eval_config(*overrides: str):
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose(config_name="evaluate", overrides=list(overrides))
+
+
+def hub_rows(split: str) -> list[dict]:
+    """The sample in the hub's schema: embedded audio bytes, the id only in the audio path, [] for no errors."""
+    scores = json.loads((SAMPLE_ROOT / "resource" / "scores.json").read_text())
+    speakers = dict(line.split() for line in (SAMPLE_ROOT / split / "utt2spk").read_text().splitlines())
+    rows = []
+    for line in (SAMPLE_ROOT / split / "wav.scp").read_text().splitlines():
+        utt_id, rel = line.split()
+        entry = scores[utt_id]
+        words = [{**w, "phones-accuracy": [float(x) for x in w["phones-accuracy"]],
+                  "mispronunciations": w.get("mispronunciations", [])} for w in entry["words"]]
+        rows.append({"audio": {"bytes": (SAMPLE_ROOT / rel).read_bytes(), "path": Path(rel).name},
+                     "text": entry["text"], "accuracy": entry["accuracy"], "completeness": float(entry["completeness"]),
+                     "fluency": entry["fluency"], "prosodic": entry["prosodic"], "total": entry["total"],
+                     "words": words, "speaker": speakers[utt_id], "gender": "m", "age": 6})
+    return rows
 
 
 class BackgroundRun:
@@ -159,11 +178,11 @@ def _table3_sweep(out_dir: Path) -> BackgroundRun:
 # processes. Started as the session starts, they run while collection and the in-process tests use the other core;
 # the tests that use them run last and wait for them.
 BACKGROUND = {
-    "demo_sweep": (("test_cli.py", "test_evaluation.py", "test_predict.py", "test_report.py", "test_app.py"),
-                   _demo_sweep),
-    "torchrun_two_ranks": (("test_distributed.py",), _torchrun_two_ranks),
-    "sigkilled_in_epoch_2": (("test_resume.py",), _sigkilled_in_epoch_2),
-    "table3_sweep": (("test_table3.py",), _table3_sweep),
+    "demo_sweep": (("e2e/test_cli.py", "evaluation/test_evaluation.py", "serve/test_predict.py",
+                    "reporting/test_report.py", "serve/test_app.py"), _demo_sweep),
+    "torchrun_two_ranks": (("e2e/test_distributed.py",), _torchrun_two_ranks),
+    "sigkilled_in_epoch_2": (("training/test_resume.py",), _sigkilled_in_epoch_2),
+    "table3_sweep": (("reporting/test_table3.py",), _table3_sweep),
 }
 _RUNS: dict[str, BackgroundRun] = {}
 

@@ -8,7 +8,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigKeyError, ValidationError
 
 from apa.errors import UserError
-from apa.training import sft_arguments
+from apa.training.recipe import sft_arguments
 
 GROUPS = {
     "model": ["phi4mm", "tiny", "phi4mm_random"],

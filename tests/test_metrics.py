@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from apa.evaluation import score_file
+from apa.evaluation.evaluate import score_file
 from apa.metrics import (
     EPS,
     compute_metrics,
@@ -19,7 +19,7 @@ from apa.metrics import (
     normalise_truth,
     normalise_words,
 )
-from apa.table3 import fmt
+from apa.reporting.table3 import fmt
 from tests.conftest import REPO
 
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from apa.data.records import APA_ASPECTS, PHONES, UNKNOWN_PHONE, strip_stress
 from apa.data.speechocean import LabelMismatch, SkipReport, parse_labels, read_entry
-from apa.evaluation import metrics_json
+from apa.evaluation.evaluate import metrics_json
 from apa.metrics import (
     EPS,
     align,
@@ -26,7 +26,7 @@ from apa.metrics import (
     normalise_phones,
     normalise_words,
 )
-from apa.prompts import format_answer, parse_apa, parse_mdd
+from apa.sft.prompts import format_answer, parse_apa, parse_mdd
 
 FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SLOWER = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

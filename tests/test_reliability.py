@@ -6,12 +6,12 @@ import soundfile as sf
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigKeyError
 
-from apa.collate import SpeechSFTCollator
 from apa.config import ConfigError
 from apa.data.audio import AudioError, decode_audio
 from apa.data.speechocean import DataError, load_split
-from apa.prompts import build_examples
-from apa.training import build_trainer
+from apa.sft.collate import SpeechSFTCollator
+from apa.sft.prompts import build_examples
+from apa.training.recipe import build_trainer
 from tests.conftest import edit_scores
 
 
@@ -71,7 +71,7 @@ def test_distorted_and_unknown_pronounced_phones_are_valid_labels(corpus):
 
 
 def test_non_ascii_text_is_normalised_and_survives_tokenisation(corpus, make_config):
-    from apa.modeling import load_base
+    from apa.checkpoint.loading import load_base
 
     victim = _train_ids(corpus)[0]
     decomposed = "CAFE\u0301 NAI\u0308VE"  # combining accents; NFC gives "CAFÉ NAÏVE"
@@ -123,7 +123,7 @@ def test_every_case_of_the_reliability_catalogue_names_a_test_that_exists():
     assert len(rows) >= 90
     missing = []
     for row in rows:
-        for file, name in re.findall(r"`(test_\w+\.py)::(test_\w+)", row):
+        for file, name in re.findall(r"`((?:\w+/)?test_\w+\.py)::(test_\w+)", row):
             if f"def {name}(" not in (REPO / "tests" / file).read_text():
                 missing.append(f"{file}::{name}")
     assert not missing, missing

@@ -76,12 +76,12 @@ def hub_run(tmp_path_factory):
     """A demo run reading the bundled sample through the hub reader (its parquet copy), pinned to a commit."""
     from datasets import Audio, Dataset
 
-    from tests.test_sources import _hub_rows
+    from tests.conftest import hub_rows
 
     root = tmp_path_factory.mktemp("hubrun")
     for split in ("train", "test"):
         (root / "hub" / "data").mkdir(parents=True, exist_ok=True)
-        Dataset.from_list(_hub_rows(split)).cast_column("audio", Audio(decode=False)).to_parquet(
+        Dataset.from_list(hub_rows(split)).cast_column("audio", Audio(decode=False)).to_parquet(
             str(root / "hub" / "data" / f"{split}-00000-of-00001.parquet"))
     run = root / "run"
     done = subprocess.run([sys.executable, "train.py", *DEMO, "data.source=hub", f"data.hub_id={root / 'hub'}",
@@ -101,9 +101,9 @@ def test_the_revision_and_label_release_are_in_the_run_record_and_card(hub_run):
 
 
 def test_evaluations_record_data_and_both_version_sets_and_compare_splits_label_releases(hub_run, tmp_path):
-    from apa.compare import collect, write_tables
-    from apa.evaluation import evaluate
-    from apa.table3 import write_table3
+    from apa.evaluation.evaluate import evaluate
+    from apa.reporting.compare import collect, write_tables
+    from apa.reporting.table3 import write_table3
 
     run = tmp_path / "run"
     shutil.copytree(hub_run, run)

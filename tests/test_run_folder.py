@@ -22,7 +22,7 @@ from apa.run_folder import (
     newest_intact_checkpoint,
     write_manifest,
 )
-from apa.training import train
+from apa.training.recipe import train
 from tests.conftest import REPO, compose_config
 
 DEMO = ("experiment=demo", "prompts=terse", "data.limit=2", "trainer.num_train_epochs=1", "trainer.report_to=[]")
@@ -199,7 +199,7 @@ def test_no_hub_fails_at_once_naming_the_three_ways_forward(tmp_path):
 
 
 def test_compare_right_after_training_marks_the_run_not_evaluated(finished_run, tmp_path):
-    from apa.compare import main
+    from apa.reporting.compare import main
 
     main([str(finished_run), "--out", str(tmp_path)])
     table = (tmp_path / "comparison.md").read_text()
@@ -243,7 +243,7 @@ def test_resume_with_the_overrides_forgotten_reuses_the_runs_own(finished_run, t
 
 
 def test_compare_marks_rows_scored_on_different_test_sets(tmp_path):
-    from apa.compare import write_tables
+    from apa.reporting.compare import write_tables
 
     common = {"lora": "x", "trainable_params": 1, "train_seconds": 1.0, "final_train_loss": 1.0, "epoch": "1",
               "checkpoint": "checkpoint-epoch-1"}

@@ -19,7 +19,7 @@ from apa.data.speechocean import DataError, SkipReport, read_entry
 
 
 def _audio_cache(tag: str, split: str) -> Path:
-    from apa.tiny import default_cache_dir
+    from apa.checkpoint.tiny import default_cache_dir
 
     return default_cache_dir() / "audio" / tag / split
 

@@ -3,7 +3,7 @@ audio, and token lengths of prompt, audio and answer per task.
 
 Lengths are counted without decoding audio: the clip's frame count comes from its header, and the processor's own
 rule turns it into audio tokens (one per 80 ms: frames = (samples - 400) // 160 + 1, tokens = ceil(frames / 8)).
-The trainer's length-grouped batching and apa.bench's padding share and time projection use these lengths.
+The trainer's length-grouped batching and apa.bench.cli's padding share and time projection use these lengths.
 synthetic_corpus() stands in for the full training set (lengths only), and batch_mix() counts what a training order
 does with it: padding, and the mix of tasks in each optimizer step.
 """
@@ -74,7 +74,7 @@ def clip_seconds(paths) -> dict[str, float]:
 
 def example_lengths(rows: list[dict], processor) -> list[dict]:
     """Per example: seconds of audio and tokens of prompt text, audio, answer and in all (what the model sees)."""
-    from apa.collate import chat_text
+    from apa.sft.collate import chat_text
 
     tokenizer = processor.tokenizer
     seconds_of = clip_seconds(row["audio_path"] for row in rows)

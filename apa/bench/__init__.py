@@ -1,0 +1,1 @@
+"""Benchmarks: training throughput, collation, the sampler's padding and task mix, generation."""

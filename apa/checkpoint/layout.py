@@ -1,0 +1,237 @@
+"""The released Phi-4-multimodal-instruct checkpoint's layout, as code can observe it, and the checks that hold a
+checkpoint to it.
+
+Nothing here downloads weights. The facts come from public sources (PROVENANCE.txt beside this file):
+
+- `REMOTE_CONFIG`: the released remote-code config.json; `convert_config` turns it (or a scaled-down copy of it) into
+  the native `Phi4MultimodalConfig` following the mapping of transformers' `convert_phi4_multimodal_weights_to_hf.py`.
+  The tiny checkpoint (apa.checkpoint.tiny) and the full-size random one (apa.checkpoint.full_size) are both made
+  this way.
+- `SPECIAL_TOKENS`: the converted tokenizer's markers and their ids.
+- Adapter keys: the three spellings a speech LoRA is found in (PEFT's, the converter's, the remote code's) and
+  their normal form; `target_module_problems` refuses an adapter config that would wrap more than the language
+  model's 4 projections per layer.
+- `load_processor`: the processor from its tokenizer and audio feature extractor, without importing the image
+  processor (the real one, `Phi4MultimodalImageProcessorFast`, needs torchvision; this project is audio-only).
+- `token_problems`: tokenizer and config agree on the audio and image token ids; the chat markers exist.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from pathlib import Path
+
+from apa.constants import SPEECH_LORA_TARGET_REGEX
+
+REMOTE_CONFIG_FILE = Path(__file__).with_name("phi4mm_remote_config.json")
+
+# The converted tokenizer's special tokens (id: spelling). 199999, 200010, 200011, 200020: transformers' converter
+# and integration tests; 200019, 200021, 200022: Phi-4's chat markers (the same base tokenizer as Phi-4-mini).
+SPECIAL_TOKENS = {
+    199999: "<|endoftext|>",
+    200010: "<|endoftext10|>",  # image placeholder (`<|image_1|>` in the remote-code prompts)
+    200011: "<|endoftext11|>",  # audio placeholder (`<|audio_1|>` in the remote-code prompts)
+    200019: "<|assistant|>",
+    200020: "<|end|>",
+    200021: "<|user|>",
+    200022: "<|system|>",
+}
+IMAGE_TOKEN = SPECIAL_TOKENS[200010]
+AUDIO_TOKEN = SPECIAL_TOKENS[200011]
+CHAT_MARKERS = ("<|user|>", "<|assistant|>", "<|end|>")
+# What the released config and the converter give as token ids (role -> id).
+REAL_TOKEN_IDS = {"endoftext": 199999, "image": 200010, "audio": 200011, "end": 200020}
+
+# The real image processor's settings (transformers' Phi4MultimodalImageProcessor defaults), written into the
+# miniatures' processor_config.json so that they name the same class the real checkpoint does.
+REAL_IMAGE_PROCESSOR = {
+    "image_processor_type": "Phi4MultimodalImageProcessorFast",
+    "size": {"height": 448, "width": 448},
+    "patch_size": 14,
+    "dynamic_hd": 36,
+    "image_mean": [0.5, 0.5, 0.5],
+    "image_std": [0.5, 0.5, 0.5],
+    "do_rescale": True,
+    "rescale_factor": 1 / 255,
+    "do_normalize": True,
+    "do_convert_rgb": True,
+    "resample": 3,
+}
+
+# The speech LoRA's targets: the language model's attention and MLP projections, 4 per decoder layer.
+PROJECTIONS_PER_LAYER = 4
+
+
+def remote_config() -> dict:
+    """A fresh copy of the released remote-code config.json."""
+    return json.loads(REMOTE_CONFIG_FILE.read_text())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Config conversion (remote code -> native transformers)
+# ---------------------------------------------------------------------------------------------------------------
+
+# What transformers' converter removes or renames; everything else passes through to Phi4MultimodalConfig.
+_DROPPED = ("_name_or_path", "architectures", "auto_map", "speech_lora", "vision_lora", "transformers_version",
+            "_attn_implementation")
+_AUDIO_DROPPED = ("activation_checkpointing", "cnn_layer_norm", "input_layer", "batch_norm",
+                  "encoder_embedding_config", "ext_pw_kernel_size", "bias_in_glu", "causal")
+_AUDIO_RENAMED = {
+    "attention_dim": "hidden_size",
+    "attention_heads": "num_attention_heads",
+    "linear_units": "intermediate_size",
+    # The converter passes the remote code's misspelling through, where the native config ignores it and falls back
+    # to its default (1024, the released value). Renamed here so that a scaled-down config keeps its own value.
+    "depthwise_seperable_out_channel": "depthwise_separable_out_channel",
+}
+
+
+def convert_config(remote: dict, token_ids: dict[str, int] | None = None, vision: dict | None = None):
+    """The native Phi4MultimodalConfig of a remote-code config.json (transformers' converter's mapping).
+
+    `token_ids` (roles as in REAL_TOKEN_IDS) default to the real ones: the converter sets eos to
+    [<|endoftext|>, <|end|>] and leaves the audio/image ids at the native defaults, which are the real ones.
+    `vision` overrides native vision-config fields (only the miniatures shrink the unused vision tower).
+    """
+    from transformers import Phi4MultimodalAudioConfig, Phi4MultimodalConfig, Phi4MultimodalVisionConfig
+
+    ids = {**REAL_TOKEN_IDS, **(token_ids or {})}
+    cfg = copy.deepcopy(remote)
+    for key in _DROPPED:
+        cfg.pop(key, None)
+    embd = cfg.pop("embd_layer")
+    audio = cfg.pop("audio_processor")["config"]
+    for key in _AUDIO_DROPPED:
+        audio.pop(key, None)
+    for old, new in _AUDIO_RENAMED.items():
+        audio[new] = audio.pop(old)
+    audio["nemo_conv_channels"] = audio.pop("nemo_conv_settings")["conv_channels"]
+    audio["bias_max_distance"] = audio.pop("relative_attention_bias_args")["t5_bias_max_distance"]
+    audio["downsample_rate"] = embd["audio_embd_layer"]["downsample_rate"]
+    audio["audio_token_id"] = ids["audio"]
+    vision_cfg = {"crop_size": embd["image_embd_layer"]["crop_size"], "image_token_id": ids["image"], **(vision or {})}
+    cfg["eos_token_id"] = [ids["endoftext"], ids["end"]]
+    return Phi4MultimodalConfig(**cfg, audio_config=Phi4MultimodalAudioConfig(**audio),
+                                vision_config=Phi4MultimodalVisionConfig(**vision_cfg))
+
+
+def released_config():
+    """The native config of the released checkpoint: what a converted full-size checkpoint holds."""
+    return convert_config(remote_config())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Processor
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def load_processor(path: str, revision: str | None = None):
+    """The checkpoint's processor without torchvision (apa.checkpoint.processor.AudioOnlyProcessor): built from its
+    tokenizer and audio feature extractor; saving it writes the checkpoint's own processor files back unchanged."""
+    from apa.checkpoint.processor import load_processor as load
+
+    return load(path, revision)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Checks (each returns a list of problems, empty when all is well)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def token_problems(config, tokenizer) -> list[str]:
+    """The model encodes audio only where input_ids hold config.audio_config.audio_token_id: a tokenizer whose audio
+    token has another id would make it skip the audio without a word. Same for images; chat markers must exist."""
+    problems = []
+    for role, sub in (("audio", config.audio_config), ("image", config.vision_config)):
+        token = getattr(tokenizer, f"{role}_token", None)
+        expected = getattr(sub, f"{role}_token_id")
+        if token is None:
+            problems.append(f"the tokenizer names no {role} token (extra_special_tokens.{role}_token)")
+            continue
+        actual = tokenizer.convert_tokens_to_ids(token)
+        if actual != expected:
+            problems.append(f"{role} token {token} has id {actual} in the tokenizer but config.{role}_config."
+                            f"{role}_token_id is {expected}: the model would ignore the {role}")
+    vocab = tokenizer.get_vocab()
+    missing = [m for m in CHAT_MARKERS if m not in vocab]
+    if missing:
+        problems.append(f"the tokenizer lacks the chat marker(s) {', '.join(missing)}")
+    elif tokenizer.convert_tokens_to_ids("<|end|>") not in _as_list(config.eos_token_id):
+        problems.append("<|end|> is not among config.eos_token_id: generation would not stop after the answer")
+    return problems
+
+
+def _as_list(value) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def expected_lora_modules(num_hidden_layers: int) -> set[str]:
+    return {f"model.layers.{i}.{p}" for i in range(num_hidden_layers)
+            for p in ("self_attn.qkv_proj", "self_attn.o_proj", "mlp.gate_up_proj", "mlp.down_proj")}
+
+
+def target_module_problems(lora_config, module_names, num_hidden_layers: int) -> list[str]:
+    """The modules `lora_config` would wrap must be exactly the language model's projections. The list form
+    ["qkv_proj", "o_proj", ...] also hits the audio conformer's o_proj/gate_up_proj/down_proj."""
+    from peft.tuners.tuners_utils import check_target_module_exists
+
+    wrapped = {name for name in module_names if check_target_module_exists(lora_config, name)}
+    expected = expected_lora_modules(num_hidden_layers)
+    problems = []
+    extra, missing = sorted(wrapped - expected), sorted(expected - wrapped)
+    if extra:
+        problems.append(f"target_modules={lora_config.target_modules!r} would also put LoRA on {len(extra)} module(s) "
+                        f"outside the language model's projections, e.g. {extra[0]}; use the regex "
+                        f"{SPEECH_LORA_TARGET_REGEX!r} (a string) instead")
+    if missing:
+        problems.append(f"target_modules={lora_config.target_modules!r} misses {len(missing)} of the "
+                        f"{len(expected)} language-model projections, e.g. {missing[0]}")
+    return problems
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Adapter keys
+# ---------------------------------------------------------------------------------------------------------------
+
+# base_model.model.<module>.lora_A.weight   PEFT's save_pretrained
+# <module>.lora_A.weight                    transformers' converter (speech-lora/ of the native checkpoint)
+# <module>.lora_A.speech.weight             the remote-code checkpoint's own state dict
+_LORA_KEY = re.compile(r"(?P<peft>base_model\.model\.)?(?P<module>.+)\.(?P<ab>lora_[AB])(?P<name>\.[^.]+)?\.weight")
+KEY_FORMATS = ("peft", "converter", "remote-code")
+
+
+def normalise_lora_key(key: str) -> tuple[str, str] | None:
+    """(PEFT state-dict key, format) of a LoRA tensor key in any of the three spellings; None if not a LoRA key."""
+    match = _LORA_KEY.fullmatch(key)
+    if match is None:
+        return None
+    fmt = "peft" if match["peft"] else ("remote-code" if match["name"] else "converter")
+    return f"base_model.model.{match['module']}.{match['ab']}.weight", fmt
+
+
+def lora_key_report(keys, num_hidden_layers: int) -> tuple[set[str], list[str]]:
+    """(formats found, problems) for the tensor names of an adapter file against the modules it must cover."""
+    expected = {f"base_model.model.{m}.{ab}.weight" for m in expected_lora_modules(num_hidden_layers)
+                for ab in ("lora_A", "lora_B")}
+    normal, formats, foreign = set(), set(), []
+    for key in keys:
+        found = normalise_lora_key(key)
+        if found is None:
+            foreign.append(key)
+            continue
+        normal.add(found[0])
+        formats.add(found[1])
+    problems = []
+    if foreign:
+        problems.append(f"{len(foreign)} tensor(s) are not LoRA weights, e.g. {foreign[0]}")
+    if len(formats) > 1:
+        problems.append(f"the keys mix spellings ({', '.join(sorted(formats))})")
+    missing, extra = sorted(expected - normal), sorted(normal - expected)
+    if missing:
+        problems.append(f"{len(missing)} of the {len(expected)} LoRA tensors are missing, e.g. {missing[0]}")
+    if extra:
+        problems.append(f"{len(extra)} LoRA tensor(s) target modules outside the language model's projections, "
+                        f"e.g. {extra[0]}")
+    return formats, problems

@@ -1,0 +1,1 @@
+"""One recording in, scores and phones out: the predictor and its Gradio page."""

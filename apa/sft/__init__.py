@@ -1,0 +1,1 @@
+"""Supervised fine-tuning examples: prompts and answers, collation, generation."""

@@ -1,0 +1,1 @@
+"""The training recipe: config in, run folder out (the trainer, its sampler)."""

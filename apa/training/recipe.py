@@ -1,0 +1,287 @@
+"""The training recipe: composed config in, complete run folder out.
+
+Run folder (a contract other tools read; see docs/architecture.md):
+    .hydra/  training_config.json  parameters.txt  checkpoint-epoch-<N>/  final_model/  logs/  train.log
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from transformers import TrainerCallback
+
+from apa.checkpoint.loading import add_control_tokens, attach_lora, format_parameter_table, load_base, parameter_report
+from apa.config import RunConfig, check_config, trainer_kwargs
+from apa.constants import REPO_ROOT
+from apa.data.release import dataset_identity
+from apa.data.speechocean import SkipReport, load_configured_split, split_by_speaker
+from apa.data.stats import example_lengths, phone_stats, summarize
+from apa.errors import UserError
+from apa.reporting.model_card import write_model_card
+from apa.run_folder import (
+    FINAL_MODEL,
+    TRAINING_RECORD,
+    RunLock,
+    check_run_dir,
+    resumable_checkpoints,
+    saved_record,
+    write_atomic,
+    write_hydra_record,
+)
+from apa.sft.collate import SpeechSFTCollator
+from apa.sft.prompts import build_examples
+from apa.versions import library_versions
+
+log = logging.getLogger(__name__)
+
+def _git_commit() -> str | None:
+    repo = REPO_ROOT
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return commit.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def _write_json_atomic(path: Path, payload: dict) -> None:
+    write_atomic(path, json.dumps(payload, indent=2, default=str))
+
+
+def sft_arguments(cfg: DictConfig, run_dir: Path):
+    from trl import SFTConfig
+
+    kwargs = trainer_kwargs(cfg.trainer)
+    if kwargs.get("deepspeed") and importlib.util.find_spec("deepspeed") is None:
+        raise UserError("trainer.deepspeed is set (+trainer/deepspeed=zero2) but DeepSpeed is not installed: "
+                         "`pip install deepspeed`, or drop the option to train with plain DDP")
+    if kwargs.get("bf16") and not (torch.cuda.is_available() and torch.cuda.is_bf16_supported()):
+        log.warning("trainer.bf16=true but this machine has no bf16 GPU: training in float32 instead")
+        kwargs["bf16"] = False
+    if cfg.data.validation_fraction > 0:
+        kwargs.setdefault("eval_strategy", "epoch")  # an eval loss per epoch, beside the epoch checkpoint
+    # Not optional for a speech model with a custom collator: TRL would otherwise drop the audio columns or try to
+    # tokenize the rows itself.
+    kwargs.update(
+        output_dir=str(run_dir),
+        remove_unused_columns=False,
+        dataset_kwargs={**(kwargs.get("dataset_kwargs") or {}), "skip_prepare_dataset": True},
+    )
+    return SFTConfig(**kwargs)
+
+
+class StopOnSignal(TrainerCallback):
+    """SIGTERM (SLURM preemption) or SIGINT (Ctrl-C): finish the current step, save a checkpoint, stop.
+    A second signal while waiting interrupts at once."""
+
+    def __init__(self):
+        self.received: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def _handle(self, signum, frame):
+        if self.received is not None:
+            raise KeyboardInterrupt
+        self.received = signum
+        log.warning("Received %s: saving a checkpoint after this step, then stopping (again to abort now)",
+                    signal.Signals(signum).name)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if threading.current_thread() is threading.main_thread():  # signal handlers live on the main thread only
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._handle)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.received is not None:
+            control.should_save = True
+            control.should_training_stop = True
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.restore()
+
+    def restore(self) -> None:
+        """Put the previous handlers back (also called when training ends by an exception)."""
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+
+def example_rows(utterances, prompts_cfg, audio_token: str) -> list[dict]:
+    """Two supervised rows (APA, MDD) per utterance, as the trainer and the collator take them."""
+    instructions = {"apa": prompts_cfg.apa, "mdd": prompts_cfg.mdd}
+    return [asdict(ex) for utt in utterances for ex in build_examples(utt, instructions, audio_token)]
+
+
+def build_datasets(cfg: DictConfig, processor, max_length: int | None) -> tuple[Any, Any, dict]:
+    """(train, validation or None, data record): two examples per utterance, each with its token `length` (for
+    length-grouped batching); statistics logged, examples longer than max_length named."""
+    from datasets import Dataset
+
+    report = SkipReport()
+    utterances = load_configured_split(cfg.data, cfg.data.train_split, report=report)
+    validation: list = []
+    if cfg.data.validation_fraction > 0:
+        utterances, validation = split_by_speaker(utterances, cfg.data.validation_fraction, cfg.seed)
+    record: dict = {"dataset": dataset_identity(cfg.data),
+                    "train_utterances": len(utterances), "validation_utterances": len(validation),
+                    "train_split": {"split": cfg.data.train_split, "limit": cfg.data.limit, **report.as_dict()}}
+    datasets = []
+    for name, part in (("train", utterances), ("validation", validation)):
+        if not part:
+            datasets.append(None)
+            continue
+        record[f"{name}_phones"] = phone_stats(part, name)
+        rows = example_rows(part, cfg.prompts, processor.tokenizer.audio_token)
+        lengths = example_lengths(rows, processor)
+        record[f"{name}_examples"] = len(rows)
+        record[f"{name}_stats"] = summarize(lengths, max_length, name, [f"{r['id']}/{r['task']}" for r in rows])
+        datasets.append(Dataset.from_list([{**r, "length": n["total"]} for r, n in zip(rows, lengths, strict=True)]))
+    return datasets[0], datasets[1], record
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path, resume_from: Path | None = None):
+    """Everything up to the first step: model, adapter, data, trainer. Returns (trainer, resume_from, record).
+    The folder checks are `train`'s (under its lock); this only builds."""
+    from transformers import set_seed
+
+    from apa.training.trainer import PronunciationTrainer  # imports TRL
+
+    check_config(cfg, RunConfig)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    args = sft_arguments(cfg, run_dir)  # sets up torch.distributed under torchrun / accelerate launch
+    main_process = args.process_index == 0  # only rank 0 writes files
+    set_seed(cfg.seed)
+
+    model, processor, model_path = load_base(cfg.model)
+    control_ids = add_control_tokens(model, processor, cfg.seed)
+    train_set, validation_set, data_record = build_datasets(cfg, processor, args.max_length)
+    model = attach_lora(model, cfg.lora, model_path, control_ids, cfg.seed, cfg.model.unfreeze,
+                        cfg.model.get("revision"))
+
+    params = parameter_report(model)
+    table = format_parameter_table(params)
+    log.info("Parameters (lora=%s):\n%s", cfg.lora.name, table)
+    if main_process:
+        (run_dir / "parameters.txt").write_text(table + "\n")
+
+    record = {
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "model_path": model_path,
+        "control_token_ids": control_ids,
+        "parameters": params,
+        "data": data_record,
+        "library_versions": library_versions(),
+        "git_commit": _git_commit(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+    # TensorBoard's callback reads its folder from the environment when the trainer is built.
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "logs")
+    trainer = PronunciationTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=validation_set,
+        data_collator=SpeechSFTCollator(processor, args.max_length, cfg.data.feature_cache_mb),
+        processing_class=processor,
+        callbacks=[StopOnSignal()],
+    )
+    # Under data parallelism each rank's dataloader holds its own share of the batches.
+    record["data"].update(world_size=args.world_size, batches_per_rank_per_epoch=len(trainer.get_train_dataloader()))
+    previous = saved_record(run_dir) if resume_from is not None or cfg.resume else None
+    if previous is not None:  # a resume keeps the run's record of its start and adds one entry per resume
+        resumed = {"at": record["started"], "from": resume_from.name if resume_from else None,
+                   "library_versions": record["library_versions"], "git_commit": record["git_commit"],
+                   "config": record["config"] if cfg.get("extend") else None}
+        record = {**previous, "resumes": [*previous.get("resumes", []), resumed], "config": record["config"],
+                  "data": record["data"]}
+    if main_process:
+        _write_json_atomic(run_dir / TRAINING_RECORD, record)
+    return trainer, resume_from, record
+
+
+def fit(trainer, resume_from: Path | None, record: dict) -> Path:
+    """Train, then write final_model/ atomically and complete training_config.json."""
+    run_dir = Path(trainer.args.output_dir)
+    started = time.perf_counter()
+    stopper = next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, StopOnSignal))
+    try:
+        result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    finally:
+        stopper.restore()
+    if stopper.received is not None:
+        saved = resumable_checkpoints(run_dir)
+        log.warning("Stopped by %s after step %d; checkpoint: %s. Continue with the same overrides plus "
+                    "`resume=true hydra.run.dir=%s`", signal.Signals(stopper.received).name,
+                    trainer.state.global_step, saved[-1] if saved else "none", run_dir)
+        raise SystemExit(128 + stopper.received)
+    final_dir = run_dir / FINAL_MODEL
+    tmp = run_dir / f".{FINAL_MODEL}.tmp"
+    if trainer.args.should_save:
+        shutil.rmtree(tmp, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
+    trainer.save_model(str(tmp))  # every rank calls it (sharded optimizers need them all); rank 0 writes
+    trainer.accelerator.wait_for_everyone()
+    if trainer.args.should_save:
+        if final_dir.exists():  # extend=true: the run's earlier final model gives way to the new one
+            old = run_dir / f".{FINAL_MODEL}.old"
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(final_dir, old)
+            os.replace(tmp, final_dir)
+            shutil.rmtree(old)
+            stale = run_dir / "eval" / FINAL_MODEL
+            if stale.exists():  # it described the old final model: no table or card may show it as the new one's
+                shutil.rmtree(stale)
+                log.warning("extend: removed %s, the evaluation of the previous final model", stale)
+        else:
+            os.replace(tmp, final_dir)
+        losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+        record.update(
+            finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            train_seconds=round(time.perf_counter() - started, 2),
+            global_steps=trainer.state.global_step,
+            train_metrics=result.metrics,
+            final_train_loss=losses[-1] if losses else None,
+        )
+        _write_json_atomic(run_dir / "training_config.json", record)
+        write_model_card(run_dir)  # this project's card, in place of TRL's generic one
+        log.info("Finished: adapter, tokenizer and processor in %s", final_dir)
+    return final_dir
+
+
+def train(cfg: DictConfig, run_dir: Path, hydra_files: dict[str, str] | None = None, locked: bool = False) -> Path:
+    """Fine-tune per `cfg`, writing everything into `run_dir`; return the final_model folder.
+
+    Before anything is written: the config is checked, the folder is locked (rank 0; one training at a time), and
+    the folder check passes (no results unless resuming; a resume reproduces the run's own config). Only then are
+    Hydra's record (`hydra_files`, from train.py) and training_config.json written. `locked`: the caller holds
+    the folder's lock already (train.py takes it before its own folder check).
+    """
+    from apa.distributed import rank
+
+    check_config(cfg, RunConfig)
+    requested = OmegaConf.to_container(cfg, resolve=True)
+    lock = RunLock(run_dir, "training") if rank() == 0 and not locked else None
+    if lock is not None:
+        lock.acquire()
+    try:
+        resume_from = check_run_dir(run_dir, cfg.resume, requested, bool(cfg.get("extend")),
+                                    allow_other_versions=bool(cfg.get("allow_other_versions")))
+        if hydra_files and rank() == 0 and not (run_dir / TRAINING_RECORD).exists():
+            write_hydra_record(run_dir, hydra_files)
+        return fit(*build_trainer(cfg, run_dir, resume_from))
+    finally:
+        if lock is not None:
+            lock.release()

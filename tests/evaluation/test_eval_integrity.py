@@ -1,0 +1,88 @@
+"""Evaluations are tied to what they evaluated: the run's own config with the command's overrides applied (never
+dropped), a fingerprint that refuses to mix two evaluations in one folder, one evaluation per folder at a time, and
+predictions files whose every line is one answer."""
+
+import json
+
+import pytest
+
+from apa.errors import UserError
+from apa.evaluation.evaluate import EvaluationError, evaluate, score_file
+from apa.run_folder import RunLock
+from apa.training.recipe import train
+from tests.conftest import FAST_EVAL, compose_config, compose_eval_config
+
+RUN = ("experiment=demo", "prompts=terse", "data.limit=2", "trainer.num_train_epochs=1", "trainer.report_to=[]")
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    run = tmp_path_factory.mktemp("integrity") / "run"
+    train(compose_config(*RUN), run)
+    return run
+
+
+def _evaluate(run, *overrides):
+    overrides = (*FAST_EVAL, *overrides)
+    return evaluate(compose_eval_config(f"run_dir={run}", *overrides), list(overrides), run / "eval")
+
+
+def test_a_second_evaluation_with_other_settings_is_refused_not_mixed(run_dir):
+    first = _evaluate(run_dir)["final_model"]
+    predictions = run_dir / "eval" / "final_model" / "predictions.jsonl"
+    before = predictions.read_bytes()
+    fingerprint = json.loads((run_dir / "eval" / "final_model" / "fingerprint.json").read_text())
+    assert set(fingerprint) == {"test_set", "prompts", "weights", "model", "generation", "data", "versions",
+                                "training_versions"}
+    with pytest.raises(EvaluationError, match="holds predictions of another evaluation .different generation"):
+        _evaluate(run_dir, "max_new_tokens.apa=7")
+    assert predictions.read_bytes() == before
+    again = _evaluate(run_dir)["final_model"]  # the same evaluation again: resumes (nothing to do), same numbers
+    assert again["n_apa"] == first["n_apa"] and predictions.read_bytes() == before
+
+
+def test_other_data_goes_to_its_own_folder_and_the_override_is_applied(run_dir):
+    own = json.loads((run_dir / "eval" / "final_model" / "metrics.json").read_text()) if (
+        run_dir / "eval" / "final_model" / "metrics.json").exists() else _evaluate(run_dir)["final_model"]
+    other = _evaluate(run_dir, "data.limit=1")["final_model"]
+    assert other["n_utterances_scored"] == 1 and own["n_utterances_scored"] == 2  # data.limit reached the reader
+    folders = sorted(p.name for p in run_dir.iterdir() if p.name.startswith("eval"))
+    assert folders[0] == "eval" and len(folders) == 2 and folders[1].startswith("eval-sample-")
+    assert json.loads((run_dir / "eval" / "final_model" / "metrics.json").read_text())["n_utterances_scored"] == 2
+
+
+def test_a_different_base_model_is_refused(run_dir):
+    with pytest.raises(EvaluationError, match="model.path: a run is evaluated with the base model it was trained on"):
+        _evaluate(run_dir, "model.path=/elsewhere")
+
+
+def test_predictions_without_a_fingerprint_are_not_trusted(run_dir, tmp_path):
+    _evaluate(run_dir)
+    (run_dir / "eval" / "final_model" / "fingerprint.json").unlink()
+    with pytest.raises(EvaluationError, match="has no fingerprint.json beside it"):
+        _evaluate(run_dir)
+    (run_dir / "eval" / "final_model" / "predictions.jsonl").unlink()
+    _evaluate(run_dir)  # a fresh start writes both again
+    assert (run_dir / "eval" / "final_model" / "fingerprint.json").exists()
+
+
+def test_one_evaluation_per_folder_and_none_while_training(run_dir):
+    with RunLock(run_dir / "eval", "evaluation"), pytest.raises(UserError, match="eval is in use by evaluation"):
+        _evaluate(run_dir)
+    with RunLock(run_dir, "training"), pytest.raises(EvaluationError, match="still being trained by training"):
+        _evaluate(run_dir)
+
+
+def test_a_predictions_file_with_a_repeated_or_malformed_line_is_an_error(tmp_path):
+    record = {"id": "u1", "task": "apa", "reference": {"accuracy": 8, "fluency": 8, "prosodic": 8, "total": 8},
+              "prediction": None, "raw": ""}
+    path = tmp_path / "predictions.jsonl"
+    path.write_text(json.dumps(record) + "\n" + json.dumps(record) + "\n")
+    with pytest.raises(EvaluationError, match=r"predictions.jsonl:2: apa answer for u1 repeats line 1"):
+        score_file(path)
+    path.write_text(json.dumps(record) + "\n{not json\n")
+    with pytest.raises(EvaluationError, match=r"predictions.jsonl:2: not a prediction record"):
+        score_file(path)
+    path.write_text(json.dumps({"id": "u1"}) + "\n")
+    with pytest.raises(EvaluationError, match=r"predictions.jsonl:1: not a prediction record"):
+        score_file(path)

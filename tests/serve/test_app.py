@@ -1,0 +1,105 @@
+"""apa app: the page's answers to good and bad input, then the page itself in headless Chromium, scoring an
+uploaded WAV with the tiny adapter the demo sweep trained (conftest.demo_sweep)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from apa.data import SAMPLE_ROOT
+from tests.browser import Page, chromium, free_port
+
+WAV = SAMPLE_ROOT / "WAVE" / "SPEAKER0001" / "000010011.WAV"
+SENTENCE = "WE CALL IT BEAR"
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+
+@pytest.fixture(scope="module")
+def predictor(demo_sweep):
+    from apa.serve.predict import Predictor
+
+    return Predictor(demo_sweep / "paper_r64_1" / "final_model", max_new_tokens=8)  # short answers: CPU decoding
+
+
+@pytest.fixture(scope="module")
+def app_url(predictor):
+    from apa.serve.app import CSS, build
+
+    page = build(predictor)
+    _, url, _ = page.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, css=CSS,
+                            ssr_mode=False, quiet=True)
+    yield url
+    page.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with chromium() as b:
+        yield b
+
+
+def test_sample_sentences_are_offered():
+    from apa.serve.app import sample_sentences
+
+    sentences = sample_sentences()
+    assert len(sentences) == 40 and SENTENCE in sentences
+
+
+def test_bad_input_becomes_a_message_never_a_traceback(predictor, tmp_path):
+    from apa.serve.app import score_page
+
+    garbage = tmp_path / "garbage.wav"
+    garbage.write_bytes(b"this is not a sound file" * 50)
+    long_clip = tmp_path / "long.wav"
+    sf.write(long_clip, np.random.default_rng(0).uniform(-0.1, 0.1, 16000 * 31).astype(np.float32), 16000)
+    cases = [(None, SENTENCE, "no recording"), (str(WAV), "WE CALL IT BLORPTH", "BLORPTH"),
+             (str(WAV), "   ", "empty"), (str(garbage), SENTENCE, "unreadable audio"),
+             (str(long_clip), SENTENCE, "audio too long"), (str(tmp_path / "gone.wav"), SENTENCE, "missing audio file")]
+    for audio, text, expected in cases:
+        message, scores, phones = score_page(predictor, audio, text)
+        assert 'id="apa-error"' in message and expected in message, (audio, text, message)
+        assert "Traceback" not in message and scores == phones == ""
+
+
+def test_unexpected_failures_are_a_message_too():
+    from apa.serve.app import score_page
+
+    class Broken:
+        def score(self, audio, text):
+            raise RuntimeError("out of memory")
+
+    message, _, _ = score_page(Broken(), str(WAV), SENTENCE)
+    assert "RuntimeError: out of memory" in message and "Traceback" not in message
+
+
+def test_app_in_chromium_scores_an_uploaded_wav(app_url, browser):
+    page = Page(browser, height=900)
+    p = page.page
+    p.goto(app_url)
+    p.locator('#apa-audio button[aria-label="Upload file"]').click()
+    p.locator("#apa-audio input[type=file]").set_input_files(str(WAV))
+    p.locator("#apa-audio audio, #apa-audio [data-testid='waveform-Audio']").first.wait_for(state="attached")
+    # pick the sentence from the bundled sample's list: it fills the text box
+    p.locator("#apa-pick input").click()
+    p.get_by_role("option", name=SENTENCE, exact=True).click()
+    p.wait_for_function("() => document.querySelector('#apa-text textarea').value === 'WE CALL IT BEAR'")
+    p.locator("#apa-score").click()
+    p.locator("#apa-phones").wait_for(timeout=120_000)
+    text = p.locator("#apa-phones-box").inner_text()
+    # the expected phones are CMUdict's, each facing what was heard; mismatches highlighted
+    expected = p.locator("#apa-phones tr").first.locator("td").all_inner_texts()
+    assert [x for x in expected if x != "–"] == "W IY K AO L IH T B EH R".split()
+    assert p.locator("#apa-phones td.diff").count() > 0 and "canonical phones differ" in text
+    scores = p.locator("#apa-scores-box").inner_text()
+    assert "Scores" in scores and ("accuracy" in scores or "could not be read" in scores)
+    page.screenshot("app.png", full_page=True)
+
+    p.locator("#apa-text textarea").fill("WE CALL IT BLORPTH")
+    p.locator("#apa-score").click()
+    p.locator("#apa-error").wait_for(timeout=60_000)
+    assert "not in the CMU pronouncing dictionary: BLORPTH" in p.locator("#apa-error").inner_text()
+    assert p.locator("#apa-phones").count() == 0
+    page.screenshot("app_error.png")
