@@ -22,11 +22,12 @@ register_configs(trainer=False)  # the run's trainer settings are only read back
 @one_line_errors
 def main(cfg: DictConfig) -> None:
     from apa.evaluation.evaluate import evaluate
+    from apa.reporting.epochs import report_evaluation
 
     hydra_cfg = HydraConfig.get()
     out = Path(hydra_cfg.runtime.output_dir)
     try:
-        evaluate(cfg, list(hydra_cfg.overrides.task), out)
+        report_evaluation(evaluate(cfg, list(hydra_cfg.overrides.task), out))
     finally:  # a refused or re-scoring evaluation leaves no empty folder that Hydra made for it
         for folder in (out, out.parent if cfg.run_dir and out.parent == Path(cfg.run_dir) else None):
             if folder is not None and folder.is_dir() and not any(folder.iterdir()):

@@ -66,6 +66,10 @@ def main(cfg: DictConfig) -> None:
                        "hydra.yaml": OmegaConf.to_yaml({"hydra": hydra_cfg}),
                        "overrides.yaml": OmegaConf.to_yaml(list(hydra_cfg.overrides.task))}
         final = train(cfg, run_dir, hydra_files, locked=True)
+        if rank() == 0:
+            from apa.reporting.model_card import write_model_card
+
+            write_model_card(run_dir)  # this project's card (README.md), in place of TRL's generic one
     finally:
         if lock is not None:
             lock.release()

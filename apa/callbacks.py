@@ -57,13 +57,15 @@ class EvaluateAndCompare(Callback):
         from hydra import compose
 
         from apa.evaluation.evaluate import evaluate
+        from apa.reporting.epochs import report_evaluation
+        from apa.run_folder import EVAL_DIR
 
         gc.collect()  # the trainer of the job that just ended still holds its model
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         overrides = [f"run_dir={run_dir}", f"checkpoint={self.checkpoint}", *self.overrides]
         cfg = compose(config_name="evaluate", overrides=overrides)
-        evaluate(cfg, list(self.overrides), run_dir / "eval")
+        report_evaluation(evaluate(cfg, list(self.overrides), run_dir / EVAL_DIR))
 
     def _remember_base_model(self, config: DictConfig) -> None:
         from omegaconf import OmegaConf
@@ -85,27 +87,26 @@ class EvaluateAndCompare(Callback):
 
         from apa.evaluation.evaluate import evaluate
         from apa.reporting.table3 import BASELINE_DIR, write_table3
+        from apa.run_folder import evaluations
 
         if not self.runs:  # the jobs ran in other processes (submitit, joblib): find them in the sweep folder
-            import json
-
-            from apa.reporting.compare import find_runs
+            from apa.run_folder import RunFolderError, find_runs, read_record
 
             try:
                 self.runs = find_runs([out])
-            except Exception:
+            except RunFolderError:
                 return  # no job finished
             for run in self.runs:
-                record = json.loads((run / "training_config.json").read_text())["config"]
+                record = read_record(run)["config"]
                 self._remember({key: record[key] for key in ("model", "data", "prompts")})
         if self.base_model is None:
             return  # no job finished
         try:
             baseline_dir = out / BASELINE_DIR
-            if not (baseline_dir / "base_model" / "metrics.json").exists():
+            if not evaluations(out, BASELINE_DIR):
                 cfg = compose(config_name="evaluate", overrides=list(self.overrides))
                 cfg = OmegaConf.merge(cfg, self.base_model)
-                evaluate(cfg, True, baseline_dir)
+                evaluate(cfg, list(self.overrides), baseline_dir)
             print(write_table3(self.runs, baseline_dir, out))
         except Exception:
             log.exception("table3 for %s failed; rerun it with `apa table3 %s`", out, out)

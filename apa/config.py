@@ -175,11 +175,9 @@ class EvalConfig:
     predictions: str | None = None  # re-score this predictions.jsonl, no model
     batch_size: int = 256  # the most answers generated in one batch
     # ... and the most tokens one batch may hold: rows x (longest prompt incl. audio + max_new_tokens of the task).
-    # Batches are planned once, from prompt lengths alone, in order of length; null: `batch_size` answers per batch
-    # in order of audio file size (the plan before the budget existed)
-    max_batch_tokens: int | None = 32768
+    # Batches are planned once, from prompt lengths alone, in order of length.
+    max_batch_tokens: int = 32768
     max_new_tokens: MaxNewTokens = field(default_factory=MaxNewTokens)
-    reload_base: bool = False  # checkpoint=all: load the base model again for every checkpoint (the old way)
     cache_implementation: str | None = None  # "static": a KV cache allocated once per batch (transformers' option)
     compile: bool = False  # with cache_implementation=static on a GPU: let transformers torch.compile the decoding
     baseline: BaselineConfig = field(default_factory=BaselineConfig)  # only without run_dir
@@ -240,6 +238,7 @@ _RANGES: tuple[tuple[str, Any, str], ...] = (
     ("data.validation_fraction", lambda v: 0 <= v < 1, "in [0, 1)"),
     ("data.feature_cache_mb", lambda v: v >= 0, "0 (off) or more"),
     ("batch_size", lambda v: v >= 1, "at least 1"),
+    ("max_batch_tokens", lambda v: v >= 1, "at least 1"),
     ("max_new_tokens.apa", lambda v: v >= 1, "at least 1"),
     ("max_new_tokens.mdd", lambda v: v >= 1, "at least 1"),
 )

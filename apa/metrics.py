@@ -277,3 +277,33 @@ def compute_metrics(predictions: list[dict], train_means: dict[str, float],
         split_limit=split.get("limit"),  # data.limit: the "split" above is then the first `limit` utterances
     )
     return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# How a metric prints (every table and log line uses these)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def fmt(value) -> str:
+    if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:.3f}"
+
+
+def coverage(metrics: dict) -> tuple[str, str]:
+    """('2500/2500', '47000/47000') for a table row: scored / in the split, per utterance and per phone."""
+    cells = []
+    for unit in ("utterances", "phones"):
+        scored, total = metrics.get(f"n_{unit}_scored"), metrics.get(f"n_{unit}_in_split")
+        cells.append("n/a" if scored is None else f"{scored}/{'?' if total is None else total}")
+    if metrics.get("split_limit"):
+        cells[0] += f" (limit {metrics['split_limit']})"
+    return cells[0], cells[1]
+
+
+def format_metrics(m: dict) -> str:
+    """One log line: the headline metrics and how much of the test split was scored."""
+    keys = ("pcc_accuracy", "pcc_fluency", "pcc_prosodic", "pcc_total", "wer", "per", "mdd_f1",
+            "parse_rate_apa", "parse_rate_mdd")
+    utterances, phones = coverage(m)
+    return " ".join(f"{k}={fmt(m.get(k))}" for k in keys) + f" utterances={utterances} phones={phones}"

@@ -11,7 +11,7 @@ from pathlib import Path
 from apa.data import SAMPLE_ROOT
 from apa.data.records import APA_ASPECTS
 from apa.data.speechocean import load_split
-from apa.evaluation.evaluate import metrics_json
+from apa.evaluation.predictions import metrics_json
 from apa.metrics import compute_metrics
 
 PHONES = "AA AE AH AO B D EH ER IH IY K L M N P R S T UW Z".split()

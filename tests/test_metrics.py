@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from apa.evaluation.evaluate import score_file
+from apa.evaluation.predictions import score_file
 from apa.metrics import (
     EPS,
     compute_metrics,

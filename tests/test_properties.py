@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from apa.data.records import APA_ASPECTS, PHONES, UNKNOWN_PHONE, strip_stress
 from apa.data.speechocean import LabelMismatch, SkipReport, parse_labels, read_entry
-from apa.evaluation.evaluate import metrics_json
+from apa.evaluation.predictions import metrics_json
 from apa.metrics import (
     EPS,
     align,

@@ -108,7 +108,7 @@ def test_evaluations_record_data_and_both_version_sets_and_compare_splits_label_
     run = tmp_path / "run"
     shutil.copytree(hub_run, run)
     evaluate(compose_eval_config(f"run_dir={run}", "batch_size=4", "max_new_tokens.apa=4", "max_new_tokens.mdd=4"),
-             False, run / "eval")
+             [], run / "eval")
     fingerprint = json.loads((run / "eval" / "final_model" / "fingerprint.json").read_text())
     assert fingerprint["data"]["revision"] == "ab" * 20 and fingerprint["data"]["labels"] == "2024"
     assert fingerprint["versions"] == library_versions()

@@ -135,7 +135,9 @@ def test_a_damaged_newest_checkpoint_is_named_and_skipped(tmp_path, caplog):
 def test_config_differences_list_every_changed_value():
     saved = {"lora": {"r": 320, "name": "x"}, "resume": False, "trainer": {"report_to": ["tensorboard"]}}
     asked = {"lora": {"r": 64, "name": "x"}, "resume": True, "trainer": {"report_to": []}, "new_option": 1}
-    assert config_differences(saved, asked) == ["lora.r: 320 -> 64", "trainer.report_to: ['tensorboard'] -> []"]
+    # a key only one side has is a difference too (run folders of another format are refused before this)
+    assert config_differences(saved, asked) == ["lora.r: 320 -> 64", "new_option: '(unset)' -> 1",
+                                                "trainer.report_to: ['tensorboard'] -> []"]
 
 
 def test_extend_trains_a_finished_run_for_more_epochs(tmp_path):

@@ -431,10 +431,11 @@ def bench_generate(overrides: list[str], budgets: list[int], answers: int | None
     reference answer in it (min_new_tokens = max_new_tokens), capped at evaluation's max_new_tokens."""
     from apa.checkpoint.loading import add_control_tokens, attach_lora, load_base, parameter_report
     from apa.config import MaxNewTokens
-    from apa.data.stats import audio_tokens
-    from apa.evaluation.evaluate import evaluation_examples, plan_batches, prompt_lengths
+    from apa.evaluation.examples import evaluation_examples
+    from apa.evaluation.predictions import plan_batches, prompt_lengths
     from apa.sft.collate import SpeechSFTCollator
     from apa.sft.generation import generate_answers
+    from apa.sft.lengths import audio_tokens
 
     cfg = compose(overrides)
     cuda = torch.cuda.is_available()

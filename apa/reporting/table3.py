@@ -11,8 +11,9 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
 from pathlib import Path
+
+from apa.metrics import coverage, fmt  # noqa: F401  (re-exported: the tables' cell formats)
 
 # arXiv 2509.02915, Table 3, LoRA-only rows: PCC acc/flu/pros/total, WER, PER, F1 (P, R). Epoch 0 = no training.
 PAPER_TABLE3 = {
@@ -40,26 +41,9 @@ COVERAGE_NOTE = ("Scored: utterances and canonical phones scored / in the test s
                  "utterances).")
 
 
-def coverage(metrics: dict) -> tuple[str, str]:
-    """('2500/2500', '47000/47000') for a table row: scored / in the split, per utterance and per phone."""
-    cells = []
-    for unit in ("utterances", "phones"):
-        scored, total = metrics.get(f"n_{unit}_scored"), metrics.get(f"n_{unit}_in_split")
-        cells.append("n/a" if scored is None else f"{scored}/{'?' if total is None else total}")
-    if metrics.get("split_limit"):
-        cells[0] += f" (limit {metrics['split_limit']})"
-    return cells[0], cells[1]
-
-
 def epoch_of(checkpoint: str) -> str:
     """'checkpoint-epoch-2' -> '2'; 'final_model' -> 'final'."""
     return checkpoint.rsplit("-", 1)[-1] if checkpoint.startswith("checkpoint-epoch-") else "final"
-
-
-def fmt(value) -> str:
-    if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    return f"{value:.3f}"
 
 
 # ---------------------------------------------------------------------------------------------------------------

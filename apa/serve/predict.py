@@ -82,13 +82,13 @@ class Predictor:
     """A trained adapter loaded once (model, processor, the run's prompts), scoring recordings one at a time."""
 
     def __init__(self, adapter: Path, max_new_tokens: int = 200) -> None:
-        from apa.evaluation.evaluate import load_for_eval
+        from apa.checkpoint.adapters import load_for_eval
 
         self.cfg = run_config_for(adapter)
         self.max_new_tokens = max_new_tokens
         # the run's own limit on clip length (data.max_audio_seconds): longer clips were never trained on
         self.max_seconds = self.cfg.data.get("max_audio_seconds")
-        self.model, self.processor = load_for_eval(self.cfg.model, adapter, self.cfg.seed)
+        self.model, self.processor = load_for_eval(self.cfg.model, adapter)
 
     def score(self, audio_path: Path | str | None, text: str) -> dict:
         """Scores, transcripts, raw answers and the phone comparison for one recording of `text`."""

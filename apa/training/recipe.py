@@ -7,7 +7,6 @@ Run folder (a contract other tools read; see docs/architecture.md):
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
 import os
 import shutil
@@ -28,20 +27,22 @@ from apa.config import RunConfig, check_config, trainer_kwargs
 from apa.constants import REPO_ROOT
 from apa.data.release import dataset_identity
 from apa.data.speechocean import SkipReport, load_configured_split, split_by_speaker
-from apa.data.stats import example_lengths, phone_stats, summarize
+from apa.data.stats import phone_stats
 from apa.errors import UserError
-from apa.reporting.model_card import write_model_card
 from apa.run_folder import (
     FINAL_MODEL,
     TRAINING_RECORD,
     RunLock,
     check_run_dir,
+    remove_evaluation,
     resumable_checkpoints,
     saved_record,
     write_atomic,
     write_hydra_record,
+    write_record,
 )
 from apa.sft.collate import SpeechSFTCollator
+from apa.sft.lengths import example_lengths, summarize
 from apa.sft.prompts import build_examples
 from apa.versions import library_versions
 
@@ -55,10 +56,6 @@ def _git_commit() -> str | None:
     except (OSError, subprocess.CalledProcessError):
         return None
     return commit.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-
-
-def _write_json_atomic(path: Path, payload: dict) -> None:
-    write_atomic(path, json.dumps(payload, indent=2, default=str))
 
 
 def sft_arguments(cfg: DictConfig, run_dir: Path):
@@ -174,7 +171,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, resume_from: Path | None = Non
     table = format_parameter_table(params)
     log.info("Parameters (lora=%s):\n%s", cfg.lora.name, table)
     if main_process:
-        (run_dir / "parameters.txt").write_text(table + "\n")
+        write_atomic(run_dir / "parameters.txt", table + "\n")
 
     record = {
         "config": OmegaConf.to_container(cfg, resolve=True),
@@ -208,7 +205,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, resume_from: Path | None = Non
         record = {**previous, "resumes": [*previous.get("resumes", []), resumed], "config": record["config"],
                   "data": record["data"]}
     if main_process:
-        _write_json_atomic(run_dir / TRAINING_RECORD, record)
+        write_record(run_dir, record)
     return trainer, resume_from, record
 
 
@@ -241,22 +238,22 @@ def fit(trainer, resume_from: Path | None, record: dict) -> Path:
             os.replace(final_dir, old)
             os.replace(tmp, final_dir)
             shutil.rmtree(old)
-            stale = run_dir / "eval" / FINAL_MODEL
-            if stale.exists():  # it described the old final model: no table or card may show it as the new one's
-                shutil.rmtree(stale)
-                log.warning("extend: removed %s, the evaluation of the previous final model", stale)
+            if remove_evaluation(run_dir, FINAL_MODEL):  # no table or card may show it as the new final model's
+                log.warning("extend: removed the evaluation of the previous final model (%s/eval/%s)", run_dir,
+                            FINAL_MODEL)
         else:
             os.replace(tmp, final_dir)
-        losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+        history = [[e["step"], e["loss"]] for e in trainer.state.log_history if "loss" in e]
+        losses = [loss for _, loss in history]
         record.update(
             finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             train_seconds=round(time.perf_counter() - started, 2),
             global_steps=trainer.state.global_step,
             train_metrics=result.metrics,
             final_train_loss=losses[-1] if losses else None,
+            loss_history=history,  # (optimizer step, loss): the one source of every loss curve
         )
-        _write_json_atomic(run_dir / "training_config.json", record)
-        write_model_card(run_dir)  # this project's card, in place of TRL's generic one
+        write_record(run_dir, record)
         log.info("Finished: adapter, tokenizer and processor in %s", final_dir)
     return final_dir
 

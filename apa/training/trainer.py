@@ -32,7 +32,7 @@ class PronunciationTrainer(SFTTrainer):
         # step on one task (APA prompts are longer), it seeds from the global RNG, and it asks the processor for
         # model_input_names (which an audio-only processor lacks). Ours (apa.training.sampling) draws each optimizer
         # step at
-        # random and sorts only inside it, in an order fixed by (data_seed, epoch); `length` comes from apa.data.stats.
+        # random and sorts only inside it, in an order fixed by (data_seed, epoch); `length` comes from apa.sft.lengths.
         seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
         # one unit = one micro-step on all ranks (train_batch_size is per device, x n_gpu under DataParallel)
         unit = self.args.train_batch_size * self.args.world_size

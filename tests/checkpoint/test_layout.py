@@ -249,14 +249,15 @@ def test_untrained_baseline_runs_as_the_paper_did_with_the_speech_lora_and_no_co
     """evaluate.py without run_dir: the checkpoint's own speech LoRA on, prompts without <|APA|>/<|MDD|>, recorded."""
     from omegaconf import OmegaConf
 
-    from apa.evaluation.evaluate import evaluate, load_baseline
+    from apa.checkpoint.adapters import load_baseline
+    from apa.evaluation.evaluate import evaluate
     from tests.conftest import FAST_EVAL, compose_eval_config
 
     cfg = compose_eval_config("model=tiny", "data=sample", "data.limit=2", *FAST_EVAL)
     model, processor, _ = load_baseline(cfg.model, cfg.baseline, cfg.seed)
     assert model.active_adapter == "default" and model.peft_config["default"].r == 320  # speech-lora active
     assert "<|APA|>" not in processor.tokenizer.get_vocab()
-    from apa.evaluation.evaluate import evaluation_examples
+    from apa.evaluation.examples import evaluation_examples
 
     rows = evaluation_examples(cfg, processor.tokenizer.audio_token, cfg.baseline.control_tokens)
     assert rows and all(r["user_content"].startswith(processor.tokenizer.audio_token) for r in rows)

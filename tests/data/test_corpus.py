@@ -9,7 +9,9 @@ import pytest
 from apa.data.records import INVENTORY, L2_PHONES
 from apa.data.speechocean import LABEL_MISMATCH, DataError, SkipReport, load_configured_split, load_split
 from apa.data.stats import phone_stats
-from apa.evaluation.evaluate import SPLIT_FILE, evaluation_set, score_file
+from apa.evaluation.examples import evaluation_set
+from apa.evaluation.predictions import score_file
+from apa.run_folder import SPLIT_FILE
 from tests.conftest import compose_eval_config, edit_scores
 
 

@@ -1,5 +1,5 @@
 """Evaluation at batch scale: token-budget batches, and the base model loaded once per run with the adapters
-swapped between checkpoints; predictions as the old path (a fresh base per checkpoint, 8 answers a batch) made them."""
+swapped between checkpoints; predictions as a fresh base model per checkpoint makes them, whatever the batches."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from apa.evaluation.evaluate import EvalModels, evaluate, generate_predictions, load_for_eval, plan_batches
+from apa.checkpoint.adapters import EvalModels, load_for_eval
+from apa.evaluation.evaluate import evaluate
+from apa.evaluation.predictions import generate_predictions, plan_batches
 from apa.training.recipe import train
 from tests.conftest import compose_config, compose_eval_config
 
@@ -75,22 +77,39 @@ def _by_key(text: str) -> dict:
     return {(r["id"], r["task"]): r for r in map(json.loads, text.splitlines())}
 
 
-def test_swapping_adapters_gives_the_old_paths_predictions_with_one_base_load(two_epochs, tmp_path, monkeypatch):
-    # the old path: a fresh base model per checkpoint, 8 answers a batch in order of audio file size
-    old, old_loads = _evaluate(two_epochs, tmp_path, monkeypatch, "reload_base=true", "max_batch_tokens=null",
-                               "batch_size=8")
-    # the new one: one base model, adapters swapped; batches by token budget (small here, so there are several)
-    new, new_loads = _evaluate(two_epochs, tmp_path, monkeypatch, "max_batch_tokens=130")
-    reloaded, _ = _evaluate(two_epochs, tmp_path, monkeypatch, "reload_base=true", "max_batch_tokens=130")
-    assert (old_loads, new_loads) == (2, 1)
+def _fresh_predictions(run_dir, tmp_path, *overrides) -> dict[str, str]:
+    """predictions.jsonl per checkpoint as a fresh load of base + adapter makes them (no swap)."""
+    from apa.evaluation.examples import evaluation_examples
+
+    trained = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    cfg = OmegaConf.merge(compose_eval_config("data=sample", "data.limit=4", *SHORT, *overrides),
+                          {"prompts": trained.prompts})
+    out = {}
     for checkpoint in CHECKPOINTS:
-        assert new[checkpoint] == reloaded[checkpoint]  # same batches: byte for byte
-        assert _by_key(new[checkpoint]) == _by_key(old[checkpoint])  # other batches: the same answers
+        model, processor = load_for_eval(trained.model, run_dir / checkpoint)
+        rows = evaluation_examples(cfg, processor.tokenizer.audio_token)
+        path = tmp_path / "fresh" / "-".join(overrides) / checkpoint / "predictions.jsonl"
+        generate_predictions(model, processor, rows, path, cfg.batch_size, dict(cfg.max_new_tokens),
+                             max_batch_tokens=cfg.max_batch_tokens)
+        out[checkpoint] = path.read_text()
+    return out
+
+
+def test_swapping_adapters_gives_a_fresh_loads_predictions_with_one_base_load(two_epochs, tmp_path, monkeypatch):
+    # one base model, adapters swapped; batches by token budget (small here, so there are several)
+    new, new_loads = _evaluate(two_epochs, tmp_path, monkeypatch, "max_batch_tokens=130")
+    assert new_loads == 1
+    fresh = _fresh_predictions(two_epochs, tmp_path, "max_batch_tokens=130")  # a fresh base per checkpoint
+    one_batch = _fresh_predictions(two_epochs, tmp_path, "batch_size=8")  # other batches: each task's answers in one
+    for checkpoint in CHECKPOINTS:
+        assert new[checkpoint] == fresh[checkpoint]  # same batches: byte for byte
+        assert _by_key(new[checkpoint]) == _by_key(one_batch[checkpoint])  # other batches: the same answers
         assert len(_by_key(new[checkpoint])) == 8
     assert new[CHECKPOINTS[0]] != new[CHECKPOINTS[1]]  # the checkpoints differ, so the swap did something
     # the budget did cut each task's answers into batches of 2 (~50 prompt tokens + 12 of answer each)
     from apa.checkpoint.layout import load_processor
-    from apa.evaluation.evaluate import evaluation_examples, prompt_lengths
+    from apa.evaluation.examples import evaluation_examples
+    from apa.evaluation.predictions import prompt_lengths
     from apa.sft.collate import SpeechSFTCollator
 
     processor = load_processor(str(two_epochs / CHECKPOINTS[0]))
@@ -105,28 +124,28 @@ def test_swapping_adapters_gives_the_old_paths_predictions_with_one_base_load(tw
 
 
 def test_swapped_adapters_give_the_logits_of_a_fresh_load(two_epochs):
-    from apa.evaluation.evaluate import evaluation_examples
+    from apa.evaluation.examples import evaluation_examples
     from apa.sft.collate import SpeechSFTCollator
 
     trained = OmegaConf.load(two_epochs / ".hydra" / "config.yaml")
-    models = EvalModels(trained.model, 42)
+    models = EvalModels(trained.model)
     for checkpoint in (*CHECKPOINTS, CHECKPOINTS[0]):  # back and forth
         model, processor = models.load(two_epochs / checkpoint)
         cfg = OmegaConf.merge(compose_eval_config("data=sample", "data.limit=2"), {"prompts": trained.prompts})
         rows = evaluation_examples(cfg, processor.tokenizer.audio_token)
         batch = SpeechSFTCollator(processor)(rows)
         batch.pop("labels")
-        fresh, _ = load_for_eval(trained.model, two_epochs / checkpoint, 42)
+        fresh, _ = load_for_eval(trained.model, two_epochs / checkpoint)
         with torch.no_grad():
             assert torch.equal(model(**batch).logits, fresh(**batch).logits), checkpoint
     assert models.base_loads == 1
 
 
 def test_budget_batches_resume_to_an_identical_file(two_epochs, tmp_path):
-    from apa.evaluation.evaluate import evaluation_examples
+    from apa.evaluation.examples import evaluation_examples
 
     trained = OmegaConf.load(two_epochs / ".hydra" / "config.yaml")
-    model, processor = load_for_eval(trained.model, two_epochs / CHECKPOINTS[0], 42)
+    model, processor = load_for_eval(trained.model, two_epochs / CHECKPOINTS[0])
     cfg = OmegaConf.merge(compose_eval_config("data=sample", "data.limit=4", *SHORT), {"prompts": trained.prompts})
     rows = evaluation_examples(cfg, processor.tokenizer.audio_token)
     full = tmp_path / "full" / "predictions.jsonl"
@@ -140,10 +159,11 @@ def test_budget_batches_resume_to_an_identical_file(two_epochs, tmp_path):
 
 
 def test_static_kv_cache_option_gives_the_same_predictions(two_epochs, tmp_path):
-    from apa.evaluation.evaluate import evaluation_examples, generation_options
+    from apa.evaluation.examples import evaluation_examples
+    from apa.evaluation.predictions import generation_options
 
     trained = OmegaConf.load(two_epochs / ".hydra" / "config.yaml")
-    model, processor = load_for_eval(trained.model, two_epochs / CHECKPOINTS[1], 42)
+    model, processor = load_for_eval(trained.model, two_epochs / CHECKPOINTS[1])
     cfg = OmegaConf.merge(compose_eval_config("data=sample", "data.limit=2", *SHORT), {"prompts": trained.prompts})
     rows = evaluation_examples(cfg, processor.tokenizer.audio_token)
     files = {}

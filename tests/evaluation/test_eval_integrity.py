@@ -7,7 +7,8 @@ import json
 import pytest
 
 from apa.errors import UserError
-from apa.evaluation.evaluate import EvaluationError, evaluate, score_file
+from apa.evaluation.evaluate import evaluate
+from apa.evaluation.predictions import EvaluationError, score_file
 from apa.run_folder import RunLock
 from apa.training.recipe import train
 from tests.conftest import FAST_EVAL, compose_config, compose_eval_config
@@ -59,7 +60,7 @@ def test_a_different_base_model_is_refused(run_dir):
 def test_predictions_without_a_fingerprint_are_not_trusted(run_dir, tmp_path):
     _evaluate(run_dir)
     (run_dir / "eval" / "final_model" / "fingerprint.json").unlink()
-    with pytest.raises(EvaluationError, match="has no fingerprint.json beside it"):
+    with pytest.raises(EvaluationError, match="has no readable fingerprint.json beside it"):
         _evaluate(run_dir)
     (run_dir / "eval" / "final_model" / "predictions.jsonl").unlink()
     _evaluate(run_dir)  # a fresh start writes both again

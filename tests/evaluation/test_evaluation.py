@@ -7,7 +7,10 @@ import shutil
 import matplotlib.pyplot as plt
 import pytest
 
-from apa.evaluation.evaluate import evaluation_examples, generate_predictions, load_baseline, weights_digest
+from apa.checkpoint.adapters import load_baseline
+from apa.evaluation.evaluate import weights_digest
+from apa.evaluation.examples import evaluation_examples
+from apa.evaluation.predictions import generate_predictions
 from apa.reporting.compare import compare
 from tests.conftest import FAST_EVAL, compose_eval_config
 

@@ -9,7 +9,8 @@ import pytest
 from accelerate.data_loader import BatchSamplerShard
 from torch.utils.data import BatchSampler
 
-from apa.data.stats import audio_tokens, batch_mix, synthetic_corpus
+from apa.data.stats import batch_mix, synthetic_corpus
+from apa.sft.lengths import audio_tokens
 from apa.training.sampling import StepSortedSampler, epoch_order
 
 BATCH, ACCUMULATION, SEED, EPOCHS = 8, 8, 42, 20  # paper_table3: 8 x 8 = 64 examples a step

@@ -78,13 +78,16 @@ def test_the_overfit_experiment_learns_and_its_evaluation_says_so(overfit):
     """What the README promises of experiment=overfit: the loss falls, and evaluating the run on its own training
     utterances (data.test_split=train) parses every answer and reaches PCC 1.0; the model card shows the result."""
     from apa.evaluation.evaluate import evaluate
+    from apa.reporting.epochs import report_evaluation
     from tests.conftest import compose_eval_config
 
     losses = [e["loss"] for e in overfit["trainer"].state.log_history if "loss" in e]
     assert losses[-1] < losses[0] / 4
     run_dir = overfit["final"].parent
     assert not list(run_dir.glob("checkpoint-*"))  # save_strategy=no: no per-epoch checkpoints
-    metrics = evaluate(compose_eval_config(f"run_dir={run_dir}"), False, run_dir / "eval")["final_model"]
+    results = evaluate(compose_eval_config(f"run_dir={run_dir}"), [], run_dir / "eval")
+    report_evaluation(results)  # what evaluate.py does next: the model card gets the metrics
+    metrics = results["final_model"]
     assert metrics["parse_rate_apa"] == metrics["parse_rate_mdd"] == 1.0
     assert all(metrics[f"pcc_{a}"] == pytest.approx(1.0) for a in ("accuracy", "fluency", "prosodic", "total"))
     assert metrics["per"] == 0 and metrics["n_utterances_scored"] == 3

@@ -8,8 +8,8 @@ import pytest
 from apa.checkpoint.loading import load_base
 from apa.data import SAMPLE_ROOT
 from apa.data.speechocean import DataError, load_split, split_by_speaker
-from apa.data.stats import example_lengths, summarize
 from apa.sft.collate import SpeechSFTCollator
+from apa.sft.lengths import example_lengths, summarize
 from apa.training.recipe import example_rows
 from tests.conftest import compose_config
 

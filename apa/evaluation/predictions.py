@@ -1,0 +1,196 @@
+"""predictions.jsonl, the evaluation's contract with everything after it, and metrics.json beside it.
+
+One object per line:
+    {"id", "task": "apa"|"mdd", "reference": {...}, "prediction": {...}|null, "raw": "<generated text>"}
+An MDD reference holds word_transcript, phoneme_transcript (what was said), canonical_phones and phone_truth (per
+canonical phone what was said there, `<del>` for a deletion). test_split.json beside it: what the test split held
+(utterances and canonical phones, skips by reason and id, data.limit, phone statistics).
+
+Lines are appended batch by batch as soon as they exist; a rerun after a crash skips what is done and ends with the
+same file as an uninterrupted run (batches are fixed in advance, so each is generated the same way). The reader is
+strict: a malformed or repeated line is an error naming file and line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from apa.data.records import APA_ASPECTS
+from apa.errors import UserError
+from apa.metrics import compute_metrics
+from apa.run_folder import METRICS, SPLIT_FILE, TRAIN_MEANS, write_atomic, write_json
+from apa.sft.lengths import audio_tokens, clip_seconds
+from apa.sft.prompts import PARSERS
+
+log = logging.getLogger(__name__)
+
+
+class EvaluationError(UserError, RuntimeError):
+    """Evaluation cannot run as asked; the message names the fix."""
+
+
+def _done_keys(path: Path) -> set[tuple[str, str]]:
+    """Keys already written; a torn last line (a crash mid-write) is cut off so the file stays valid JSONL."""
+    if not path.exists():
+        return set()
+    keys, good_bytes = set(), 0
+    with path.open("rb") as f:
+        for line in f:
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                break
+            if not line.endswith(b"\n"):
+                break
+            keys.add((rec["id"], rec["task"]))
+            good_bytes += len(line)
+    if good_bytes != path.stat().st_size:
+        with path.open("r+b") as f:
+            f.truncate(good_bytes)
+    return keys
+
+
+def prompt_lengths(rows: list[dict], batcher) -> list[int]:
+    """Tokens of each row's generation prompt, audio included, without decoding audio: the prompt's text tokens as
+    the collator builds them (`batcher.tokens`, tokenized once per distinct prompt) plus the clip's audio tokens from
+    its header (apa.sft.lengths.audio_tokens, the processor's own rule)."""
+
+    seconds = clip_seconds(row["audio_path"] for row in rows)
+    out = []
+    for row in rows:
+        before, after = batcher.tokens.prompt(row["user_content"])
+        out.append(len(before) + len(after) + audio_tokens(seconds[row["audio_path"]]))
+    return out
+
+
+def plan_batches(rows: list[dict], batch_size: int, lengths: list[int], max_batch_tokens: int | None = None,
+                 max_new_tokens: dict[str, int] | None = None) -> list[list[dict]]:
+    """Fixed batches of one task each, so that padding stays small: in order of `lengths` (prompt tokens per row,
+    `prompt_lengths`), each batch as long as it holds at most `batch_size` rows and `max_batch_tokens` tokens, counted
+    as rows x (its longest prompt + the task's max_new_tokens), which bounds the KV cache; a single row over the
+    budget forms a batch of its own. The plan depends on the rows and these numbers alone, so a resumed run forms the
+    same batches."""
+    batches = []
+    for task in ("apa", "mdd"):
+        index = [i for i, r in enumerate(rows) if r["task"] == task]
+        index.sort(key=lambda i: (lengths[i], rows[i]["id"]))
+        new = (max_new_tokens or {}).get(task, 0)
+        batch: list[int] = []
+        for i in index:  # ascending: the row being added is the batch's longest
+            if batch and (len(batch) >= batch_size
+                          or (max_batch_tokens and (len(batch) + 1) * (lengths[i] + new) > max_batch_tokens)):
+                batches.append([rows[j] for j in batch])
+                batch = []
+            batch.append(i)
+        if batch:
+            batches.append([rows[j] for j in batch])
+    return batches
+
+
+def generation_options(cfg) -> dict:
+    """generate_predictions' keyword arguments from an evaluation config (EvalConfig)."""
+    kwargs: dict = {"disable_compile": not cfg.get("compile", False)}
+    if cfg.get("cache_implementation"):
+        kwargs["cache_implementation"] = cfg.cache_implementation
+    elif cfg.get("compile"):
+        log.warning("compile=true has no effect without cache_implementation=static: transformers compiles the "
+                    "decoding step only with a static cache")
+    return {"max_batch_tokens": cfg.get("max_batch_tokens"), "generate_kwargs": kwargs}
+
+
+def generate_predictions(model, processor, rows: list[dict], path: Path, batch_size: int,
+                         max_new_tokens: dict[str, int], feature_cache_mb: float = 1024,
+                         max_batch_tokens: int | None = None, generate_kwargs: dict | None = None) -> list[dict]:
+    """predictions.jsonl for `rows`, batch by batch (plan_batches: at most `batch_size` rows and, if given,
+    `max_batch_tokens` tokens each); lines already in the file are kept and their batches skipped."""
+    from apa.sft.collate import SpeechSFTCollator
+    from apa.sft.generation import generate_answers
+
+    batcher = SpeechSFTCollator(processor, feature_cache_mb=feature_cache_mb)  # one cache for both tasks' batches
+    path.parent.mkdir(parents=True, exist_ok=True)
+    done = _done_keys(path)
+    lengths = prompt_lengths(rows, batcher)
+    batches = plan_batches(rows, batch_size, lengths, max_batch_tokens, max_new_tokens)
+    todo = [b for b in batches if any((r["id"], r["task"]) not in done for r in b)]
+    if done:
+        log.info("%s: %d predictions already there, %d batches to go", path, len(done), len(todo))
+    with path.open("a") as out, tqdm(total=sum(len(b) for b in batches), initial=len(done),
+                                     desc=f"generating {path.parent.name}", unit="ex") as bar:
+        for batch in todo:
+            task = batch[0]["task"]
+            raws = generate_answers(model, processor, batch, max_new_tokens=max_new_tokens[task], batcher=batcher,
+                                    **(generate_kwargs or {}))
+            lines = []
+            for row, raw in zip(batch, raws, strict=True):
+                if (row["id"], task) in done:
+                    continue
+                record = {"id": row["id"], "task": task, "reference": row["reference"],
+                          "prediction": PARSERS[task](raw), "raw": raw}
+                lines.append(json.dumps(record, ensure_ascii=False) + "\n")
+            out.write("".join(lines))  # one write per batch, then to disk: a crash loses at most this batch
+            out.flush()
+            os.fsync(out.fileno())
+            bar.update(len(lines))
+    return read_predictions(path)
+
+
+def read_predictions(path: Path) -> list[dict]:
+    """The records of a predictions file; a malformed line or a repeated (id, task) is an error naming file and line
+    (a repeated answer would be counted twice)."""
+    if not path.is_file():
+        raise EvaluationError(f"{path} not found: give a predictions.jsonl written by evaluate.py")
+    records, seen = [], {}
+    with path.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                key = (rec["id"], rec["task"])
+                rec["reference"], rec["prediction"]  # noqa: B018  (present, even if null)
+            except (json.JSONDecodeError, KeyError, TypeError) as err:
+                raise EvaluationError(f"{path}:{n}: not a prediction record ({err}): each line must be a JSON object "
+                                      "with id, task, reference, prediction") from None
+            if key in seen:
+                raise EvaluationError(f"{path}:{n}: {key[1]} answer for {key[0]} repeats line {seen[key]}; a "
+                                      "prediction may appear once (were two evaluations written into one file?)")
+            seen[key] = n
+            records.append(rec)
+    return records
+
+
+def score_file(path: Path, means: dict[str, float] | None = None) -> dict:
+    """metrics.json beside a predictions file (training means from train_means.json beside it, if present; the
+    split's size from test_split.json beside it, if present, else null). Written atomically."""
+    predictions = read_predictions(path)
+    means_file = path.parent / TRAIN_MEANS
+    if means is None and means_file.exists():
+        means = json.loads(means_file.read_text())
+    if means is None:
+        apa = [r["reference"] for r in predictions if r["task"] == "apa"]
+        means = {a: sum(r[a] for r in apa) / len(apa) for a in APA_ASPECTS} if apa else {}
+        log.warning(f"no {TRAIN_MEANS} beside %s: imputing unparsed APA answers with the test-set mean", path)
+    split_file = path.parent / SPLIT_FILE
+    split = json.loads(split_file.read_text()) if split_file.exists() else None
+    if split is None:
+        log.warning("no %s beside %s: how many utterances and phones the test split held is unknown (null in "
+                    "metrics.json)", SPLIT_FILE, path)
+    metrics = compute_metrics(predictions, means, split)
+    write_atomic(path.parent / METRICS, metrics_json(metrics))
+    return metrics
+
+
+def metrics_json(metrics: dict) -> str:
+    """JSON text of `metrics`; an undefined value (NaN, infinity) becomes null, never a bare NaN (which is not JSON)."""
+    defined = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in metrics.items()}
+    return json.dumps(defined, indent=2, allow_nan=False)
+
+
+def write_split_record(out_dir: Path, split: dict) -> None:
+    write_json(out_dir / SPLIT_FILE, split)

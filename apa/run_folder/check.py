@@ -1,0 +1,129 @@
+"""The folder check before a start: no results unless resuming, and a resume reproduces the run (its config, its
+library versions), or says exactly how it differs."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from apa.run_folder.layout import (
+    FINAL_MODEL,
+    TRAINING_RECORD,
+    RunFolderError,
+    read_record,
+    resumable_checkpoints,
+)
+from apa.run_folder.manifest import newest_intact_checkpoint
+
+log = logging.getLogger(__name__)
+
+# Keys that may differ between a run's saved config and the command that resumes it.
+RESUME_KEYS = frozenset({"resume", "extend", "allow_other_versions"})
+
+
+def _results(run_dir: Path) -> list[Path]:
+    return resumable_checkpoints(run_dir) + ([run_dir / FINAL_MODEL] if (run_dir / FINAL_MODEL).exists() else [])
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out or {prefix.rstrip("."): {}}
+    return {prefix.rstrip("."): node}
+
+
+def config_differences(saved: dict, requested: dict, ignore: frozenset[str] = RESUME_KEYS) -> list[str]:
+    """`key: saved -> requested` for every resolved value that differs (dotted keys, sorted)."""
+    old, new = _flatten(saved), _flatten(requested)
+    keys = sorted((old.keys() | new.keys()) - ignore)
+    missing = object()
+    return [f"{k}: {old.get(k, '(unset)')!r} -> {new.get(k, '(unset)')!r}" for k in keys
+            if new.get(k, missing) != old.get(k, missing)]
+
+
+def check_run_dir(run_dir: Path, resume: bool, requested: dict | None = None, extend: bool = False,
+                  announce: bool = True, allow_other_versions: bool = False) -> Path | None:
+    """Refuse what would make the folder say something other than what ran; return the checkpoint to resume from.
+
+    Without `resume`: the folder must hold no results and no other run's record. With `resume`: the folder must
+    hold a run whose resolved config equals `requested` (differences are listed); a finished run continues only
+    with `extend` and more epochs (`trainer.num_train_epochs`); the libraries that change numbers must be at the
+    versions the run last ran under, unless `allow_other_versions` (the differences are logged either way).
+    """
+    results = _results(run_dir)
+    record = read_record(run_dir)
+    if not resume:
+        if results or record is not None:
+            found = ", ".join(p.name for p in results) or TRAINING_RECORD
+            raise RunFolderError(
+                f"{run_dir} already holds a run ({found}). Either continue it with `resume=true "
+                f"hydra.run.dir={run_dir}` (its own overrides are reused), or start a new run in another folder "
+                "(leave hydra.run.dir unset for a fresh timestamped one)")
+        return None
+    if record is None:
+        raise RunFolderError(f"resume=true but {run_dir} holds no run ({TRAINING_RECORD} missing): check "
+                             "hydra.run.dir, or drop resume=true to start a new run")
+    if requested is not None:
+        differences = config_differences(record["config"], requested)
+        epochs_only = [d for d in differences if not d.startswith("trainer.num_train_epochs:")]
+        if epochs_only or (differences and not extend):
+            hint = (" To train a finished run for more epochs, add `extend=true trainer.num_train_epochs=<N>`."
+                    if not epochs_only else "")
+            raise RunFolderError(
+                f"resume=true: this command differs from the run in {run_dir}: {'; '.join(differences)}. Resume "
+                "with the run's own settings (`resume=true hydra.run.dir=<run>` alone reuses them), or start a new "
+                f"run for different ones.{hint}")
+        if differences:  # extend with another epoch count
+            saved_epochs = record["config"]["trainer"]["num_train_epochs"]
+            if requested["trainer"]["num_train_epochs"] <= saved_epochs:
+                raise RunFolderError(f"extend=true needs more epochs than the run's {saved_epochs}: set "
+                                     f"trainer.num_train_epochs to at least {saved_epochs + 1}")
+    _check_versions(record, allow_other_versions)
+    if (run_dir / FINAL_MODEL).exists() and not extend:
+        raise RunFolderError(f"{run_dir} already holds a finished run ({FINAL_MODEL}/): nothing to resume. To "
+                             "train it for more epochs: `resume=true extend=true trainer.num_train_epochs=<N>`")
+    if not announce:  # a pre-check (train.py, before the heavy imports): the checkpoint is chosen later
+        return None
+    checkpoint = newest_intact_checkpoint(run_dir)
+    if checkpoint is None:
+        log.warning("resume=true but %s has no complete checkpoint: starting from scratch with the run's config",
+                    run_dir)
+        return None
+    log.info("Resuming from %s", checkpoint)
+    return checkpoint
+
+
+def _check_versions(record: dict, allowed: bool) -> None:
+    """The run's library versions (those of its last resume, if any) against this process's."""
+    from apa.versions import ALLOW_OPTION, library_versions, version_differences
+
+    last = next((r["library_versions"] for r in reversed(record.get("resumes") or []) if r.get("library_versions")),
+                record.get("library_versions"))
+    differences = version_differences(last, library_versions())
+    if not differences:
+        return
+    if not allowed:
+        raise RunFolderError(
+            f"resume=true: this environment's libraries differ from those the run trained with: "
+            f"{'; '.join(differences)}. The resumed steps would not be the same computation. Install the run's "
+            f"versions (its training_config.json lists them; the lock: requirements/lock-linux-py311.txt), or add "
+            f"`{ALLOW_OPTION}` to continue anyway (each resume's versions are recorded)")
+    log.warning("resume under other library versions (%s): %s", ALLOW_OPTION, "; ".join(differences))
+
+
+def write_hydra_record(run_dir: Path, files: dict[str, str]) -> None:
+    """`.hydra/<name>` for each (name, YAML text), written to a temporary folder and renamed into place."""
+    target = run_dir / ".hydra"
+    tmp = run_dir / ".hydra.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name, text in files.items():
+        (tmp / name).write_text(text)
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(tmp, target)

@@ -1,0 +1,172 @@
+"""The run-folder contract: every name in a run folder, and the one reader of it.
+
+    <run>/
+      .hydra/                  Hydra's record of the command (written once the start goes ahead)
+      training_config.json     the run record: format version, resolved config, dataset, library versions, ...
+      parameters.txt  train.log  logs/  README.md (model card)
+      checkpoint-epoch-<N>/    complete epoch checkpoints (renamed into place, with apa_manifest.json)
+      checkpoint-step-<N>/     after an interruption mid-epoch
+      final_model/             the adapter, tokenizer and the base checkpoint's processor files
+      eval/<checkpoint>/       predictions.jsonl, metrics.json, fingerprint.json, test_split.json, train_means.json
+      eval-<data>-<digest>/    evaluations on other data or prompts
+      .lock                    while a training or evaluation holds the folder
+
+No torch here: evaluation and reporting read run folders without importing the training stack.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+
+from apa.errors import UserError
+
+# The format of training_config.json and of the folder around it. A run folder of another format is refused in one
+# line, naming the version that wrote it: no reader carries compatibility branches for older layouts.
+FORMAT_VERSION = 2
+TRAINING_RECORD = "training_config.json"
+EPOCH_CHECKPOINT = "checkpoint-epoch-{}"
+STEP_CHECKPOINT = "checkpoint-step-{}"  # saved mid-epoch when a SIGTERM/SIGINT stops training
+FINAL_MODEL = "final_model"
+MANIFEST = "apa_manifest.json"
+LOCK = ".lock"
+EVAL_DIR = "eval"
+PREDICTIONS = "predictions.jsonl"
+METRICS = "metrics.json"
+FINGERPRINT = "fingerprint.json"
+SPLIT_FILE = "test_split.json"  # what the test split held (utterances, phones, skips)
+TRAIN_MEANS = "train_means.json"  # what an unparsed APA answer is imputed with
+EVAL_SETTINGS = "eval_settings.json"  # the untrained baseline's settings
+
+
+class RunFolderError(UserError, RuntimeError):
+    """The run folder cannot be used as asked; the message names the ways forward."""
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """`text` into `path` whole or not at all: written to a temporary name beside it, then renamed into place."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, payload, indent: int = 2) -> None:
+    write_atomic(path, json.dumps(payload, indent=indent, default=str) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The run record
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def read_record(run_dir: Path) -> dict | None:
+    """The run's training_config.json, or None when the folder holds no run; a record of another format is refused."""
+    path = Path(run_dir) / TRAINING_RECORD
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    found = record.get("format_version", 1)
+    if found != FORMAT_VERSION:
+        wrote = (record.get("library_versions") or {}).get("apa", "an older version")
+        raise RunFolderError(
+            f"{run_dir} is a run folder of format {found}, written by apa {wrote}; this version reads format "
+            f"{FORMAT_VERSION}. Use the version that wrote it (its git commit: {record.get('git_commit')}), or train "
+            "the run again")
+    return record
+
+
+saved_record = read_record  # the name the folder checks use
+
+
+def write_record(run_dir: Path, record: dict) -> None:
+    write_json(Path(run_dir) / TRAINING_RECORD, {**record, "format_version": FORMAT_VERSION})
+
+
+def resolved_config(run_dir: Path):
+    """The config a run trained with, resolved, as a DictConfig; None if `run_dir` holds no run. (`.hydra/config.yaml`
+    is Hydra's unresolved form: its interpolations would resolve anew on reading.)"""
+    from omegaconf import OmegaConf
+
+    record = read_record(run_dir)
+    return None if record is None else OmegaConf.create(record["config"])
+
+
+def find_runs(paths: list[Path]) -> list[Path]:
+    """Run folders: each path that is one, else the runs directly inside it (a sweep folder)."""
+    runs = []
+    for path in map(Path, paths):
+        if (path / TRAINING_RECORD).exists():
+            runs.append(path)
+        else:
+            runs += sorted(p.parent for p in path.glob(f"*/{TRAINING_RECORD}"))
+    if not runs:
+        raise RunFolderError(f"no run folders (with {TRAINING_RECORD}) in {', '.join(map(str, paths))}")
+    return runs
+
+
+def loss_history(run_dir: Path) -> tuple[list[int], list[float]]:
+    """(optimizer steps, training losses): the run's own record of its loss (`loss_history`, written as training
+    ends from the trainer's log), the one source of every loss curve."""
+    record = read_record(run_dir) or {}
+    points = record.get("loss_history") or []
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Checkpoints and their evaluations
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def epoch_of(checkpoint: str) -> str:
+    """'checkpoint-epoch-2' -> '2'; 'final_model' (or anything else) -> 'final'."""
+    return checkpoint.rsplit("-", 1)[-1] if checkpoint.startswith("checkpoint-epoch-") else "final"
+
+
+def checkpoint_order(name: str) -> float:
+    """Sort key: epochs by number (10 after 2), final_model last."""
+    epoch = epoch_of(name)
+    return float(epoch) if epoch.isdigit() else math.inf
+
+
+def epoch_checkpoints(run_dir: Path) -> list[Path]:
+    """Complete epoch checkpoints, oldest first (a folder only gets this name once fully written)."""
+    found = [p for p in Path(run_dir).glob("checkpoint-epoch-*") if p.name.rsplit("-", 1)[-1].isdigit()]
+    return sorted(found, key=lambda p: checkpoint_order(p.name))
+
+
+def resumable_checkpoints(run_dir: Path) -> list[Path]:
+    """Complete epoch and interruption checkpoints, oldest first by the global step they were saved at."""
+    found = [p for p in [*run_dir.glob("checkpoint-epoch-*"), *run_dir.glob("checkpoint-step-*")]
+             if (p / "trainer_state.json").is_file()]
+    return sorted(found, key=lambda p: json.loads((p / "trainer_state.json").read_text())["global_step"])
+
+
+def evaluations(run_dir: Path, root: str = EVAL_DIR) -> list[Path]:
+    """The evaluated checkpoints' folders under `<run>/<root>/` (those with metrics.json), in checkpoint order."""
+    found = [p.parent for p in (Path(run_dir) / root).glob(f"*/{METRICS}")]
+    return sorted(found, key=lambda p: (checkpoint_order(p.name), p.name))
+
+
+def read_metrics(eval_dir: Path) -> dict:
+    return json.loads((Path(eval_dir) / METRICS).read_text())
+
+
+def read_fingerprint(eval_dir: Path) -> dict | None:
+    path = Path(eval_dir) / FINGERPRINT
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except ValueError:
+        return None
+
+
+def remove_evaluation(run_dir: Path, checkpoint: str) -> bool:
+    """Delete `<run>/eval/<checkpoint>/` (it described weights that are gone, e.g. a final model replaced by
+    extend=true); True if there was one."""
+    stale = Path(run_dir) / EVAL_DIR / checkpoint
+    if not stale.exists():
+        return False
+    shutil.rmtree(stale)
+    return True
