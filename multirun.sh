@@ -28,7 +28,7 @@ if [ "$GPUS" -le 1 ]; then
   echo "== train both LoRA configs, evaluate every checkpoint of each, compare: $sweep_dir"
   # One process: the evaluate_and_compare callback (conf/hydra/callbacks/) runs evaluate.py's and apa.reporting.compare's
   # code after each job and after the sweep, so the libraries are imported once.
-  exec "$PY" train.py -m lora=pretrained_r320,paper_r64 hydra/callbacks=evaluate_and_compare "$@"
+  exec "$PY" train.py -m lora=pretrained_r320,fresh_r64 hydra/callbacks=evaluate_and_compare "$@"
 fi
 
 # Several GPUs: each LoRA config in turn trains data parallel through the launcher (one process per GPU), into
@@ -36,7 +36,7 @@ fi
 read -r -a launcher <<< "${LAUNCHER:-$PY -m torch.distributed.run --standalone --nproc_per_node=$GPUS}"
 n=0
 runs=()
-for lora in pretrained_r320 paper_r64; do
+for lora in pretrained_r320 fresh_r64; do
   run_dir="$sweep_dir/${lora}_$n"
   echo "== train $lora on $GPUS GPUs: ${launcher[*]} -> $run_dir"
   "${launcher[@]}" train.py "lora=$lora" "$@" "hydra.run.dir=$run_dir"

@@ -1,10 +1,10 @@
 """Fine-tune Phi-4-multimodal's speech LoRA for pronunciation assessment.
 
     python train.py experiment=demo lora=pretrained_r320          # tiny model, bundled sample, CPU
-    python train.py -m experiment=demo lora=pretrained_r320,paper_r64
-    python train.py model=phi4mm data.path=/data/speechocean762 lora=paper_r64
+    python train.py -m experiment=demo lora=pretrained_r320,fresh_r64
+    python train.py model=phi4mm data.path=/data/speechocean762 lora=fresh_r64
     python train.py resume=true hydra.run.dir=<run>              # continue a run with its own overrides
-    torchrun --nproc_per_node=4 train.py lora=paper_r64          # data parallel: one run folder, rank 0 writes
+    torchrun --nproc_per_node=4 train.py lora=fresh_r64          # data parallel: one run folder, rank 0 writes
 """
 
 import sys
@@ -14,7 +14,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from apa.config import register_configs
+from apa.config import check_renamed_choices, register_configs
 from apa.distributed import export_submitit_environment, launch_overrides
 from apa.errors import one_line_errors
 
@@ -28,12 +28,11 @@ def resume_config(cfg: DictConfig, run_dir: Path, given: list[str]) -> DictConfi
         return cfg
     from hydra import compose
 
-    def key(override: str) -> str:
-        return override.split("=")[0].lstrip("+~")
+    from apa.config import override_keys
 
     saved = run_dir / ".hydra" / "overrides.yaml"
-    repeated = {key(o) for o in given} | {"resume", "extend", "allow_other_versions"}
-    own = [o for o in OmegaConf.load(saved) if key(o) not in repeated] if saved.is_file() else []
+    repeated = set(override_keys(given)) | {"resume", "extend", "allow_other_versions"}
+    own = [o for o in OmegaConf.load(saved) if override_keys([o])[0] not in repeated] if saved.is_file() else []
     return compose(config_name="train", overrides=[*own, *given])
 
 
@@ -41,38 +40,32 @@ def resume_config(cfg: DictConfig, run_dir: Path, given: list[str]) -> DictConfi
 @one_line_errors
 def main(cfg: DictConfig) -> None:
     from apa.checkpoint.hub import check_config_hub_access
-    from apa.config import RunConfig, check_config
     from apa.distributed import rank
-    from apa.run_folder import RunLock, check_run_dir
 
     export_submitit_environment()  # RANK etc. inside a multi-task SLURM job, before rank() is read
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    lock = None
+    started = None
     try:
         cfg = resume_config(cfg, run_dir, list(hydra_cfg.overrides.task))
-        check_config(cfg, RunConfig)
-        requested = OmegaConf.to_container(cfg, resolve=True)
-        # refuse, check the hub, lock: all before the heavy imports and before anything is written into the folder
-        check_run_dir(run_dir, cfg.resume, requested, cfg.extend, announce=False,
-                      allow_other_versions=cfg.allow_other_versions)
-        check_config_hub_access(cfg)
-        lock = RunLock(run_dir, "training") if rank() == 0 else None
-        if lock is not None:
-            lock.acquire()  # train() checks the folder again under it
-        from apa.training.recipe import train
+        from apa.training.start import start
 
+        # once, before anything is written into the folder: check the config, lock, check the folder; then the hub
+        started = start(cfg, run_dir)
+        check_config_hub_access(cfg)
         hydra_files = {"config.yaml": OmegaConf.to_yaml(cfg),
                        "hydra.yaml": OmegaConf.to_yaml({"hydra": hydra_cfg}),
                        "overrides.yaml": OmegaConf.to_yaml(list(hydra_cfg.overrides.task))}
-        final = train(cfg, run_dir, hydra_files, locked=True)
+        from apa.training.recipe import train  # torch, transformers, TRL: only once the start goes ahead
+
+        final, started = train(cfg, run_dir, hydra_files, started), None  # train() releases the lock
         if rank() == 0:
             from apa.reporting.model_card import write_model_card
 
             write_model_card(run_dir)  # this project's card (README.md), in place of TRL's generic one
     finally:
-        if lock is not None:
-            lock.release()
+        if started is not None and started[0] is not None:
+            started[0].release()  # refused after the lock was taken (the hub check)
         if run_dir.is_dir() and not any(run_dir.iterdir()):
             run_dir.rmdir()  # a refused start leaves no empty folder behind (Hydra made it for this job)
     which = "every epoch with" if any(run_dir.glob("checkpoint-epoch-*")) else "it with"
@@ -81,5 +74,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    one_line_errors(check_renamed_choices)(sys.argv[1:])
     sys.argv += one_line_errors(launch_overrides)(sys.argv[1:])
     main()

@@ -1,6 +1,6 @@
 """Hydra callback: evaluate each training job as soon as it ends, and compare the sweep when it ends.
 
-    python train.py -m experiment=demo lora=pretrained_r320,paper_r64 hydra/callbacks=evaluate_and_compare
+    python train.py -m experiment=demo lora=pretrained_r320,fresh_r64 hydra/callbacks=evaluate_and_compare
 
 With `table3: true` (experiment=table3_lora_only / table3_unfreeze set it) it also evaluates the untrained model once
 (the paper's epoch-0 row) into <sweep or run>/baseline/ and writes table3.md / table3.csv there (apa.reporting.table3).

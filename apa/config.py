@@ -14,14 +14,15 @@ import os
 import typing
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from enum import Enum
 from importlib.metadata import version
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from apa.checkpoint.tiny import TinySpec, default_cache_dir
-from apa.constants import SPEECH_LORA_TARGET_REGEX
+from apa.checkpoint.tiny import TinySpec
+from apa.constants import SPEECH_LORA_TARGET_REGEX, cache_root
 from apa.data import SAMPLE_ROOT
 from apa.distributed import run_stamp
 from apa.errors import UserError
@@ -38,12 +39,39 @@ OmegaConf.register_new_resolver(
 )
 
 
+class Choice(str, Enum):
+    """A closed set of values for a config key: a wrong one fails when Hydra composes the config, naming the
+    choices. Members are strings (`Source.hub == "hub"`), print as their value and are saved as it (JSON, YAML)."""
+
+    def __str__(self) -> str:
+        return self.value
+
+    __format__ = str.__format__
+
+
+class Dtype(Choice):
+    auto = "auto"  # bf16 on a bf16 GPU, else float32
+    bfloat16 = "bfloat16"
+    float32 = "float32"
+
+
+class Source(Choice):
+    local = "local"  # the corpus's original layout under data.path
+    hub = "hub"  # the hub's parquet (data.hub_id at data.revision)
+    disk = "disk"  # a datasets.save_to_disk folder under data.path
+
+
+class OnLabelMismatch(Choice):
+    error = "error"  # stop, naming utterance, word and index
+    skip = "skip"  # leave the utterance out, counted
+
+
 @dataclass
 class ModelConfig:
     name: str = MISSING
     path: str | None = None  # hub id or local folder of the native (transformers) checkpoint
     revision: str | None = None  # hub branch/tag/commit; the native weights sit at refs/pr/70 (see README)
-    dtype: str = "auto"  # auto (bf16 on a bf16 GPU, else fp32) | bfloat16 | float32
+    dtype: Dtype = Dtype.auto
     attn_implementation: str = "sdpa"
     tiny: TinySpec | None = None  # set: generate a tiny checkpoint with these sizes instead of loading `path`
     random: bool = False  # the full-size architecture with random weights (apa.checkpoint.full_size), for benchmarks
@@ -65,7 +93,7 @@ class LoraSchema:
 @dataclass
 class DataConfig:
     name: str = MISSING
-    source: str = "local"  # local: original layout under `path` | hub: `hub_id` parquet | disk: save_to_disk `path`
+    source: Source = Source.local
     path: str | None = None
     hub_id: str = "mispeech/speechocean762"  # a hub dataset id, or a local folder holding the hub's parquet files
     revision: str | None = None  # the hub dataset's commit (data.source=hub); apa.data.release
@@ -75,7 +103,7 @@ class DataConfig:
     limit: int | None = None  # use only the first N utterances of a split (demos, tests)
     max_bad_fraction: float = 0.05  # stop if more than this share of a split (train, ...) is unusable
     max_bad_fraction_test: float = 0.0  # the same for the test split: by default no test utterance may be skipped
-    on_label_mismatch: str = "error"  # a mispronunciation index not pointing at its canonical-phone: error | skip
+    on_label_mismatch: OnLabelMismatch = OnLabelMismatch.error  # a mispronunciation index missing its canonical-phone
     max_audio_seconds: float | None = 30.0
     validation_fraction: float = 0.0  # > 0: hold out whole training speakers for an eval loss per epoch
     feature_cache_mb: float = 1024  # per dataloader process: log-mel features kept across batches and epochs; 0 = off
@@ -118,7 +146,7 @@ def sft_config_fields() -> dict[str, str]:
     (~25 s on a small machine); a process that only composes (a sweep's launcher, a command with a typo) should not
     pay that."""
     key = f"trl-{version('trl')}_transformers-{version('transformers')}"
-    cache = default_cache_dir() / "sft-config-fields-v2" / f"{key}.json"
+    cache = cache_root() / "sft-config-fields-v2" / f"{key}.json"
     try:
         return json.loads(cache.read_text())
     except (OSError, ValueError):
@@ -282,3 +310,33 @@ def trainer_kwargs(trainer_cfg) -> dict[str, Any]:
     """The SFTConfig keyword arguments actually set in the config (None means: SFTConfig's default)."""
     values = OmegaConf.to_container(trainer_cfg, resolve=True)
     return {k: v for k, v in values.items() if v is not None}
+
+
+def override_keys(overrides: list[str]) -> list[str]:
+    """The keys (or groups) a command line's overrides set, as Hydra's own parser reads them (`+data.x=1` -> data.x,
+    `lora=a,b` -> lora)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return [o.key_or_group for o in OverridesParser.create().parse_overrides(list(overrides))]
+
+
+# Config choices renamed: the old name is refused with one line naming the new one.
+RENAMED_CHOICES = {("lora", "paper_r64"): "fresh_r64"}
+
+
+def check_renamed_choices(overrides: list[str]) -> None:
+    """Refuse a command line that picks a renamed config choice (`lora=paper_r64`, alone or in a sweep)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides([o for o in overrides if "=" in o])
+    except Exception:  # noqa: BLE001 - Hydra reports a malformed command line itself, in its own words
+        return
+    for override in parsed:
+        values = (list(override.sweep_string_iterator()) if override.is_sweep_override()
+                  else [override.get_value_element_as_str()])
+        for value in values:
+            new = RENAMED_CHOICES.get((override.key_or_group, value))
+            if new:
+                raise UserError(f"{override.key_or_group}={value} was renamed {override.key_or_group}={new} (its "
+                                "numbers are the seed author's, not the paper's): use the new name")

@@ -1,5 +1,6 @@
 """Names shared by the model loader, the tiny-checkpoint generator and the prompts; where the project lies."""
 
+import os
 from pathlib import Path
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
@@ -22,3 +23,9 @@ END_TOKEN = "<|end|>"
 ENDOFTEXT_TOKEN = "<|endoftext|>"
 
 SAMPLING_RATE = 16_000
+
+
+def cache_root() -> Path:
+    """Where generated files are kept (tiny checkpoints, decoded hub audio, cached schema facts): $APA_CACHE_DIR or
+    ~/.cache/apa."""
+    return Path(os.environ.get("APA_CACHE_DIR", Path.home() / ".cache" / "apa"))

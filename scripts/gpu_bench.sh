@@ -54,7 +54,7 @@ EOF
 } | tee "$out/versions.txt"
 
 common=(model="$model" data=sample data.limit=null)
-loras=(paper_r64 pretrained_r320)
+loras=(fresh_r64 pretrained_r320)
 presets=(paper_table3 fits_24gb b16x4 b32x2 fast_b64x1)
 if [ "$model" = tiny ]; then
   # CPU dry run: the same cases with every micro-batch / 8 (as tests/test_presets.py scales them), no workers
@@ -80,19 +80,19 @@ cases="$out/cases.txt"
     if [ "$(value "$p" activation_checkpointing)" = true ]; then flip=false; else flip=true; fi
     echo "${lora}_${p}_checkpointing_$flip train lora=$lora trainer=$p trainer.activation_checkpointing=$flip $(scaled "$p")"
   done; done
-  echo "gen_paper_r64_static_compiled generate lora=paper_r64 gen.budgets=${budgets##* } gen.cache_implementation=static gen.compile=true"
+  echo "gen_fresh_r64_static_compiled generate lora=fresh_r64 gen.budgets=${budgets##* } gen.cache_implementation=static gen.compile=true"
   if has flash_attn; then
-    echo "paper_r64_fast_b64x1_flash2 train lora=paper_r64 trainer=fast_b64x1 model.attn_implementation=flash_attention_2 $(scaled fast_b64x1)"
+    echo "fresh_r64_fast_b64x1_flash2 train lora=fresh_r64 trainer=fast_b64x1 model.attn_implementation=flash_attention_2 $(scaled fast_b64x1)"
   else
     echo "# flash-attn not installed: no flash_attention_2 case"
   fi
   if has liger_kernel; then
-    echo "paper_r64_fast_b64x1_liger train lora=paper_r64 trainer=fast_b64x1 trainer.use_liger_kernel=true $(scaled fast_b64x1)"
+    echo "fresh_r64_fast_b64x1_liger train lora=fresh_r64 trainer=fast_b64x1 trainer.use_liger_kernel=true $(scaled fast_b64x1)"
   else
     echo "# liger-kernel not installed: no Liger case"
   fi
   if [ "${COMPILE_TRAIN:-0}" = 1 ]; then
-    echo "paper_r64_fast_b64x1_compiled train lora=paper_r64 trainer=fast_b64x1 trainer.torch_compile=true $(scaled fast_b64x1)"
+    echo "fresh_r64_fast_b64x1_compiled train lora=fresh_r64 trainer=fast_b64x1 trainer.torch_compile=true $(scaled fast_b64x1)"
   fi
 } > "$cases"
 echo "== $(grep -vc '^#' "$cases") cases, deadline ${deadline} s: $cases"

@@ -23,7 +23,7 @@ from apa.data import SAMPLE_ROOT
 REPO = Path(__file__).resolve().parent.parent
 CONF = REPO / "conf"
 # 4 utterances -> 8 examples, batch 2: 4 optimizer steps an epoch, 2 epochs; LoRA dropout on, so RNG state matters
-RESUME_OVERRIDES = ("experiment=demo", "prompts=terse", "lora=paper_r64", "data.limit=4", "trainer.num_train_epochs=2",
+RESUME_OVERRIDES = ("experiment=demo", "prompts=terse", "lora=fresh_r64", "data.limit=4", "trainer.num_train_epochs=2",
                     "trainer.per_device_train_batch_size=2", "trainer.report_to=[]", "trainer.logging_steps=1")
 FAST_EVAL = ("batch_size=3", "max_new_tokens.apa=6", "max_new_tokens.mdd=6")  # short answers: decoding is slow here
 os.environ.setdefault("APA_CACHE_DIR", str(REPO / ".cache" / "apa"))
@@ -137,7 +137,7 @@ def _demo_sweep(out_dir: Path) -> BackgroundRun:
     The jobs go through hydra-submitit-launcher's local launcher, the SLURM launcher's stand-in on one machine: each
     job is its own process, and both run at once."""
     return BackgroundRun([
-        sys.executable, "train.py", "-m", "experiment=demo", "lora=pretrained_r320,paper_r64", "prompts=terse",
+        sys.executable, "train.py", "-m", "experiment=demo", "lora=pretrained_r320,fresh_r64", "prompts=terse",
         "data.limit=4", "trainer.num_train_epochs=2", "trainer.per_device_train_batch_size=4",
         "trainer.gradient_accumulation_steps=2", f"hydra.sweep.dir={out_dir}", "hydra/callbacks=evaluate_and_compare",
         "hydra.callbacks.evaluate_and_compare.overrides=[" + ",".join(f'"{o}"' for o in FAST_EVAL) + "]",
@@ -147,10 +147,10 @@ def _demo_sweep(out_dir: Path) -> BackgroundRun:
 
 def _torchrun_two_ranks(out_dir: Path) -> BackgroundRun:
     """torchrun with 2 CPU ranks (gloo) and no hydra.run.dir: each rank composes the default, timestamped
-    outputs/runs/<time>_paper_r64 under the working directory, and they must agree on it."""
+    outputs/runs/<time>_fresh_r64 under the working directory, and they must agree on it."""
     return BackgroundRun([
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", str(REPO / "train.py"),
-        "experiment=demo", "lora=paper_r64", "prompts=terse", "data.limit=4", "trainer.num_train_epochs=2",
+        "experiment=demo", "lora=fresh_r64", "prompts=terse", "data.limit=4", "trainer.num_train_epochs=2",
         "trainer.per_device_train_batch_size=2", "trainer.report_to=[]",
     ], out_dir, out_dir)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from apa.data import SAMPLE_ROOT
 from apa.data.records import APA_ASPECTS
-from apa.data.speechocean import load_split
+from apa.data.sources import load_split
 from apa.evaluation.predictions import metrics_json
 from apa.metrics import compute_metrics
 
@@ -64,7 +64,8 @@ def make_sweep(root: Path, runs: tuple[str, ...] = ("paper_r64_1", "pretrained_r
         utterances = [(u.id, u) for u in test][:n]
         data = {"name": "sample", "source": "local", "path": str(SAMPLE_ROOT), "hub_id": None, "revision": None,
                 "labels": "2024", "train_split": "train", "test_split": split, "limit": None, "max_bad_fraction": 0.05,
-                "max_audio_seconds": 30.0, "validation_fraction": 0.0, "feature_cache_mb": 1024.0}
+                "max_audio_seconds": 30.0, "on_label_mismatch": "error", "max_bad_fraction_test": 0.0,
+                "validation_fraction": 0.0, "feature_cache_mb": 1024.0}
         run = root / name
         lora = name.rsplit("_", 1)[0]
         rank = 320 if "320" in lora else 64

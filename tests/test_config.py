@@ -2,17 +2,22 @@
 
 import importlib.util
 import itertools
+import json
+import subprocess
+import sys
 
 import pytest
 from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
 from apa.errors import UserError
 from apa.training.recipe import sft_arguments
+from tests.conftest import REPO
 
 GROUPS = {
     "model": ["phi4mm", "tiny", "phi4mm_random"],
-    "lora": ["pretrained_r320", "paper_r64"],
+    "lora": ["pretrained_r320", "fresh_r64"],
     "trainer": ["paper_table3", "cpu_demo", "seed_3epochs"],
     "data": ["speechocean762", "sample"],
     "prompts": ["paper", "concise", "terse"],
@@ -84,7 +89,7 @@ def test_every_number_in_the_recipe_configs_says_where_it_comes_from():
 
     tags = ("[paper]", "[script]", "[ours]", "[seed]", "[checkpoint]")
     files = [CONF / "trainer" / "paper_table3.yaml", CONF / "trainer" / "seed_3epochs.yaml",
-             CONF / "lora" / "pretrained_r320.yaml", CONF / "lora" / "paper_r64.yaml"]
+             CONF / "lora" / "pretrained_r320.yaml", CONF / "lora" / "fresh_r64.yaml"]
     for path in files:
         for line in path.read_text().splitlines():
             key, _, value = line.partition(":")
@@ -124,6 +129,29 @@ def test_demo_experiment_selects_tiny_sample_cpu(make_config):
 def test_typos_fail_at_compose_time(make_config, override):
     with pytest.raises((ConfigCompositionException, ConfigKeyError, ValidationError)):
         make_config(override)
+
+
+@pytest.mark.parametrize(("override", "choices"), [("data.source=ftp", "[local, hub, disk]"),
+                                                    ("data.on_label_mismatch=ignore", "[error, skip]"),
+                                                    ("model.dtype=fp16", "[auto, bfloat16, float32]")])
+def test_a_wrong_choice_fails_at_compose_time_naming_the_choices(make_config, override, choices):
+    with pytest.raises(ConfigCompositionException) as failed:
+        make_config(override)
+    assert f"expected one of {choices}" in str(failed.value.__cause__)
+
+
+def test_choices_are_plain_strings_in_records_and_messages(make_config):
+    data = make_config("experiment=demo", "data.source=hub").data
+    assert data.source == "hub" and f"{data.source}" == "hub"
+    assert json.loads(json.dumps(OmegaConf.to_container(data, resolve=True)))["source"] == "hub"
+
+
+@pytest.mark.parametrize("argv", [["lora=paper_r64"], ["-m", "lora=pretrained_r320,paper_r64"]])
+def test_a_renamed_choice_is_refused_in_one_line_naming_the_new_one(argv):
+    done = subprocess.run([sys.executable, "train.py", *argv], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.strip() == (
+        "error: lora=paper_r64 was renamed lora=fresh_r64 (its numbers are the seed author's, not the paper's): use "
+        "the new name")
 
 
 def test_batch_and_accumulation_overrides_reach_sft_config(make_config, tmp_path):

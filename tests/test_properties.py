@@ -12,8 +12,8 @@ import unicodedata
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
+from apa.data.labels import LabelMismatch, SkipReport, parse_labels, read_entry
 from apa.data.records import APA_ASPECTS, PHONES, UNKNOWN_PHONE, strip_stress
-from apa.data.speechocean import LabelMismatch, SkipReport, parse_labels, read_entry
 from apa.evaluation.predictions import metrics_json
 from apa.metrics import (
     EPS,

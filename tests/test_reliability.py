@@ -8,10 +8,11 @@ from omegaconf.errors import ConfigKeyError
 
 from apa.config import ConfigError
 from apa.data.audio import AudioError, decode_audio
-from apa.data.speechocean import DataError, load_split
+from apa.data.labels import DataError
+from apa.data.sources import load_split
 from apa.sft.collate import SpeechSFTCollator
 from apa.sft.prompts import build_examples
-from apa.training.recipe import build_trainer
+from apa.training.recipe import train
 from tests.conftest import edit_scores
 
 
@@ -102,7 +103,7 @@ def test_duplicate_ids_in_wav_scp_stop_with_the_line(corpus):
 def test_options_added_with_plus_are_checked_against_the_schema(make_config, tmp_path, override):
     cfg = make_config("experiment=demo", override)  # Hydra itself accepts a '+' key anywhere
     with pytest.raises(ConfigError, match=f"unknown config option.*{override[1:].split('=')[0]}"):
-        build_trainer(cfg, tmp_path / "run")
+        train(cfg, tmp_path / "run")  # the one start: the config is checked before the folder is locked
     assert not (tmp_path / "run").exists()  # stopped before anything was written
 
 

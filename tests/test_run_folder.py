@@ -70,7 +70,7 @@ def test_resume_with_a_conflicting_override_is_refused_with_the_differences(fini
     shutil.copytree(finished_run, run)
     shutil.rmtree(run / "final_model")
     before = _files(run)
-    refused = _train_py("resume=true", "lora=paper_r64", "trainer.learning_rate=0.5", f"hydra.run.dir={run}")
+    refused = _train_py("resume=true", "lora=fresh_r64", "trainer.learning_rate=0.5", f"hydra.run.dir={run}")
     assert refused.returncode == 2, refused.stderr[-2000:]
     assert "lora.r: 320 -> 64" in refused.stderr and "trainer.learning_rate: 0.001 -> 0.5" in refused.stderr
     assert _files(run) == before
@@ -279,3 +279,21 @@ def test_resume_drops_the_saved_overrides_the_command_repeats(tmp_path):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = train_py.resume_config(compose(config_name="train", overrides=given), tmp_path, given)
     assert (cfg.model.name, cfg.data.limit, cfg.trainer.deepspeed.zero_optimization.stage) == ("tiny", 3, 2)
+
+
+def test_a_run_folder_of_another_format_is_refused_in_one_line_naming_its_version(finished_run, tmp_path):
+    from apa.run_folder import FORMAT_VERSION, read_record
+
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    record = json.loads((run / "training_config.json").read_text())
+    assert record["format_version"] == FORMAT_VERSION
+    del record["format_version"]  # as every version before the format was numbered wrote it
+    (run / "training_config.json").write_text(json.dumps(record))
+    expected = f"is a run folder of format 1, written by apa .*reads format {FORMAT_VERSION}"
+    with pytest.raises(RunFolderError, match=expected):
+        read_record(run)
+    done = subprocess.run([sys.executable, "evaluate.py", f"run_dir={run}"], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 2 and done.stderr.startswith("error: ") and len(done.stderr.strip().splitlines()) == 1
+    assert "format 1" in done.stderr

@@ -222,7 +222,7 @@ def bench_data(overrides: list[str], workers: list[int], batches: int) -> dict:
 
     from apa.checkpoint.layout import load_processor
     from apa.checkpoint.loading import resolve_model_path
-    from apa.data.speechocean import load_configured_split
+    from apa.data.sources import load_configured_split
     from apa.sft.collate import SpeechSFTCollator
     from apa.training.recipe import example_rows
 

@@ -42,9 +42,10 @@ def build_model(config, device: str = "meta", dtype=None):
 
 def ensure_random_checkpoint(cache_dir: str | Path | None = None, seed: int = 0) -> Path:
     """The folder of the full-size random checkpoint (config, tokenizer, processor, speech-lora), made on first use."""
-    from apa.checkpoint.tiny import TinySpec, default_cache_dir
+    from apa.checkpoint.tiny import TinySpec
+    from apa.constants import cache_root
 
-    root = Path(cache_dir) if cache_dir else default_cache_dir()
+    root = Path(cache_dir) if cache_dir else cache_root()
     target = root / f"phi4mm-random-v{GENERATOR_VERSION}-seed{seed}-{TinySpec().fingerprint()}"
     if (target / "speech-lora" / "adapter_model.safetensors").exists():
         return target

@@ -199,7 +199,6 @@ def target_module_problems(lora_config, module_names, num_hidden_layers: int) ->
 # <module>.lora_A.weight                    transformers' converter (speech-lora/ of the native checkpoint)
 # <module>.lora_A.speech.weight             the remote-code checkpoint's own state dict
 _LORA_KEY = re.compile(r"(?P<peft>base_model\.model\.)?(?P<module>.+)\.(?P<ab>lora_[AB])(?P<name>\.[^.]+)?\.weight")
-KEY_FORMATS = ("peft", "converter", "remote-code")
 
 
 def normalise_lora_key(key: str) -> tuple[str, str] | None:

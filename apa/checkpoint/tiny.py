@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass
@@ -35,6 +34,7 @@ from apa.constants import (
     ENDOFTEXT_TOKEN,
     SPEECH_LORA_TARGET_REGEX,
     USER_TOKEN,
+    cache_root,
 )
 from apa.data.records import ARPABET
 
@@ -100,17 +100,13 @@ class TinySpec:
         return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("APA_CACHE_DIR", Path.home() / ".cache" / "apa"))
-
-
 def ensure_tiny_checkpoint(spec: TinySpec, cache_dir: str | Path | None = None) -> Path:
     """Return the folder of the tiny checkpoint for `spec`, generating it on first use.
 
     Generation writes into a temporary sibling folder and renames it into place, so concurrent jobs (a multirun,
     several ranks) never see a half-written checkpoint.
     """
-    root = Path(cache_dir) if cache_dir else default_cache_dir()
+    root = Path(cache_dir) if cache_dir else cache_root()
     target = root / f"tiny-phi4mm-{spec.fingerprint()}"
     if (target / "speech-lora" / "adapter_model.safetensors").exists():
         return target

@@ -14,14 +14,14 @@ import hashlib
 import os
 from pathlib import Path
 
+from apa.data.labels import DataError, SkipReport, read_entry
 from apa.data.records import APA_ASPECTS, Utterance
-from apa.data.speechocean import DataError, SkipReport, read_entry
 
 
 def _audio_cache(tag: str, split: str) -> Path:
-    from apa.checkpoint.tiny import default_cache_dir
+    from apa.constants import cache_root
 
-    return default_cache_dir() / "audio" / tag / split
+    return cache_root() / "audio" / tag / split
 
 
 def _materialise(audio: dict, folder: Path) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from apa.config import EvalConfig, check_config
+from apa.config import EvalConfig, check_config, override_keys
 from apa.evaluation.examples import evaluation_set, train_means
 from apa.evaluation.predictions import (
     EvaluationError,
@@ -152,13 +152,6 @@ def evaluate_one(model, processor, rows: list[dict], means: dict[str, float], cf
 
 # model.* overrides a run's evaluation may take: how it runs, not what it is
 RUNTIME_MODEL_KEYS = ("dtype", "attn_implementation", "cache_dir")
-
-
-def override_keys(overrides: list[str]) -> list[str]:
-    """The keys (or groups) a command line's overrides set, as Hydra's own parser reads them."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    return [o.key_or_group for o in OverridesParser.create().parse_overrides(list(overrides))]
 
 
 def evaluation_config(cfg: DictConfig, trained: DictConfig, overrides: list[str]) -> tuple[DictConfig, str | None]:

@@ -8,8 +8,9 @@ from dataclasses import asdict
 
 from omegaconf import DictConfig
 
+from apa.data.labels import SkipReport
 from apa.data.records import APA_ASPECTS
-from apa.data.speechocean import SkipReport, load_configured_split
+from apa.data.sources import load_configured_split
 from apa.data.stats import phone_stats
 from apa.sft.prompts import apa_target, build_examples, mdd_target
 

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from apa.data.records import APA_ASPECTS
 from apa.errors import UserError
 from apa.metrics import compute_metrics
-from apa.run_folder import METRICS, SPLIT_FILE, TRAIN_MEANS, write_atomic, write_json
+from apa.run_folder import METRICS, PREDICTIONS, SPLIT_FILE, TRAIN_MEANS, write_atomic, write_json
 from apa.sft.lengths import audio_tokens, clip_seconds
 from apa.sft.prompts import PARSERS
 
@@ -144,7 +144,7 @@ def read_predictions(path: Path) -> list[dict]:
     """The records of a predictions file; a malformed line or a repeated (id, task) is an error naming file and line
     (a repeated answer would be counted twice)."""
     if not path.is_file():
-        raise EvaluationError(f"{path} not found: give a predictions.jsonl written by evaluate.py")
+        raise EvaluationError(f"{path} not found: give a {PREDICTIONS} written by evaluate.py")
     records, seen = [], {}
     with path.open(encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
@@ -180,7 +180,7 @@ def score_file(path: Path, means: dict[str, float] | None = None) -> dict:
     split = json.loads(split_file.read_text()) if split_file.exists() else None
     if split is None:
         log.warning("no %s beside %s: how many utterances and phones the test split held is unknown (null in "
-                    "metrics.json)", SPLIT_FILE, path)
+                    "%s)", SPLIT_FILE, path, METRICS)
     metrics = compute_metrics(predictions, means, split)
     write_atomic(path.parent / METRICS, metrics_json(metrics))
     return metrics

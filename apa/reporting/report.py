@@ -103,7 +103,7 @@ def utterance_info(record: dict) -> dict[str, dict]:
     from omegaconf import OmegaConf
 
     from apa.data import SAMPLE_ROOT
-    from apa.data.speechocean import load_configured_split
+    from apa.data.sources import load_configured_split
 
     data = dict(record.get("config", {}).get("data") or {})
     if not data:

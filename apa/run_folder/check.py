@@ -47,7 +47,7 @@ def config_differences(saved: dict, requested: dict, ignore: frozenset[str] = RE
 
 
 def check_run_dir(run_dir: Path, resume: bool, requested: dict | None = None, extend: bool = False,
-                  announce: bool = True, allow_other_versions: bool = False) -> Path | None:
+                  allow_other_versions: bool = False) -> Path | None:
     """Refuse what would make the folder say something other than what ran; return the checkpoint to resume from.
 
     Without `resume`: the folder must hold no results and no other run's record. With `resume`: the folder must
@@ -87,8 +87,6 @@ def check_run_dir(run_dir: Path, resume: bool, requested: dict | None = None, ex
     if (run_dir / FINAL_MODEL).exists() and not extend:
         raise RunFolderError(f"{run_dir} already holds a finished run ({FINAL_MODEL}/): nothing to resume. To "
                              "train it for more epochs: `resume=true extend=true trainer.num_train_epochs=<N>`")
-    if not announce:  # a pre-check (train.py, before the heavy imports): the checkpoint is chosen later
-        return None
     checkpoint = newest_intact_checkpoint(run_dir)
     if checkpoint is None:
         log.warning("resume=true but %s has no complete checkpoint: starting from scratch with the run's config",

@@ -45,14 +45,13 @@ def canonical_pronunciation(sentence: str) -> list[str]:
 
 def run_config_for(adapter: Path):
     """The resolved training config of the run folder that holds `adapter` (its training_config.json)."""
-    from apa.run_folder import resolved_config
+    from apa.run_folder import TRAINING_RECORD, resolved_config
 
     for folder in (adapter.parent, adapter):
         cfg = resolved_config(folder)
         if cfg is not None:
             return cfg
-    raise PredictError(f"{adapter} is not inside a run folder written by train.py (no training_config.json beside "
-                       "it)")
+    raise PredictError(f"{adapter} is not inside a run folder written by train.py (no {TRAINING_RECORD} beside it)")
 
 
 def phone_comparison(canonical: list[str], heard: list[str]) -> str:

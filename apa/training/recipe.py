@@ -23,17 +23,18 @@ from omegaconf import DictConfig, OmegaConf
 from transformers import TrainerCallback
 
 from apa.checkpoint.loading import add_control_tokens, attach_lora, format_parameter_table, load_base, parameter_report
-from apa.config import RunConfig, check_config, trainer_kwargs
+from apa.config import trainer_kwargs
 from apa.constants import REPO_ROOT
+from apa.data.labels import SkipReport
 from apa.data.release import dataset_identity
-from apa.data.speechocean import SkipReport, load_configured_split, split_by_speaker
+from apa.data.sources import load_configured_split
+from apa.data.splits import split_by_speaker
 from apa.data.stats import phone_stats
 from apa.errors import UserError
 from apa.run_folder import (
     FINAL_MODEL,
     TRAINING_RECORD,
     RunLock,
-    check_run_dir,
     remove_evaluation,
     resumable_checkpoints,
     saved_record,
@@ -150,12 +151,11 @@ def build_datasets(cfg: DictConfig, processor, max_length: int | None) -> tuple[
 
 def build_trainer(cfg: DictConfig, run_dir: Path, resume_from: Path | None = None):
     """Everything up to the first step: model, adapter, data, trainer. Returns (trainer, resume_from, record).
-    The folder checks are `train`'s (under its lock); this only builds."""
+    The config and folder checks are `start`'s (under its lock); this only builds."""
     from transformers import set_seed
 
     from apa.training.trainer import PronunciationTrainer  # imports TRL
 
-    check_config(cfg, RunConfig)
     run_dir.mkdir(parents=True, exist_ok=True)
     args = sft_arguments(cfg, run_dir)  # sets up torch.distributed under torchrun / accelerate launch
     main_process = args.process_index == 0  # only rank 0 writes files
@@ -258,24 +258,17 @@ def fit(trainer, resume_from: Path | None, record: dict) -> Path:
     return final_dir
 
 
-def train(cfg: DictConfig, run_dir: Path, hydra_files: dict[str, str] | None = None, locked: bool = False) -> Path:
+def train(cfg: DictConfig, run_dir: Path, hydra_files: dict[str, str] | None = None,
+          started: tuple[RunLock | None, Path | None] | None = None) -> Path:
     """Fine-tune per `cfg`, writing everything into `run_dir`; return the final_model folder.
 
-    Before anything is written: the config is checked, the folder is locked (rank 0; one training at a time), and
-    the folder check passes (no results unless resuming; a resume reproduces the run's own config). Only then are
-    Hydra's record (`hydra_files`, from train.py) and training_config.json written. `locked`: the caller holds
-    the folder's lock already (train.py takes it before its own folder check).
-    """
+    `started`: what `start(cfg, run_dir)` returned, when the caller (train.py) ran it; otherwise it runs here. Only
+    after it are Hydra's record (`hydra_files`, from train.py) and training_config.json written."""
     from apa.distributed import rank
+    from apa.training.start import start
 
-    check_config(cfg, RunConfig)
-    requested = OmegaConf.to_container(cfg, resolve=True)
-    lock = RunLock(run_dir, "training") if rank() == 0 and not locked else None
-    if lock is not None:
-        lock.acquire()
+    lock, resume_from = started if started is not None else start(cfg, run_dir)
     try:
-        resume_from = check_run_dir(run_dir, cfg.resume, requested, bool(cfg.get("extend")),
-                                    allow_other_versions=bool(cfg.get("allow_other_versions")))
         if hydra_files and rank() == 0 and not (run_dir / TRAINING_RECORD).exists():
             write_hydra_record(run_dir, hydra_files)
         return fit(*build_trainer(cfg, run_dir, resume_from))

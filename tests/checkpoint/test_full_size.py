@@ -72,7 +72,7 @@ def test_random_checkpoint_config_is_the_converted_config_with_real_token_ids(tm
     assert tok.convert_tokens_to_ids(["<|endoftext|>", "<|end|>"]) == [199999, 200020]
 
 
-@pytest.mark.parametrize(("lora", "expected_millions"), [("pretrained_r320", 461.4), ("paper_r64", 92.3)])
+@pytest.mark.parametrize(("lora", "expected_millions"), [("pretrained_r320", 461.4), ("fresh_r64", 92.3)])
 def test_speech_lora_sizes_match_the_real_adapter(config, make_config, lora, expected_millions):
     cfg = make_config(f"lora={lora}", "model=phi4mm_random")
     peft_config = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,

@@ -8,7 +8,8 @@ from peft.utils import load_peft_weights
 
 from apa.checkpoint.loading import ModelLoadError, add_control_tokens, attach_lora, check_checkpoint, load_base
 from apa.data import SAMPLE_ROOT
-from apa.data.speechocean import SkipReport, read_original_layout
+from apa.data.labels import SkipReport
+from apa.data.original import read_original_layout
 from apa.sft.collate import IGNORE_INDEX, SpeechSFTCollator
 from apa.sft.prompts import build_examples
 

@@ -6,8 +6,9 @@ import json
 
 import pytest
 
+from apa.data.labels import LABEL_MISMATCH, DataError, SkipReport
 from apa.data.records import INVENTORY, L2_PHONES
-from apa.data.speechocean import LABEL_MISMATCH, DataError, SkipReport, load_configured_split, load_split
+from apa.data.sources import load_configured_split, load_split
 from apa.data.stats import phone_stats
 from apa.evaluation.examples import evaluation_set
 from apa.evaluation.predictions import score_file

@@ -12,7 +12,8 @@ from datasets import Audio, Dataset, DatasetDict
 
 from apa.data import SAMPLE_ROOT
 from apa.data.audio import decode_audio
-from apa.data.speechocean import DataError, SkipReport, load_split
+from apa.data.labels import DataError, SkipReport
+from apa.data.sources import load_split
 from tests.conftest import hub_rows
 
 BOM = b"\xef\xbb\xbf"

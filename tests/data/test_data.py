@@ -8,7 +8,8 @@ import soundfile as sf
 
 from apa.data import SAMPLE_ROOT
 from apa.data.audio import AudioError, decode_audio
-from apa.data.speechocean import DataError, load_split
+from apa.data.labels import DataError
+from apa.data.sources import load_split
 
 
 def _scores(root):

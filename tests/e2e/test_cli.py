@@ -8,9 +8,9 @@ TARGET_REGEX = r"model.layers.\d+.((self_attn.(qkv|o)_proj)|(mlp.(gate_up|down)_
 
 def test_multirun_sweeps_both_lora_configs_into_their_own_folders(demo_sweep):
     jobs = sorted(p for p in demo_sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
-    assert [j.name.split("_")[0] for j in jobs] == ["paper", "pretrained"]
+    assert [j.name.split("_")[0] for j in jobs] == ["fresh", "pretrained"]
     assert len(list((demo_sweep / ".submitit").glob("*/*_result.pkl"))) == 2  # both ran as submitit jobs
-    expected = {"pretrained": (320, 640, 0.01), "paper": (64, 128, 0.05)}
+    expected = {"pretrained": (320, 640, 0.01), "fresh": (64, 128, 0.05)}
     for job in jobs:
         assert sorted(p.name for p in job.glob("checkpoint-*")) == ["checkpoint-epoch-1", "checkpoint-epoch-2"]
         assert (job / ".hydra" / "config.yaml").exists() and (job / "train.log").stat().st_size > 0

@@ -10,7 +10,7 @@ from apa.errors import UserError
 
 def test_torchrun_two_ranks_share_one_run_folder_and_split_the_batches(torchrun_two_ranks):
     runs = list((torchrun_two_ranks / "outputs" / "runs").iterdir())
-    assert len(runs) == 1 and runs[0].name.endswith("_paper_r64")
+    assert len(runs) == 1 and runs[0].name.endswith("_fresh_r64")
     run = runs[0]
     record = json.loads((run / "training_config.json").read_text())
     # 8 examples, 2 ranks x batch 2: each rank takes 2 of the 4 batches of an epoch; 2 optimizer steps per epoch
@@ -23,7 +23,7 @@ def test_torchrun_two_ranks_share_one_run_folder_and_split_the_batches(torchrun_
     assert (run / "final_model" / "adapter_model.safetensors").exists()
     # rank 1 let Hydra write nothing: one config, and one rank's log lines in train.log
     assert (run / ".hydra" / "config.yaml").exists()
-    assert (run / "train.log").read_text().count("Parameters (lora=paper_r64)") == 1
+    assert (run / "train.log").read_text().count("Parameters (lora=fresh_r64)") == 1
     assert not list(run.glob("*.tmp")) and not list(run.glob(".*.tmp"))
 
 

@@ -47,7 +47,7 @@ def two_epochs(tmp_path_factory):
     """A run with 2 epoch checkpoints that trained everything an adapter can carry: LoRA, the unfrozen audio
     encoder and projector (modules_to_save) and the control-token rows."""
     run_dir = tmp_path_factory.mktemp("two_epochs")
-    cfg = compose_config("experiment=demo", "prompts=terse", "lora=paper_r64", "data.limit=2",
+    cfg = compose_config("experiment=demo", "prompts=terse", "lora=fresh_r64", "data.limit=2",
                          "trainer.num_train_epochs=2", "trainer.per_device_train_batch_size=2", "trainer.report_to=[]",
                          "trainer.learning_rate=5e-3", "model.unfreeze=[audio_encoder,audio_projector]",
                          "lora.train_control_tokens=true")

@@ -80,13 +80,13 @@ def test_comparison_writes_tables_and_valid_plots(evaluated, tmp_path):
     table = compare([out / "sweep"])
     rows = list(csv.DictReader((out / "sweep" / "comparison.csv").open()))
     runs = [r for r in rows if not r["run"].startswith("paper (")]
-    assert len(runs) == 6 and {r["lora"] for r in runs} == {"pretrained_r320", "paper_r64"}
+    assert len(runs) == 6 and {r["lora"] for r in runs} == {"pretrained_r320", "fresh_r64"}
     assert all(int(r["trainable_params"]) > 0 and float(r["final_train_loss"]) > 0 for r in runs)
     assert len(rows) - len(runs) == 5  # the paper's epochs 0-4
-    assert "paper_r64" in table and "0.724" in (out / "sweep" / "comparison.md").read_text()
+    assert "fresh_r64" in table and "0.724" in (out / "sweep" / "comparison.md").read_text()
     assert "4/4 (limit 4)" in table and all(r["n_utterances_in_split"] == "4" for r in runs)
     pngs = sorted(p.name for p in (out / "sweep").glob("*.png"))
-    assert pngs == ["metrics_per_epoch.png", "scatter_paper_r64_1.png", "scatter_pretrained_r320_0.png",
+    assert pngs == ["metrics_per_epoch.png", "scatter_fresh_r64_1.png", "scatter_pretrained_r320_0.png",
                     "training_loss.png"]
     for png in (out / "sweep").glob("*.png"):
         assert plt.imread(png).shape[0] > 100

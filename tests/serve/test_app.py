@@ -21,7 +21,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 def predictor(demo_sweep):
     from apa.serve.predict import Predictor
 
-    return Predictor(demo_sweep / "paper_r64_1" / "final_model", max_new_tokens=8)  # short answers: CPU decoding
+    return Predictor(demo_sweep / "fresh_r64_1" / "final_model", max_new_tokens=8)  # short answers: CPU decoding
 
 
 @pytest.fixture(scope="module")

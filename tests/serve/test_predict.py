@@ -20,7 +20,7 @@ def test_phone_comparison_marks_substitutions_and_deletions():
 
 
 def test_predict_prints_scores_transcripts_and_phone_comparison(demo_sweep, capsys):
-    adapter = demo_sweep / "paper_r64_1" / "final_model"
+    adapter = demo_sweep / "fresh_r64_1" / "final_model"
     assert main(["--adapter", str(adapter), "--audio", str(WAV), "--text", "WE CALL IT BEAR"]) == 0
     out = capsys.readouterr().out
     assert "APA scores:" in out and "expected: W IY K AO L IH T B EH R" in out and "heard:" in out
@@ -32,6 +32,6 @@ def test_predict_prints_scores_transcripts_and_phone_comparison(demo_sweep, caps
      (str(WAV), "  ", "empty")],
 )
 def test_bad_input_gets_a_clear_message(demo_sweep, capsys, audio, text, message):
-    adapter = demo_sweep / "paper_r64_1" / "final_model"
+    adapter = demo_sweep / "fresh_r64_1" / "final_model"
     assert main(["--adapter", str(adapter), "--audio", audio, "--text", text]) == 2
     assert message in capsys.readouterr().err

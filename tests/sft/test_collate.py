@@ -7,7 +7,7 @@ from apa.checkpoint.loading import load_base
 from apa.constants import SAMPLING_RATE
 from apa.data import SAMPLE_ROOT
 from apa.data.audio import decode_audio
-from apa.data.speechocean import load_split
+from apa.data.sources import load_split
 from apa.sft.collate import SpeechSFTCollator, chat_text
 from apa.training.recipe import example_rows
 from tests.conftest import compose_config

@@ -7,7 +7,9 @@ import pytest
 
 from apa.checkpoint.loading import load_base
 from apa.data import SAMPLE_ROOT
-from apa.data.speechocean import DataError, load_split, split_by_speaker
+from apa.data.labels import DataError
+from apa.data.sources import load_split
+from apa.data.splits import split_by_speaker
 from apa.sft.collate import SpeechSFTCollator
 from apa.sft.lengths import example_lengths, summarize
 from apa.training.recipe import example_rows

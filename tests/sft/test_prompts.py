@@ -5,7 +5,8 @@ import json
 import pytest
 
 from apa.data import SAMPLE_ROOT
-from apa.data.speechocean import SkipReport, read_original_layout
+from apa.data.labels import SkipReport
+from apa.data.original import read_original_layout
 from apa.sft.prompts import build_examples, parse_apa, parse_mdd
 
 INSTRUCTIONS = {"apa": "{audio}Rate.", "mdd": "{audio}Transcribe."}

@@ -20,7 +20,7 @@ SCALE = 8  # examples per optimizer step: 64 on the GPU, 64 / SCALE = 8 here
 # the recipe's own order, group_by_length (apa.training.sampling.StepSortedSampler: each step a random draw fixed by
 # the seed,
 # whatever the micro-batch size, sorted by length only inside the step), so every arrangement's step holds the same 8
-BASE = ("experiment=demo", "prompts=terse", "lora=paper_r64", "lora.dropout=0.0", "data.limit=8",
+BASE = ("experiment=demo", "prompts=terse", "lora=fresh_r64", "lora.dropout=0.0", "data.limit=8",
         "trainer.num_train_epochs=1", "trainer.train_sampling_strategy=group_by_length", "trainer.save_strategy=no",
         "trainer.report_to=[]", "trainer.logging_steps=1")
 # measured on the development machine: <= 7.3e-5 (update), <= 2.4e-6 (loss, gradient norm) between arrangements;

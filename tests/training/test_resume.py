@@ -77,7 +77,7 @@ def test_same_config_and_seed_give_a_bit_identical_adapter(uninterrupted, tmp_pa
     assert all(torch.equal(expected[k], got[k]) for k in expected)
 
 
-# The recipe's own loader settings (trainer=paper_table3: 2 persistent workers) with LoRA dropout 0.05 (paper_r64),
+# The recipe's own loader settings (trainer=paper_table3: 2 persistent workers) with LoRA dropout 0.05 (fresh_r64),
 # 4 optimizer steps per epoch at gradient accumulation 2. Before the loader had its own generator, a resumed run
 # recreated the persistent workers and the global RNG (dropout's) moved by one draw: 1.3e-3 apart after 8 steps.
 WORKER_OVERRIDES = (*RESUME_OVERRIDES, "data.limit=8", "trainer.gradient_accumulation_steps=2",

@@ -53,7 +53,7 @@ def short_run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def unfrozen(tmp_path_factory):
     """Table 3's other row: the audio encoder and projector train alongside the LoRA."""
-    return _run(tmp_path_factory, "unfrozen", "lora=paper_r64", "data.limit=2", "trainer.num_train_epochs=1",
+    return _run(tmp_path_factory, "unfrozen", "lora=fresh_r64", "data.limit=2", "trainer.num_train_epochs=1",
                 "trainer.per_device_train_batch_size=2", "model.unfreeze=[audio_encoder,audio_projector]")
 
 
@@ -92,7 +92,7 @@ def test_the_overfit_experiment_learns_and_its_evaluation_says_so(overfit):
     assert all(metrics[f"pcc_{a}"] == pytest.approx(1.0) for a in ("accuracy", "fluency", "prosodic", "total"))
     assert metrics["per"] == 0 and metrics["n_utterances_scored"] == 3
     card = (run_dir / "README.md").read_text()
-    assert "LoRA `paper_r64`" in card and "| final_model | final | 1.000 | 1.000" in card
+    assert "LoRA `fresh_r64`" in card and "| final_model | final | 1.000 | 1.000" in card
 
 
 def test_overfit_run_reproduces_every_answer_greedily(overfit):

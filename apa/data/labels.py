@@ -1,0 +1,191 @@
+"""SpeechOcean762 labels into Utterance records, and the policy for what cannot be used: every label field is checked
+for its type and range; a bad entry is skipped and counted (SkipReport), never coerced or silently dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import numbers
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass, field
+
+from apa.data.records import (
+    APA_ASPECTS,
+    Mispronunciation,
+    Utterance,
+    Word,
+    is_canonical_phone,
+    is_pronounced_phone,
+    normalise_pronounced,
+    strip_stress,
+)
+from apa.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+class DataError(UserError, ValueError):
+    """The data cannot be used as configured; the message names the cause and the fix."""
+
+
+class LabelMismatch(ValueError):
+    """A mispronunciation whose `index` does not point at its `canonical-phone`: its position cannot be trusted."""
+
+
+LABEL_MISMATCH = "mispronunciation index does not match canonical-phone"
+ON_LABEL_MISMATCH = ("error", "skip")
+
+
+@dataclass
+class SkipReport:
+    """Counts of utterances left out, by reason, so that no data loss is silent; and the size of the split they were
+    left out of (`total` utterances, `phones`: canonical phones of those whose annotation could be read)."""
+
+    total: int = 0
+    phones: int = 0
+    skipped_phones: int = 0
+    reasons: Counter = field(default_factory=Counter)
+    examples: dict[str, str] = field(default_factory=dict)
+    ids: list[str] = field(default_factory=list)  # the skipped utterances, in order
+
+    def skip(self, utt_id: str, kind: str, detail: str = "", phones: int = 0) -> None:
+        self.reasons[kind] += 1
+        self.ids.append(utt_id)
+        self.skipped_phones += phones
+        self.examples.setdefault(kind, f"{utt_id}{': ' + detail if detail else ''}")
+        log.warning("skipping %s: %s %s", utt_id, kind, detail)
+
+    @property
+    def skipped(self) -> int:
+        return sum(self.reasons.values())
+
+    def as_dict(self) -> dict:
+        return {"utterances_in_split": self.total, "utterances_skipped": self.skipped,
+                "phones_in_split": self.phones, "phones_skipped": self.skipped_phones,
+                "skipped_by_reason": dict(self.reasons), "skipped_examples": dict(self.examples),
+                "skipped_ids": list(self.ids)}
+
+    def summary(self) -> str:
+        if not self.skipped:
+            return f"all {self.total} utterances usable"
+        parts = ", ".join(f"{n} {reason} (e.g. {self.examples[reason]})" for reason, n in self.reasons.items())
+        return f"skipped {self.skipped} of {self.total} utterances: {parts}"
+
+
+def _parse_word(raw: dict, utt_id: str = "", position: int = 0) -> Word:
+    # every field is checked for its type, so that any damaged entry is a bad label (TypeError/ValueError), skipped
+    # and counted, never a crash or a value coerced into another
+    if not isinstance(raw, dict):
+        raise TypeError(f"word {position} is a {type(raw).__name__}, not an object")
+    text = raw["text"]
+    if not isinstance(text, str):
+        raise TypeError(f"word {position}: text {text!r} is not a string")
+    phones = raw["phones"]
+    if not isinstance(phones, (list, tuple)) or not all(isinstance(p, str) for p in phones):
+        raise TypeError(f"word {text!r}: phones {phones!r} is not a list of phone symbols")
+    phones = tuple(phones)
+    unknown = [p for p in phones if not is_canonical_phone(p)]
+    if unknown:  # a typo in the labels would otherwise become a target the model is taught
+        raise ValueError(f"unknown phone symbol {unknown[0]!r} in word {text!r}")
+    listed = raw.get("mispronunciations") or []
+    if not isinstance(listed, (list, tuple)):
+        raise TypeError(f"word {text!r}: mispronunciations {listed!r} is not a list")
+    mis = []
+    for m in listed:
+        if not isinstance(m, dict):
+            raise TypeError(f"word {text!r}: mispronunciation {m!r} is not an object")
+        index, pronounced, canonical = m["index"], m["pronounced-phone"], m["canonical-phone"]
+        if not _is_integral(index):  # int() would turn 1.5 into 1 and true into 1; infinity would not convert
+            raise ValueError(f"mispronunciation index {index!r} in word {text!r} is not an integer")
+        index = int(index)
+        if not 0 <= index < len(phones):
+            raise ValueError(f"mispronunciation index {index} outside word {text!r}")
+        if not isinstance(pronounced, str) or not is_pronounced_phone(pronounced):
+            raise ValueError(f"unknown phone symbol {pronounced!r} in word {text!r}")
+        if not isinstance(canonical, str):
+            raise ValueError(f"canonical-phone {canonical!r} in word {text!r} is not a phone symbol")
+        canonical = strip_stress(canonical)
+        if strip_stress(phones[index]) != canonical:  # the per-phone MDD truth relies on the index
+            raise LabelMismatch(
+                f"utterance {utt_id}, word {text!r} (word index {position}: {' '.join(phones)}): "
+                f"mispronunciation index {index} points at {strip_stress(phones[index])!r}, but its canonical-phone "
+                f"is {canonical!r}")
+        mis.append(Mispronunciation(index=index, canonical=canonical, pronounced=normalise_pronounced(pronounced)))
+    return Word(text=text, phones=phones, mispronunciations=tuple(mis))
+
+
+def _is_integral(value) -> bool:
+    """An integer, or a float with no fractional part (parquet may hold scores as 7.0); never a bool or a string."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return False
+    return isinstance(value, numbers.Integral) or float(value).is_integer()
+
+
+def _score(aspect: str, value) -> int:
+    """An APA score as annotated: an integer 0-10. Nothing is rounded or coerced (6.5, true, "7" are refused)."""
+    if not _is_integral(value):
+        raise ValueError(f"score {aspect}={value!r} is not an integer 0-10")
+    if not 0 <= value <= 10:
+        raise ValueError(f"score {aspect}={value!r} outside 0-10")
+    return int(value)
+
+
+def parse_labels(utt_id: str, entry: dict, speaker: str, audio_path: str) -> Utterance:
+    """One scores.json entry -> Utterance; raises ValueError, TypeError or KeyError naming the bad field, which
+    `read_entry` counts as bad labels (LabelMismatch, a ValueError, for a mispronunciation index that does not point
+    at its canonical phone). Nothing else escapes, whatever JSON the entry holds (tests/test_properties.py)."""
+    if not isinstance(entry, dict):
+        raise TypeError(f"the entry is a {type(entry).__name__}, not an object")
+    scores = {}
+    for aspect in APA_ASPECTS:
+        if aspect not in entry:
+            raise ValueError(f"missing score field {aspect!r}")
+        scores[aspect] = _score(aspect, entry[aspect])
+    # NFC: the same word typed with combining accents or precomposed gives the same tokens and the same WER words
+    text = entry.get("text", "")
+    if not isinstance(text, str):
+        raise TypeError(f"text {text!r} is not a string")
+    text = unicodedata.normalize("NFC", text).strip()
+    if not text:
+        raise ValueError("empty text")
+    listed = entry.get("words", [])
+    if not isinstance(listed, (list, tuple)):
+        raise TypeError(f"words {listed!r} is not a list")
+    words = tuple(_parse_word(w, utt_id, n) for n, w in enumerate(listed))
+    if not words:
+        raise ValueError("no word annotations")
+    return Utterance(id=utt_id, speaker=speaker, audio_path=audio_path, text=text, scores=scores, words=words)
+
+
+def _count_phones(entry) -> int:
+    """Canonical phones of a scores.json entry, as far as it can be read (0 where it cannot)."""
+    try:
+        return sum(len(w["phones"]) for w in entry["words"])
+    except (KeyError, TypeError):
+        return 0
+
+
+def check_label_policy(on_label_mismatch: str) -> None:
+    if on_label_mismatch not in ON_LABEL_MISMATCH:
+        raise DataError(f"data.on_label_mismatch={on_label_mismatch!r} is unknown: use error (stop, the default) or "
+                        "skip (leave such utterances out, counted)")
+
+
+def read_entry(utt_id: str, entry: dict, speaker: str, audio_path: str, report: SkipReport,
+               on_label_mismatch: str = "error") -> Utterance | None:
+    """`parse_labels`, with the entry counted in `report`: bad labels are skipped and counted; a mispronunciation
+    index that does not match its canonical phone stops the run (on_label_mismatch=error) or is skipped, counted."""
+    phones = _count_phones(entry)
+    report.phones += phones
+    try:
+        return parse_labels(utt_id, entry, speaker, audio_path)
+    except LabelMismatch as e:
+        if on_label_mismatch != "skip":
+            raise DataError(f"{e}. The annotation's position of a mispronunciation is what MDD is scored against; "
+                            "fix the labels, or leave such utterances out (counted) with data.on_label_mismatch=skip"
+                            ) from e
+        report.skip(utt_id, LABEL_MISMATCH, str(e), phones)
+    except (KeyError, TypeError, ValueError) as e:
+        report.skip(utt_id, "bad labels", str(e), phones)
+    return None

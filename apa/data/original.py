@@ -1,0 +1,102 @@
+"""SpeechOcean762 in the corpus's original layout (github.com/jimbozhang/speechocean762, and the bundled sample):
+
+    WAVE/SPEAKERxxxx/<id>.WAV
+    train/ and test/: wav.scp, text, utt2spk (Kaldi files; wav.scp paths relative to the corpus root)
+    resource/scores.json: utt id -> {text, accuracy, fluency, prosodic, total, words: [...]}
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+from collections import Counter
+from pathlib import Path
+
+from apa.data.labels import DataError, SkipReport, read_entry
+from apa.data.records import Utterance
+
+
+def read_corpus_text(path: Path) -> str:
+    """A text file of the corpus as UTF-8 (whatever the locale), a byte order mark at its start accepted; bytes that are
+    not UTF-8 stop the run naming `path:line`, the byte offset and the byte."""
+    data = path.read_bytes()
+    bom = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+    try:
+        return data[bom:].decode("utf-8")
+    except UnicodeDecodeError as e:
+        offset = bom + e.start
+        line = data.count(b"\n", 0, offset) + 1
+        column = offset - (data.rfind(b"\n", 0, offset) + 1) + 1
+        raise DataError(f"{path}:{line}: not valid UTF-8 at byte offset {offset} (byte {column} of the line: "
+                        f"0x{data[offset]:02x}, {e.reason}); the corpus files are UTF-8: re-save this one as UTF-8"
+                        ) from None
+
+
+def _read_kaldi_map(path: Path) -> dict[str, str]:
+    if not path.is_file():
+        raise DataError(f"{path} not found: data.path must point at the corpus root (WAVE/, train/, test/, resource/)")
+    out: dict[str, str] = {}
+    # lines end at "\n" only (as Kaldi reads them), so that line numbers are an editor's; "\r" is stripped with the
+    # other whitespace
+    for n, line in enumerate(read_corpus_text(path).split("\n"), 1):
+        fields = line.split(maxsplit=1)  # Kaldi: "<id> <value>", space or tab separated
+        if not fields:
+            continue
+        if fields[0] in out:
+            raise DataError(f"{path}:{n}: duplicate id {fields[0]}")
+        out[fields[0]] = fields[1].strip() if len(fields) > 1 else ""
+    return out
+
+
+def read_scores(path: Path) -> dict:
+    """resource/scores.json: utt id -> entry. Not JSON stops the run naming the file, line and column; so do a
+    top level that is not an object and an utterance id given twice (JSON keeps the last one silently)."""
+    objects_with_duplicates: list[tuple[int, list[str]]] = []
+    calls = 0
+
+    def pairs(items: list[tuple[str, object]]) -> dict:
+        nonlocal calls
+        calls += 1
+        out = dict(items)
+        if len(out) < len(items):
+            counts = Counter(key for key, _ in items)
+            objects_with_duplicates.append((calls, [key for key, n in counts.items() if n > 1]))
+        return out
+
+    try:
+        labels = json.loads(read_corpus_text(path), object_pairs_hook=pairs)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}:{e.lineno}:{e.colno}: not valid JSON ({e.msg}, line {e.lineno} column {e.colno}): "
+                        "fix the file, or fetch the corpus's scores.json again") from None
+    if not isinstance(labels, dict):
+        raise DataError(f"{path} holds a JSON {type(labels).__name__}, not an object of utterance id -> labels")
+    top = [keys for call, keys in objects_with_duplicates if call == calls]  # the top level is the last object closed
+    if top:
+        shown = ", ".join(top[0][:10]) + (" ..." if len(top[0]) > 10 else "")
+        raise DataError(f"{path}: utterance id(s) given more than once: {shown}; JSON would keep the last silently: "
+                        "keep one entry per utterance")
+    return labels
+
+
+def read_original_layout(root: str | Path, split: str, report: SkipReport,
+                         on_label_mismatch: str = "error") -> list[Utterance]:
+    """Utterances of one split; entries with bad labels are skipped and counted in `report`."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"data.path={root} is not a folder: point it at a SpeechOcean762 copy in the original layout")
+    wavs = _read_kaldi_map(root / split / "wav.scp")
+    speakers = _read_kaldi_map(root / split / "utt2spk") if (root / split / "utt2spk").is_file() else {}
+    scores_path = root / "resource" / "scores.json"
+    if not scores_path.is_file():
+        raise DataError(f"{scores_path} not found: the original layout keeps the labels in resource/scores.json")
+    labels = read_scores(scores_path)
+    out = []
+    for utt_id, rel in wavs.items():
+        report.total += 1
+        if utt_id not in labels:
+            report.skip(utt_id, "id in wav.scp but not in scores.json")
+            continue
+        utt = read_entry(utt_id, labels[utt_id], speakers.get(utt_id, ""), str(root / rel), report, on_label_mismatch)
+        if utt is not None:
+            out.append(utt)
+    return out

@@ -1,0 +1,32 @@
+"""The one start of a training: before anything is written, the config is checked, the folder locked and checked.
+Light (no torch, no transformers): train.py refuses a bad start in seconds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from apa.config import RunConfig, check_config
+from apa.run_folder import RunLock, check_run_dir
+
+
+def start(cfg: DictConfig, run_dir: Path) -> tuple[RunLock | None, Path | None]:
+    """Everything before a start writes anything, once: the config checked, the folder locked (rank 0: one training
+    at a time), the folder check passed (no results unless resuming; a resume reproduces the run's own config and
+    library versions). Returns (the lock, to release when done; the checkpoint to resume from, or None)."""
+    from apa.distributed import rank
+
+    check_config(cfg, RunConfig)
+    requested = OmegaConf.to_container(cfg, resolve=True)
+    lock = RunLock(run_dir, "training") if rank() == 0 else None
+    if lock is not None:
+        lock.acquire()
+    try:
+        resume_from = check_run_dir(run_dir, cfg.resume, requested, bool(cfg.get("extend")),
+                                    allow_other_versions=bool(cfg.get("allow_other_versions")))
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    return lock, resume_from
