@@ -32,7 +32,7 @@ def generate_answers(
     from the training collator (`batcher`, whose feature cache a caller may keep across batches).
 
     `generate_kwargs` go to `model.generate` as they are: `cache_implementation="static"` (a KV cache allocated once
-    for the batch), `disable_compile`, or `min_new_tokens` (apa.bench.cli forces answer lengths with it)."""
+    for the batch), `disable_compile`, or `min_new_tokens` (apa.bench.generate forces answer lengths with it)."""
     tokenizer = processor.tokenizer
     batcher = batcher or SpeechSFTCollator(processor)
     inputs = batcher.generation_inputs(rows, audio)

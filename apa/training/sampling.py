@@ -1,6 +1,7 @@
-"""Training samplers: the order in which the trainer's dataloader visits the examples of an epoch.
+"""The training sampler: the order in which the trainer's dataloader visits the examples of an epoch.
 
-Light on purpose (torch only; no TRL, no model): apa.bench.cli and the tests use it on token lengths alone.
+Light on purpose (torch only; no TRL, no model): the benchmarks (apa.bench.sampler, which compares it with the orders
+it replaced) and the tests use it on token lengths alone.
 
 Why not Hugging Face's LengthGroupedSampler: it sorts mega-batches of whole optimizer steps by length and keeps them
 in that order, so consecutive steps hold examples of similar length. Here each utterance gives an APA and an MDD
@@ -16,8 +17,6 @@ from collections.abc import Iterator, Sequence
 
 import torch
 from torch.utils.data import Sampler
-
-ORDERS = ("step_sorted", "hf_grouped", "random")  # what apa.bench.cli compares (see epoch_order)
 
 
 class StepSortedSampler(Sampler[int]):
@@ -68,25 +67,3 @@ class StepSortedSampler(Sampler[int]):
             longest = max(range(len(steps)), key=lambda k: lengths[steps[k][0]])  # each step is sorted
             steps[0], steps[longest] = steps[longest], steps[0]
         return [i for group in steps + short for i in group]
-
-
-def epoch_order(kind: str, lengths: Sequence[int], batch_size: int, accumulation: int, seed: int, epoch: int = 0,
-                world_size: int = 1) -> list[int]:
-    """The index order of one epoch under `kind` (what apa.bench.cli compares):
-
-    - "step_sorted": StepSortedSampler, as the trainer uses it for `group_by_length`;
-    - "hf_grouped": Hugging Face's stock length grouping, as this trainer did before: mega-batches of whole
-      optimizer steps (batch x accumulation, as it was given), each sorted by length, in that order;
-    - "random": a plain random permutation (`train_sampling_strategy=random`).
-    """
-    if kind == "step_sorted":
-        unit = batch_size * world_size
-        return StepSortedSampler(lengths, unit, unit * accumulation, seed).order(epoch)
-    generator = torch.Generator().manual_seed(seed + epoch)
-    if kind == "hf_grouped":
-        from transformers.trainer_pt_utils import get_length_grouped_indices
-
-        return get_length_grouped_indices(list(lengths), batch_size * accumulation, generator=generator)
-    if kind == "random":
-        return torch.randperm(len(lengths), generator=generator).tolist()
-    raise ValueError(f"unknown order {kind!r}: one of {', '.join(ORDERS)}")

@@ -1,0 +1,15 @@
+"""Sampler mode: the training orders compared on the synthetic full-size corpus, no model. (What the orders do to
+steps and micro-batches, asserted in detail: tests/training/test_sampling.py.)"""
+
+from apa.bench.cli import main
+
+
+def test_sampler_mode_compares_the_orders_on_the_synthetic_corpus(capsys):
+    result = main(["--mode", "sampler", "--epochs", "2"])
+    assert result["config"]["batch"] == 8 and result["config"]["accumulation"] == 8  # paper_table3
+    assert result["corpus"]["examples"] == 5000
+    new, old, random = result["step_sorted"], result["hf_grouped"], result["random"]
+    assert new["steps"] == 2 * 78
+    assert new["padding_share"] < random["padding_share"] and new["single_task_steps"] < old["single_task_steps"]
+    printed = capsys.readouterr().out
+    assert "single-task steps" in printed and "HF length grouping (before)" in printed
