@@ -14,6 +14,7 @@ import torch
 
 from apa.bench.generate import bench_generate
 from apa.bench.train import bench_training
+from apa.run_folder import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def run_cases(common: list[str], cases_file: Path, results: Path, summary: Path 
         with results.open("a") as f:
             f.write(json.dumps(entry, default=str) + "\n")
         if summary is not None:
-            summary.write_text(summarize(entries))
+            write_atomic(summary, summarize(entries))
     return entries
 
 

@@ -42,6 +42,7 @@ from apa.bench.generate import bench_generate, print_generate
 from apa.bench.sampler import bench_sampler, print_sampler_table
 from apa.bench.train import bench_training
 from apa.errors import one_line_errors
+from apa.run_folder import write_atomic
 
 MODES = ("train", "data", "sampler", "generate", "cases")
 
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None) -> dict | list:
     print(f"\n== apa.bench.cli ({args.mode})")
     PRINTERS.get(args.mode, print_figures)(result)
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2, default=str))
+        write_atomic(args.json, json.dumps(result, indent=2, default=str))
     return result
 
 
