@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
-import tempfile
 from pathlib import Path
 
 from apa.checkpoint.layout import released_config
@@ -42,26 +40,13 @@ def build_model(config, device: str = "meta", dtype=None):
 
 def ensure_random_checkpoint(cache_dir: str | Path | None = None, seed: int = 0) -> Path:
     """The folder of the full-size random checkpoint (config, tokenizer, processor, speech-lora), made on first use."""
-    from apa.checkpoint.tiny import TinySpec
+    from apa.checkpoint.tiny import TinySpec, generate_once
     from apa.constants import cache_root
 
     root = Path(cache_dir) if cache_dir else cache_root()
     target = root / f"phi4mm-random-v{GENERATOR_VERSION}-seed{seed}-{TinySpec().fingerprint()}"
-    if (target / "speech-lora" / "adapter_model.safetensors").exists():
-        return target
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".random-", dir=root))
-    try:
-        log.info("Writing the full-size random Phi-4-multimodal checkpoint (config + speech-lora) to %s", target)
-        _write(tmp, seed)
-        try:
-            tmp.rename(target)
-        except OSError:  # another process finished first
-            if not (target / "speech-lora" / "adapter_model.safetensors").exists():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    return generate_once(target, lambda out: _write(out, seed),
+                         "Writing the full-size random Phi-4-multimodal checkpoint (config + speech-lora) to %s")
 
 
 def _write(out: Path, seed: int) -> None:

@@ -107,18 +107,26 @@ def ensure_tiny_checkpoint(spec: TinySpec, cache_dir: str | Path | None = None) 
     several ranks) never see a half-written checkpoint.
     """
     root = Path(cache_dir) if cache_dir else cache_root()
-    target = root / f"tiny-phi4mm-{spec.fingerprint()}"
-    if (target / "speech-lora" / "adapter_model.safetensors").exists():
+    return generate_once(root / f"tiny-phi4mm-{spec.fingerprint()}", lambda out: _write_checkpoint(spec, out),
+                         "Generating tiny Phi-4-multimodal checkpoint in %s")
+
+
+def generate_once(target: Path, write, message: str) -> Path:
+    """`target`, written by `write(folder)` on first use into a temporary sibling folder renamed into place, so that
+    concurrent jobs (a multirun, several ranks) never see a half-written checkpoint; complete once its
+    speech-lora/ weights exist."""
+    done = target / "speech-lora" / "adapter_model.safetensors"
+    if done.exists():
         return target
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=root))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        log.info("Generating tiny Phi-4-multimodal checkpoint in %s", target)
-        _write_checkpoint(spec, tmp)
+        log.info(message, target)
+        write(tmp)
         try:
             tmp.rename(target)
         except OSError:  # another process finished first; its copy is identical
-            if not (target / "speech-lora" / "adapter_model.safetensors").exists():
+            if not done.exists():
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
