@@ -12,7 +12,9 @@ import pytest
 
 from apa.data.records import APA_ASPECTS
 from apa.metrics import mdd_outcomes, normalise_phones
-from apa.reporting.report import OUTCOME_CODES, main, write_report
+from apa.reporting.browser import OUTCOME_CODES
+from apa.reporting.report import main, write_report
+from apa.run_folder import FORMAT_VERSION
 from tests.browser import Page, chromium
 from tests.synthetic_runs import make_sweep
 
@@ -229,7 +231,8 @@ def test_a_run_without_evaluations_or_audio_still_renders(tmp_path, browser):
     (root / "paper_r64_0" / "training_config.json").write_text(json.dumps(record))
     bare = root / "untrained_1"
     bare.mkdir()
-    (bare / "training_config.json").write_text(json.dumps({"config": {"lora": {"name": "paper_r64"}},
+    (bare / "training_config.json").write_text(json.dumps({"format_version": FORMAT_VERSION,
+                                                           "config": {"lora": {"name": "paper_r64"}},
                                                            "parameters": {"trainable": 1}}))
     report = write_report([root], audio="link")
     page = Page(browser)
