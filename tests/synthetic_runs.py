@@ -13,6 +13,7 @@ from apa.data.records import APA_ASPECTS
 from apa.data.sources import load_split
 from apa.evaluation.predictions import metrics_json
 from apa.metrics import compute_metrics
+from apa.run_folder import write_record
 
 PHONES = "AA AE AH AO B D EH ER IH IY K L M N P R S T UW Z".split()
 
@@ -51,10 +52,11 @@ def predictions(utterances, rng: random.Random, unparsed: float, noise: int, rat
     return rows
 
 
-def make_sweep(root: Path, runs: tuple[str, ...] = ("paper_r64_1", "pretrained_r320_0"), epochs: int = 2,
+def make_sweep(root: Path, runs: tuple[str, ...] = ("fresh_r64_1", "pretrained_r320_0"), epochs: int = 2,
                n_utterances: int | None = None, seed: int = 0, splits: tuple[str, ...] = ("test",)) -> Path:
-    """root/<run>/ with training_config.json, checkpoint-epoch-<N>/trainer_state.json and eval/<checkpoint>/
-    predictions.jsonl + metrics.json for every epoch and final_model. n_utterances beyond the sample's 20 test
+    """root/<run>/ with its run record (training_config.json as a finished training leaves it: format version, loss
+    history), checkpoint-epoch-<N>/trainer_state.json and eval/<checkpoint>/predictions.jsonl + metrics.json for
+    every epoch and final_model. n_utterances beyond the sample's 20 test
     utterances are copies, ids SYN<n>, that answer as their original (no audio, no speaker)."""
     means = {a: 5.0 for a in APA_ASPECTS}
     for r, name in enumerate(runs):
@@ -82,7 +84,6 @@ def make_sweep(root: Path, runs: tuple[str, ...] = ("paper_r64_1", "pretrained_r
             "final_train_loss": 1.0 / (r + 1),
         }
         run.mkdir(parents=True)
-        (run / "training_config.json").write_text(json.dumps(record, indent=1))
         rng = random.Random(seed * 1000 + r)
         history = []
         for epoch in range(1, epochs + 1):
@@ -92,6 +93,8 @@ def make_sweep(root: Path, runs: tuple[str, ...] = ("paper_r64_1", "pretrained_r
             checkpoint.mkdir()
             (checkpoint / "trainer_state.json").write_text(json.dumps({"global_step": 4 * epoch,
                                                                        "log_history": history}))
+        # as training completes it: the format version, and the loss by optimizer step
+        write_record(run, {**record, "loss_history": [[h["step"], h["loss"]] for h in history]})
         for name_ in [f"checkpoint-epoch-{e}" for e in range(1, epochs + 1)] + ["final_model"]:
             rows = predictions(utterances, rng, unparsed=0.15, noise=3, rate=0.15)
             metrics = compute_metrics(rows, means)

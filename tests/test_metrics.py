@@ -12,6 +12,7 @@ from apa.metrics import (
     EPS,
     compute_metrics,
     error_rate,
+    fmt,
     kaldi_align,
     mdd_counts,
     mdd_outcomes,
@@ -19,7 +20,6 @@ from apa.metrics import (
     normalise_truth,
     normalise_words,
 )
-from apa.reporting.table3 import fmt
 from tests.conftest import REPO
 
 

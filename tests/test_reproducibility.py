@@ -102,7 +102,8 @@ def test_the_revision_and_label_release_are_in_the_run_record_and_card(hub_run):
 
 def test_evaluations_record_data_and_both_version_sets_and_compare_splits_label_releases(hub_run, tmp_path):
     from apa.evaluation.evaluate import evaluate
-    from apa.reporting.compare import collect, write_tables
+    from apa.reporting.compare import write_tables
+    from apa.reporting.runs import collect
     from apa.reporting.table3 import write_table3
 
     run = tmp_path / "run"

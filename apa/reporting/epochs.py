@@ -2,42 +2,44 @@
 
 from __future__ import annotations
 
-import csv
-import io
+import dataclasses
 import math
 from pathlib import Path
 
-from apa.metrics import coverage, fmt
-from apa.reporting.table3 import (
-    COVERAGE_HEADERS,
+from apa.reporting.table import (
     COVERAGE_KEYS,
-    COVERAGE_NOTE,
-    PAPER_TABLE3,
+    PAPER,
     TABLE_COLUMNS,
-    TABLE_HEADERS,
-    TABLE_NOTE,
+    Column,
+    Row,
+    Table,
+    coverage_columns,
+    metric_columns,
+    paper_rows,
+    value,
 )
 from apa.run_folder import epoch_of, read_record, write_atomic
 
 
+def _source(row: Row) -> str:
+    return "paper, LoRA-only" if row.kind == PAPER else f"this run ({row.get('checkpoint')})"
+
+
+def epoch_table(results: dict[str, dict]) -> Table:
+    """One row per checkpoint of `results` (checkpoint name -> metrics, as the evaluation computed them: an
+    undefined metric is NaN)."""
+    rows = [Row({**metrics, "checkpoint": name, "epoch": epoch_of(name),
+                 **{c: metrics.get(c, math.nan) for c in TABLE_COLUMNS}}) for name, metrics in results.items()]
+    columns = [Column("source", _source), value("epoch"), *metric_columns(), *coverage_columns()]
+    return Table(columns, rows, ("checkpoint", "epoch", *TABLE_COLUMNS, *COVERAGE_KEYS))
+
+
 def write_epoch_table(results: dict[str, dict], eval_dir: Path) -> None:
-    """<eval folder>/epochs.csv and epochs.md: one row per checkpoint, Table 3's paper rows beside."""
-    header = ["checkpoint", "epoch", *TABLE_COLUMNS, *COVERAGE_KEYS]
-    rows = [[name, epoch_of(name), *(results[name].get(c, math.nan) for c in TABLE_COLUMNS),
-             *(results[name].get(c) for c in COVERAGE_KEYS)] for name in results]
-    text = io.StringIO()
-    writer = csv.writer(text)
-    writer.writerow(header)
-    writer.writerows(rows)
-    write_atomic(eval_dir / "epochs.csv", text.getvalue())
-    head = ("source", "epoch", *TABLE_HEADERS, *COVERAGE_HEADERS)
-    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
-    lines += [f"| this run ({name}) | {epoch_of(name)} | "
-              + " | ".join([*(fmt(results[name].get(c)) for c in TABLE_COLUMNS), *coverage(results[name])]) + " |"
-              for name in results]
-    lines += [f"| paper, LoRA-only | {epoch} | " + " | ".join(fmt(v) for v in values) + " |" + " |" * len(
-        COVERAGE_HEADERS) for epoch, values in PAPER_TABLE3.items()]
-    write_atomic(eval_dir / "epochs.md", "\n".join(lines) + "\n\n" + TABLE_NOTE + " " + COVERAGE_NOTE + "\n")
+    """<eval folder>/epochs.csv (our checkpoints) and epochs.md (Table 3's paper rows below them)."""
+    table = epoch_table(results)
+    write_atomic(eval_dir / "epochs.csv", table.csv())
+    with_paper = dataclasses.replace(table, rows=[*table.rows, *paper_rows()])
+    write_atomic(eval_dir / "epochs.md", with_paper.markdown() + "\n" + " ".join(table.notes) + "\n")
 
 
 def report_evaluation(results) -> None:

@@ -2,34 +2,35 @@
 
 Replaces the generic card TRL writes (which names no base model and shows a text-generation pipeline the adapter
 cannot serve). Written when training ends and again after each evaluation of the run, so its metrics are the
-latest ones on disk. Light (no torch): it reads training_config.json and eval/*/metrics.json only.
+latest ones on disk. Light (no torch): it reads the run record and its evaluations' metrics only.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from apa.data.release import describe as describe_data
-from apa.reporting.table3 import TABLE_COLUMNS, TABLE_HEADERS, epoch_of, fmt, scored
-from apa.run_folder import TRAINING_RECORD, write_atomic
+from apa.metrics import fmt
+from apa.reporting.table import Column, Row, Table, coverage_columns, metric_columns, value
+from apa.run_folder import epoch_of, evaluations, read_metrics, read_record, write_atomic
 
 CARD = "README.md"
 
 
-def _metrics_rows(run_dir: Path) -> list[str]:
-    rows = []
-    for path in sorted((run_dir / "eval").glob("*/metrics.json")):
-        m = json.loads(path.read_text())
-        rows.append(f"| {path.parent.name} | {epoch_of(path.parent.name)} | "
-                    + " | ".join(fmt(m.get(c)) for c in TABLE_COLUMNS)
-                    + f" | {fmt(m.get('parse_rate_apa'))} / {fmt(m.get('parse_rate_mdd'))}"
-                    + f" | {scored(m, 'utterances')} |")
-    return rows
+def _parse_rates(row: Row) -> str:
+    return f"{fmt(row.get('parse_rate_apa'))} / {fmt(row.get('parse_rate_mdd'))}"
+
+
+def evaluation_table(run_dir: Path) -> Table:
+    """One row per evaluated checkpoint of the run: Table 3's metrics, parse rates, utterances scored."""
+    rows = [Row({**read_metrics(e), "checkpoint": e.name, "epoch": epoch_of(e.name)}) for e in evaluations(run_dir)]
+    columns = [value("checkpoint"), value("epoch"), *metric_columns(), Column("parse rate APA / MDD", _parse_rates),
+               coverage_columns()[0]]
+    return Table(columns, rows)
 
 
 def model_card(run_dir: Path) -> str:
-    record = json.loads((run_dir / TRAINING_RECORD).read_text())
+    record = read_record(run_dir)
     cfg = record["config"]
     model, lora, trainer, data = cfg["model"], cfg["lora"], cfg["trainer"], cfg["data"]
     base = model.get("path") or record.get("model_path")
@@ -73,10 +74,9 @@ def model_card(run_dir: Path) -> str:
         "## Evaluation",
         "",
     ]
-    rows = _metrics_rows(run_dir)
-    if rows:
-        head = ["checkpoint", "epoch", *TABLE_HEADERS, "parse rate APA / MDD", "utterances scored"]
-        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *rows, "",
+    table = evaluation_table(run_dir)
+    if table.rows:
+        lines += [table.markdown().rstrip("\n"), "",
                   "Definitions: docs/metrics.md of the project. n/a: undefined (e.g. no parsed answer).", ""]
     else:
         lines += [f"Not evaluated yet: `python evaluate.py run_dir={run_dir} checkpoint=all`", ""]

@@ -109,7 +109,7 @@ def _check_versions(record: dict, allowed: bool) -> None:
         raise RunFolderError(
             f"resume=true: this environment's libraries differ from those the run trained with: "
             f"{'; '.join(differences)}. The resumed steps would not be the same computation. Install the run's "
-            f"versions (its training_config.json lists them; the lock: requirements/lock-linux-py311.txt), or add "
+            f"versions (its {TRAINING_RECORD} lists them; the lock: requirements/lock-linux-py311.txt), or add "
             f"`{ALLOW_OPTION}` to continue anyway (each resume's versions are recorded)")
     log.warning("resume under other library versions (%s): %s", ALLOW_OPTION, "; ".join(differences))
 

@@ -40,6 +40,7 @@ FINGERPRINT = "fingerprint.json"
 SPLIT_FILE = "test_split.json"  # what the test split held (utterances, phones, skips)
 TRAIN_MEANS = "train_means.json"  # what an unparsed APA answer is imputed with
 EVAL_SETTINGS = "eval_settings.json"  # the untrained baseline's settings
+TRAINER_STATE = "trainer_state.json"  # in every checkpoint: the trainer's step and log
 
 
 class RunFolderError(UserError, RuntimeError):
@@ -115,6 +116,17 @@ def loss_history(run_dir: Path) -> tuple[list[int], list[float]]:
     return [p[0] for p in points], [p[1] for p in points]
 
 
+def validation_loss_history(run_dir: Path) -> tuple[list[int], list[float]]:
+    """(optimizer steps, validation losses) of a run that held speakers out (data.validation_fraction > 0: a loss per
+    epoch), from its newest checkpoint's trainer state (the run record does not carry them); empty lists otherwise."""
+    checkpoints = resumable_checkpoints(Path(run_dir))
+    if not checkpoints:
+        return [], []
+    log = json.loads((checkpoints[-1] / TRAINER_STATE).read_text()).get("log_history", [])
+    points = [(e["step"], e["eval_loss"]) for e in log if "eval_loss" in e and "step" in e]
+    return [p[0] for p in points], [p[1] for p in points]
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Checkpoints and their evaluations
 # ---------------------------------------------------------------------------------------------------------------
@@ -140,8 +152,8 @@ def epoch_checkpoints(run_dir: Path) -> list[Path]:
 def resumable_checkpoints(run_dir: Path) -> list[Path]:
     """Complete epoch and interruption checkpoints, oldest first by the global step they were saved at."""
     found = [p for p in [*run_dir.glob("checkpoint-epoch-*"), *run_dir.glob("checkpoint-step-*")]
-             if (p / "trainer_state.json").is_file()]
-    return sorted(found, key=lambda p: json.loads((p / "trainer_state.json").read_text())["global_step"])
+             if (p / TRAINER_STATE).is_file()]
+    return sorted(found, key=lambda p: json.loads((p / TRAINER_STATE).read_text())["global_step"])
 
 
 def evaluations(run_dir: Path, root: str = EVAL_DIR) -> list[Path]:

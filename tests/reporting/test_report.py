@@ -12,7 +12,9 @@ import pytest
 
 from apa.data.records import APA_ASPECTS
 from apa.metrics import mdd_outcomes, normalise_phones
-from apa.reporting.report import OUTCOME_CODES, main, write_report
+from apa.reporting.browser import OUTCOME_CODES
+from apa.reporting.report import main, write_report
+from apa.run_folder import FORMAT_VERSION
 from tests.browser import Page, chromium
 from tests.synthetic_runs import make_sweep
 
@@ -44,7 +46,7 @@ def synthetic(tmp_path_factory):
 def test_embedded_data_matches_the_predictions_and_the_mdd_scorer(synthetic):
     root, report = synthetic
     data = embedded(report)
-    assert [v["key"] for v in data["views"]] == [f"{run}/{c}" for run in ("paper_r64_1", "pretrained_r320_0")
+    assert [v["key"] for v in data["views"]] == [f"{run}/{c}" for run in ("fresh_r64_1", "pretrained_r320_0")
                                                  for c in ("checkpoint-epoch-1", "checkpoint-epoch-2", "final_model")]
     assert len(data["utts"]) == 40 and {u["speaker"] for u in data["utts"]} == {"0001", "0003"}
     index = {u["id"]: i for i, u in enumerate(data["utts"])}
@@ -72,7 +74,7 @@ def test_embedded_data_matches_the_predictions_and_the_mdd_scorer(synthetic):
 
 
 def test_audio_is_embedded_when_asked(tmp_path):
-    root = make_sweep(tmp_path / "sweep", runs=("paper_r64_0",), epochs=1, n_utterances=2)
+    root = make_sweep(tmp_path / "sweep", runs=("fresh_r64_0",), epochs=1, n_utterances=2)
     main([str(root), "--embed-audio", "--out", str(tmp_path / "out")])
     data = embedded(tmp_path / "out" / "report.html")
     assert [u["audio"][:22] for u in data["utts"]] == ["data:audio/wav;base64,"] * 2
@@ -141,7 +143,7 @@ def test_filters_sorting_and_views_in_chromium(synthetic, browser):
     p = page.page
     rows = p.locator("#b-rows .utt")
     ids = lambda: [rows.nth(i).get_attribute("data-id") for i in range(rows.count())]  # noqa: E731
-    first = predictions(root / "paper_r64_1", "checkpoint-epoch-1")
+    first = predictions(root / "fresh_r64_1", "checkpoint-epoch-1")
     assert rows.count() == 20  # the first view's run was evaluated on the 20 test utterances
     assert ids() == sorted(r["id"] for r in first if r["task"] == "apa")
 
@@ -191,7 +193,7 @@ def test_filters_sorting_and_views_in_chromium(synthetic, browser):
 
 
 def test_5000_utterances_x_5_checkpoints_stay_responsive(browser, tmp_path):
-    root = make_sweep(tmp_path / "sweep", runs=("paper_r64_0",), epochs=4, n_utterances=5000)
+    root = make_sweep(tmp_path / "sweep", runs=("fresh_r64_0",), epochs=4, n_utterances=5000)
     started = time.monotonic()
     report = write_report([root])
     built = time.monotonic() - started
@@ -206,7 +208,7 @@ def test_5000_utterances_x_5_checkpoints_stay_responsive(browser, tmp_path):
         const t = [];
         const change = (id, value) => { const e = document.getElementById(id); e.value = value;
                                          e.dispatchEvent(new Event('change')); };
-        for (const [id, value] of [['f-view', 'paper_r64_0/checkpoint-epoch-3'], ['f-sort', 'apa-error'],
+        for (const [id, value] of [['f-view', 'fresh_r64_0/checkpoint-epoch-3'], ['f-sort', 'apa-error'],
                                    ['f-sort', 'detection'], ['f-task', 'mdd'], ['f-page-size', '100']]) {
             const start = performance.now(); change(id, value); t.push(performance.now() - start);
         }
@@ -222,14 +224,15 @@ def test_5000_utterances_x_5_checkpoints_stay_responsive(browser, tmp_path):
 
 
 def test_a_run_without_evaluations_or_audio_still_renders(tmp_path, browser):
-    root = make_sweep(tmp_path / "sweep", runs=("paper_r64_0",), epochs=1, n_utterances=3)
-    record = json.loads((root / "paper_r64_0" / "training_config.json").read_text())
+    root = make_sweep(tmp_path / "sweep", runs=("fresh_r64_0",), epochs=1, n_utterances=3)
+    record = json.loads((root / "fresh_r64_0" / "training_config.json").read_text())
     record["config"]["data"]["path"] = str(tmp_path / "moved")  # the corpus is not here: no audio, no speakers
     record["config"]["data"]["name"] = "speechocean762"
-    (root / "paper_r64_0" / "training_config.json").write_text(json.dumps(record))
+    (root / "fresh_r64_0" / "training_config.json").write_text(json.dumps(record))
     bare = root / "untrained_1"
     bare.mkdir()
-    (bare / "training_config.json").write_text(json.dumps({"config": {"lora": {"name": "paper_r64"}},
+    (bare / "training_config.json").write_text(json.dumps({"format_version": FORMAT_VERSION,
+                                                           "config": {"lora": {"name": "fresh_r64"}},
                                                            "parameters": {"trainable": 1}}))
     report = write_report([root], audio="link")
     page = Page(browser)
@@ -241,11 +244,11 @@ def test_a_run_without_evaluations_or_audio_still_renders(tmp_path, browser):
 
 
 def test_runs_of_two_sweeps_with_one_name_stay_apart_and_a_torn_line_is_left_out(tmp_path):
-    first = make_sweep(tmp_path / "a", runs=("paper_r64_0",), epochs=1, n_utterances=3)
-    second = make_sweep(tmp_path / "b", runs=("paper_r64_0",), epochs=1, n_utterances=3, seed=1)
-    with (second / "paper_r64_0" / "eval" / "final_model" / "predictions.jsonl").open("a") as f:
+    first = make_sweep(tmp_path / "a", runs=("fresh_r64_0",), epochs=1, n_utterances=3)
+    second = make_sweep(tmp_path / "b", runs=("fresh_r64_0",), epochs=1, n_utterances=3, seed=1)
+    with (second / "fresh_r64_0" / "eval" / "final_model" / "predictions.jsonl").open("a") as f:
         f.write('{"id": "000030012", "task": "ap')  # evaluation stopped mid-write
     data = embedded(write_report([first, second], tmp_path / "out"))
-    assert [v["key"] for v in data["views"]] == [f"{s}/paper_r64_0/{c}" for s in ("a", "b")
+    assert [v["key"] for v in data["views"]] == [f"{s}/fresh_r64_0/{c}" for s in ("a", "b")
                                                  for c in ("checkpoint-epoch-1", "final_model")]
-    assert data["answers"]["a/paper_r64_0/final_model"] != data["answers"]["b/paper_r64_0/final_model"]
+    assert data["answers"]["a/fresh_r64_0/final_model"] != data["answers"]["b/fresh_r64_0/final_model"]

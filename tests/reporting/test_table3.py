@@ -4,7 +4,8 @@ table laid out as the paper's, its values beside ours."""
 import csv
 import json
 
-from apa.reporting.table3 import PAPER_TABLE3, PAPER_UNFREEZE, write_table3
+from apa.reporting.table import PAPER_TABLE3, PAPER_UNFREEZE
+from apa.reporting.table3 import write_table3
 
 
 def test_the_paper_values_are_stored_as_printed():

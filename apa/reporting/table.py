@@ -1,0 +1,162 @@
+"""The results table: which rows (ours, the paper's), which columns, which notes, and how a table prints as
+Markdown, CSV and HTML.
+
+Every results table is a `Table`: epochs.md|csv, comparison.md|csv, table3.md|csv, the model card's evaluation and
+report.html's comparison. A row holds raw values (metrics.json's keys and the table's own: what the CSV writes); a
+column says what a reader sees of a row (one cell text for Markdown and HTML alike, from `apa.metrics.fmt` and
+`apa.metrics.coverage`) and which note it needs. The paper's Table 3 lives here too.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from apa.metrics import coverage, fmt
+
+# arXiv 2509.02915, Table 3, LoRA-only rows: PCC acc/flu/pros/total, WER, PER, F1 (P, R). Epoch 0 = no training.
+PAPER_TABLE3 = {
+    0: (-0.041, -0.017, -0.0493, -0.104, 0.97, 0.792, 0.143, 0.154, 0.134),  # prosodic printed as -0.0493
+    1: (0.547, 0.585, 0.567, 0.544, 0.15, 0.137, 0.686, 0.689, 0.682),
+    2: (0.637, 0.726, 0.709, 0.662, 0.139, 0.118, 0.722, 0.725, 0.719),
+    3: (0.656, 0.727, 0.711, 0.675, 0.14, 0.114, 0.724, 0.728, 0.721),
+    4: (0.645, 0.733, 0.714, 0.668, 0.148, 0.121, 0.721, 0.723, 0.72),
+}
+# Table 3's "Unfreeze" row (LoRA + audio encoder + projector trained): epoch 4 only; P and R are not given.
+PAPER_UNFREEZE = {4: (0.743, 0.717, 0.704, 0.666, 0.142, 0.142, 0.667, None, None)}
+LORA_ONLY, UNFREEZE, NO_TRAINING = "LoRA-only", "Unfreeze", "no training"  # Table 3's settings
+PAPER_SETTINGS = {LORA_ONLY: PAPER_TABLE3, UNFREEZE: PAPER_UNFREEZE}
+
+TABLE_COLUMNS = ("pcc_accuracy", "pcc_fluency", "pcc_prosodic", "pcc_total", "wer", "per",
+                 "mdd_f1", "mdd_precision", "mdd_recall")
+# What every table calls `mdd_f1`, and the note under it (docs/metrics.md, MDD)
+MDD_F1_LABEL = "MDD F1 (standard TA/FR/FA/TR hierarchy)"
+TABLE_HEADERS = ("PCC acc", "PCC flu", "PCC pros", "PCC total", "WER", "PER", MDD_F1_LABEL, "MDD P", "MDD R")
+TABLE_NOTE = ("Our rows: MDD P/R/F1 counted as Fu et al.'s scorer counts them (docs/metrics.md). Paper rows: the "
+              "paper's own F1 (P, R), whose definition is unpublished; no metric here claims to be it.")
+
+# How much of the test split each row scored (metrics.json's n_*_scored / n_*_in_split)
+COVERAGE_KEYS = ("n_utterances_scored", "n_utterances_in_split", "n_phones_scored", "n_phones_in_split")
+COVERAGE_HEADERS = ("utterances scored", "phones scored")
+COVERAGE_NOTE = ("Scored: utterances and canonical phones scored / in the test split ('?': split size not recorded, "
+                 "as in evaluations older than test_split.json; 'limit N': data.limit made the split its first N "
+                 "utterances).")
+
+# What a row is: an evaluated checkpoint of ours, the paper's, or a run of ours not evaluated yet (no metrics)
+OURS, PAPER, UNEVALUATED = "ours", "paper", "unevaluated"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of a table: its raw `values` (what the CSV writes) and what it is (`kind`: OURS, PAPER,
+    UNEVALUATED)."""
+
+    values: dict
+    kind: str = OURS
+
+    def get(self, key: str, default=None):
+        return self.values.get(key, default)
+
+
+@dataclass(frozen=True)
+class Column:
+    """What a reader sees of a table: a header, each row's cell text (Markdown and HTML alike; "" for an empty
+    cell), whether the cells are numbers (HTML aligns them right) and the note the column needs beside the table."""
+
+    header: str
+    cell: Callable[[Row], str]
+    numeric: bool = False
+    note: str | None = None
+
+
+def value(header: str, key: str | None = None) -> Column:
+    """The row's `key` (default: the header) as it is; empty where the row has none."""
+    key = key or header
+    return Column(header, lambda row: "" if row.get(key) is None else str(row.get(key)))
+
+
+def number(header: str, key: str, ours: Callable[[object], str] = fmt) -> Column:
+    """A number of our runs (default: three decimals, n/a where undefined); empty in the paper's rows."""
+    return Column(header, lambda row: "" if row.kind == PAPER else ours(row.get(key)), numeric=True)
+
+
+def metric_columns(keys: Sequence[str] = TABLE_COLUMNS) -> list[Column]:
+    """Table 3's metrics (or those of `keys`): three decimals, n/a where undefined; empty for a run not evaluated."""
+    headers = dict(zip(TABLE_COLUMNS, TABLE_HEADERS, strict=True))
+    return [Column(headers[key], lambda row, key=key: "" if row.kind == UNEVALUATED else fmt(row.get(key)),
+                   numeric=True, note=TABLE_NOTE) for key in keys]
+
+
+def coverage_columns() -> list[Column]:
+    """How much of the test split each of our rows scored ('4/4 (limit 4)', '55/55'); empty in the others."""
+    return [Column(header, lambda row, i=i: coverage(row.values)[i] if row.kind == OURS else "", numeric=True,
+                   note=COVERAGE_NOTE) for i, header in enumerate(COVERAGE_HEADERS)]
+
+
+def paper_rows(*settings: str) -> list[Row]:
+    """The paper's Table 3 rows of `settings` (default: LoRA-only, epochs 0-4), each with its setting (epoch 0: no
+    training), epoch, `source` "paper" and metrics under TABLE_COLUMNS' keys."""
+    rows = []
+    for setting in settings or (LORA_ONLY,):
+        for epoch, values in PAPER_SETTINGS[setting].items():
+            rows.append(Row({"setting": NO_TRAINING if epoch == 0 else setting, "epoch": epoch, "source": "paper",
+                             **dict(zip(TABLE_COLUMNS, values, strict=True))}, PAPER))
+    return rows
+
+
+@dataclass(frozen=True)
+class Table:
+    """Rows and columns, rendered three ways: Markdown and HTML show `columns`, the CSV writes the rows' raw values
+    under `keys`."""
+
+    columns: Sequence[Column]
+    rows: Sequence[Row]
+    keys: Sequence[str] = ()
+
+    @property
+    def notes(self) -> list[str]:
+        """The notes the columns need, once each, in column order."""
+        return list(dict.fromkeys(c.note for c in self.columns if c.note))
+
+    def markdown(self) -> str:
+        """A pipe table, one line per row (an empty cell is `| |`), ending in a newline."""
+        lines = [_markdown_line(c.header for c in self.columns), "|" + "---|" * len(self.columns)]
+        lines += [_markdown_line(c.cell(row) for c in self.columns) for row in self.rows]
+        return "\n".join(lines) + "\n"
+
+    def csv(self) -> str:
+        """`keys`, then each row's value of each key (absent or None: empty), as Python's csv module writes them."""
+        text = io.StringIO()
+        writer = csv.writer(text)
+        writer.writerow(self.keys)
+        writer.writerows([row.get(key) for key in self.keys] for row in self.rows)
+        return text.getvalue()
+
+    def html(self, cls: str = "") -> str:
+        """A <table> (in a scrolling <div>): n/a cells greyed, numbers right-aligned, the paper's rows marked."""
+        body = []
+        for row in self.rows:
+            cells = "".join(_html_cell(c.cell(row), c.numeric) for c in self.columns)
+            body.append((PAPER, cells) if row.kind == PAPER else cells)
+        return html_table([c.header for c in self.columns], body, cls)
+
+
+def _markdown_line(cells: Iterable[str]) -> str:
+    return "|" + "|".join(f" {cell} " if cell else " " for cell in cells) + "|"
+
+
+def _html_cell(text: str, numeric: bool) -> str:
+    if text == "n/a":
+        return '<td class="na">n/a</td>'
+    return f'<td class="num">{html.escape(text)}</td>' if numeric and text else f"<td>{html.escape(text)}</td>"
+
+
+def html_table(head: Iterable[str], rows: Iterable[str | tuple[str, str]], cls: str = "") -> str:
+    """Every HTML table of the report. rows: the cells' HTML, or (row class, cells' HTML)."""
+    header = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+    body = "".join(f'<tr class="{r[0]}">{r[1]}</tr>' if isinstance(r, tuple) else f"<tr>{r}</tr>" for r in rows)
+    return (f'<div class="scroll"><table class="{cls}"><thead><tr>{header}</tr></thead><tbody>{body}</tbody>'
+            "</table></div>")
