@@ -146,11 +146,11 @@ def test_choices_are_plain_strings_in_records_and_messages(make_config):
     assert json.loads(json.dumps(OmegaConf.to_container(data, resolve=True)))["source"] == "hub"
 
 
-@pytest.mark.parametrize("argv", [["lora=fresh_r64"], ["-m", "lora=pretrained_r320,fresh_r64"]])
+@pytest.mark.parametrize("argv", [["lora=paper_r64"], ["-m", "lora=pretrained_r320,paper_r64"]])
 def test_a_renamed_choice_is_refused_in_one_line_naming_the_new_one(argv):
     done = subprocess.run([sys.executable, "train.py", *argv], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and done.stderr.strip() == (
-        "error: lora=fresh_r64 was renamed lora=fresh_r64 (its numbers are the seed author's, not the paper's): use "
+        "error: lora=paper_r64 was renamed lora=fresh_r64 (its numbers are the seed author's, not the paper's): use "
         "the new name")
 
 

@@ -128,10 +128,10 @@ def test_evaluations_record_data_and_both_version_sets_and_compare_splits_label_
 
 
 def test_version_differences_name_each_library():
-    saved = {**library_versions(), "transformers": "5.24.0"}
+    saved = {**library_versions(), "transformers": "4.0.0"}
     saved.pop("tokenizers")
     assert version_differences(saved, library_versions()) == [
-        f"transformers 5.24.0 -> {library_versions()['transformers']}",
+        f"transformers 4.0.0 -> {library_versions()['transformers']}",
         f"tokenizers unrecorded -> {library_versions()['tokenizers']}"]
 
 
@@ -140,12 +140,12 @@ def test_a_resume_under_other_library_versions_is_refused_unless_allowed(hub_run
     shutil.copytree(hub_run, run)
     shutil.rmtree(run / "final_model")
     record = json.loads((run / "training_config.json").read_text())
-    record["library_versions"]["transformers"] = "5.24.0"
+    record["library_versions"]["transformers"] = "4.0.0"
     (run / "training_config.json").write_text(json.dumps(record))
     refused = subprocess.run([sys.executable, "train.py", "resume=true", f"hydra.run.dir={run}"], cwd=REPO,
                              capture_output=True, text=True, timeout=300)
     assert refused.returncode == 2, refused.stderr[-2000:]
-    assert f"transformers 5.24.0 -> {library_versions()['transformers']}" in refused.stderr
+    assert f"transformers 4.0.0 -> {library_versions()['transformers']}" in refused.stderr
     assert "allow_other_versions=true" in refused.stderr and not (run / "final_model").exists()
     done = subprocess.run([sys.executable, "train.py", "resume=true", "allow_other_versions=true",
                            f"hydra.run.dir={run}"], cwd=REPO, capture_output=True, text=True, timeout=600)

@@ -144,3 +144,9 @@ def test_every_file_write_is_in_a_known_atomic_place():
     unknown = {name: lines for name, path in _modules().items()
                if (lines := _writes(path)) and name not in WRITERS}
     assert not unknown, f"write calls outside apa.run_folder.write_atomic and the known writers: {unknown}"
+
+
+def test_test_files_have_unique_names():
+    """pytest imports test files by their base name (no __init__.py in tests/): two alike would not both run."""
+    names = [p.name for p in (REPO / "tests").rglob("test_*.py")]
+    assert sorted(n for n in set(names) if names.count(n) > 1) == []
