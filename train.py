@@ -28,11 +28,14 @@ def resume_config(cfg: DictConfig, run_dir: Path, given: list[str]) -> DictConfi
         return cfg
     from hydra import compose
 
-    from apa.config import override_keys
+    from apa.config import check_renamed_choices, override_keys
+    from apa.run_folder import read_record
 
+    read_record(run_dir)  # a run folder of another format is refused here, in one line
     saved = run_dir / ".hydra" / "overrides.yaml"
     repeated = set(override_keys(given)) | {"resume", "extend", "allow_other_versions"}
     own = [o for o in OmegaConf.load(saved) if override_keys([o])[0] not in repeated] if saved.is_file() else []
+    check_renamed_choices(own)
     return compose(config_name="train", overrides=[*own, *given])
 
 

@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import json
 import os
+import re
 import typing
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -199,7 +200,9 @@ class EvalConfig:
     data: DataConfig = MISSING  # used when given on the command line or for the base model
     prompts: PromptsConfig = MISSING
     run_dir: str | None = None  # a folder written by train.py
-    checkpoint: str = "final_model"  # final_model | all | checkpoint-epoch-<N>
+    # final_model | all | checkpoint-epoch-<N>: an open set (any epoch), so a string checked before anything loads,
+    # not an Enum like the closed choices above
+    checkpoint: str = "final_model"
     predictions: str | None = None  # re-score this predictions.jsonl, no model
     batch_size: int = 256  # the most answers generated in one batch
     # ... and the most tokens one batch may hold: rows x (longest prompt incl. audio + max_new_tokens of the task).
@@ -267,6 +270,8 @@ _RANGES: tuple[tuple[str, Any, str], ...] = (
     ("data.feature_cache_mb", lambda v: v >= 0, "0 (off) or more"),
     ("batch_size", lambda v: v >= 1, "at least 1"),
     ("max_batch_tokens", lambda v: v >= 1, "at least 1"),
+    ("checkpoint", lambda v: v in ("final_model", "all") or bool(re.fullmatch(r"checkpoint-epoch-\d+", v)),
+     "final_model, all or checkpoint-epoch-<N>"),
     ("max_new_tokens.apa", lambda v: v >= 1, "at least 1"),
     ("max_new_tokens.mdd", lambda v: v >= 1, "at least 1"),
 )

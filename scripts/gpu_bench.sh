@@ -57,7 +57,7 @@ common=(model="$model" data=sample data.limit=null)
 loras=(fresh_r64 pretrained_r320)
 presets=(paper_table3 fits_24gb b16x4 b32x2 fast_b64x1)
 if [ "$model" = tiny ]; then
-  # CPU dry run: the same cases with every micro-batch / 8 (as tests/test_presets.py scales them), no workers
+  # CPU dry run: the same cases with every micro-batch / 8 (as tests/training/test_presets.py scales them), no workers
   common+=(trainer.dataloader_num_workers=0 trainer.dataloader_persistent_workers=false trainer.dataloader_pin_memory=false)
   budgets="${BUDGETS:-512 2048 8192}"; answers="${ANSWERS:-16}"
 fi

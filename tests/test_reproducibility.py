@@ -72,32 +72,101 @@ def test_a_wrong_label_statement_fails_before_any_model_loads(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def hub_run(tmp_path_factory):
-    """A demo run reading the bundled sample through the hub reader (its parquet copy), pinned to a commit."""
+def hub_files(tmp_path_factory):
+    """The bundled sample in the hub's schema, as parquet files (what mispeech/speechocean762 holds)."""
     from datasets import Audio, Dataset
 
     from tests.conftest import hub_rows
 
-    root = tmp_path_factory.mktemp("hubrun")
+    root = tmp_path_factory.mktemp("hubfiles") / "hub"
+    (root / "data").mkdir(parents=True)
     for split in ("train", "test"):
-        (root / "hub" / "data").mkdir(parents=True, exist_ok=True)
         Dataset.from_list(hub_rows(split)).cast_column("audio", Audio(decode=False)).to_parquet(
-            str(root / "hub" / "data" / f"{split}-00000-of-00001.parquet"))
-    run = root / "run"
-    done = subprocess.run([sys.executable, "train.py", *DEMO, "data.source=hub", f"data.hub_id={root / 'hub'}",
-                           f"data.revision={'ab' * 20}", f"hydra.run.dir={run}"], cwd=REPO, capture_output=True,
-                          text=True, timeout=600)
+            str(root / "data" / f"{split}-00000-of-00001.parquet"))
+    return root
+
+
+@pytest.fixture(scope="module")
+def hub_run(hub_files):
+    """A demo run reading the hub's parquet files from a local folder (which has no revision), through train.py."""
+    run = hub_files.parent / "run"
+    done = subprocess.run([sys.executable, "train.py", *DEMO, "data.source=hub", f"data.hub_id={hub_files}",
+                           f"hydra.run.dir={run}"], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return run
 
 
-def test_the_revision_and_label_release_are_in_the_run_record_and_card(hub_run):
-    record = json.loads((hub_run / "training_config.json").read_text())
+def test_a_hub_read_records_the_commit_it_read(hub_files, tmp_path, monkeypatch):
+    """data.source=hub with the hub id: the pinned commit is what is asked for and what the record, the model card
+    and the evaluation say. (No hub here: `datasets.load_dataset` serves the same parquet files.)"""
+    import datasets
+
+    from apa.reporting.model_card import write_model_card
+    from apa.run_folder import read_record
+    from apa.training.recipe import train
+
+    asked = []
+
+    def load_dataset(hub_id, split, revision):
+        asked.append((hub_id, split, revision))
+        return datasets.Dataset.from_parquet(str(hub_files / "data" / f"{split}-00000-of-00001.parquet"))
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    run = tmp_path / "run"
+    train(compose_config(*DEMO, "data.source=hub"), run)
+    assert asked and {(h, r) for h, _, r in asked} == {("mispeech/speechocean762", ORIGINAL_LABELS_COMMIT)}
+    record = read_record(run)
     assert record["data"]["dataset"] == {"name": "sample", "source": "hub", "labels": "2024",
-                                         "hub_id": str(hub_run.parent / "hub"), "revision": "ab" * 20}
-    assert f"@ {'ab' * 5}, 2024 labels" in (hub_run / "README.md").read_text()
+                                         "hub_id": "mispeech/speechocean762", "revision": ORIGINAL_LABELS_COMMIT}
+    write_model_card(run)
+    card = (run / "README.md").read_text()
+    assert f"hub mispeech/speechocean762 @ {ORIGINAL_LABELS_COMMIT[:10]}, 2024 labels" in card
     assert set(record["library_versions"]) >= {"torch", "transformers", "tokenizers", "peft", "trl", "accelerate",
                                                "datasets"}
+
+
+def test_a_branch_is_resolved_to_its_commit_and_an_unknown_one_is_one_line(monkeypatch):
+    import huggingface_hub
+
+    from apa.data import release
+
+    class Info:
+        sha = "c" * 40
+
+    def dataset_info(self, hub_id, revision):
+        if revision != "main":
+            raise huggingface_hub.errors.RevisionNotFoundError(f"{revision} not found")
+        return Info()
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "dataset_info", dataset_info)
+    release._hub_commit.cache_clear()
+    data = compose_config("data.revision=main").data
+    assert dataset_identity(data)["revision"] == "c" * 40
+    with pytest.raises(LabelReleaseError, match="data.revision=v9 of mispeech/speechocean762 cannot be resolved"):
+        dataset_identity(compose_config("data.revision=v9").data)
+
+
+def test_a_local_folder_of_hub_files_records_its_path_and_no_revision(hub_run):
+    record = json.loads((hub_run / "training_config.json").read_text())
+    assert record["data"]["dataset"] == {"name": "sample", "source": "hub", "labels": "2024",
+                                         "hub_id": str(hub_run.parent / "hub"), "revision": None}
+    assert f"hub files in {hub_run.parent / 'hub'}, 2024 labels" in (hub_run / "README.md").read_text()
+
+
+def test_a_corpus_contradicting_its_label_statement_is_refused(corpus):
+    """The whole reader, on the sample with one L2 phone added to its labels, stated as the 2024 release."""
+    from apa.data.sources import load_configured_split
+    from tests.conftest import edit_scores
+
+    def add_l2(scores):
+        word = scores["000010011"]["words"][0]  # WE: W IY0
+        word["mispronunciations"] = [{"canonical-phone": "W", "index": 0, "pronounced-phone": "DR"}]
+
+    edit_scores(corpus, add_l2)
+    data = compose_config("experiment=demo", f"data.path={corpus}").data
+    assert data.labels == "2024"
+    with pytest.raises(LabelReleaseError, match="data.labels=2024 but 1 of its 2 mispronunciation labels are L2"):
+        load_configured_split(data, "train")
 
 
 def test_evaluations_record_data_and_both_version_sets_and_compare_splits_label_releases(hub_run, tmp_path):
@@ -111,7 +180,7 @@ def test_evaluations_record_data_and_both_version_sets_and_compare_splits_label_
     evaluate(compose_eval_config(f"run_dir={run}", "batch_size=4", "max_new_tokens.apa=4", "max_new_tokens.mdd=4"),
              [], run / "eval")
     fingerprint = json.loads((run / "eval" / "final_model" / "fingerprint.json").read_text())
-    assert fingerprint["data"]["revision"] == "ab" * 20 and fingerprint["data"]["labels"] == "2024"
+    assert fingerprint["data"]["hub_id"] == str(hub_run.parent / "hub") and fingerprint["data"]["labels"] == "2024"
     assert fingerprint["versions"] == library_versions()
     assert fingerprint["training_versions"] == json.loads((run / "training_config.json").read_text())[
         "library_versions"]
@@ -124,7 +193,8 @@ def test_evaluations_record_data_and_both_version_sets_and_compare_splits_label_
     table = write_tables(collect(run) + collect(other), tmp_path / "cmp")
     assert "scored on 2 different test sets" in table and "2024 labels" in table and "original labels" in table
     write_table3([run], None, tmp_path / "t3")
-    assert f"Data: sample (hub {hub_run.parent}/hub @ abababab" in (tmp_path / "t3" / "table3.md").read_text()
+    table3 = (tmp_path / "t3" / "table3.md").read_text()
+    assert f"Data: sample (hub files in {hub_run.parent}/hub, 2024 labels)" in table3
 
 
 def test_version_differences_name_each_library():

@@ -41,6 +41,7 @@ from apa.bench.flops import peak_tflops
 from apa.bench.generate import bench_generate, print_generate
 from apa.bench.sampler import bench_sampler, print_sampler_table
 from apa.bench.train import bench_training
+from apa.config import check_renamed_choices
 from apa.errors import one_line_errors
 from apa.run_folder import write_atomic
 
@@ -109,6 +110,7 @@ def run_mode(args: argparse.Namespace) -> dict | list:
 def main(argv: list[str] | None = None) -> dict | list:
     """`apa bench`: run one mode and print its figures (cases: the summary tables); --json writes them too."""
     args = parse_args(argv)
+    check_renamed_choices(args.overrides)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     result = run_mode(args)
     if args.mode == "cases":

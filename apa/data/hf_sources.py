@@ -74,7 +74,12 @@ def read_hub(hub_id: str, revision: str | None, split: str, report: SkipReport,
              on_label_mismatch: str = "error") -> list[Utterance]:
     from datasets import load_dataset
 
-    dataset = load_dataset(hub_id, split=split, revision=revision)
+    try:
+        dataset = load_dataset(hub_id, split=split, revision=revision)
+    except (FileNotFoundError, ValueError, OSError) as err:  # no such dataset, revision or split (datasets' own types)
+        raise DataError(f"data.hub_id={hub_id} at data.revision={revision}, split {split!r}, cannot be read "
+                        f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}): check the id, "
+                        "the commit and data.train_split/test_split") from err
     return read_hf_split(dataset, hub_id.strip("/").replace("/", "__"), split, report, on_label_mismatch)
 
 

@@ -62,10 +62,18 @@ def _hub_commit(hub_id: str, revision: str) -> str:
                                 f"commit instead: {CHOOSE}") from err
 
 
+def _on_the_hub(data_cfg) -> bool:
+    """data.source=hub with a hub id (not a local folder of the hub's parquet files, which has no revisions)."""
+    from pathlib import Path
+
+    hub_id = str(data_cfg.get("hub_id") or "")
+    return data_cfg.get("source") == "hub" and not Path(hub_id).expanduser().exists() and hub_id.count("/") == 1
+
+
 def check_data_statement(data_cfg) -> None:
     """Before anything is read or downloaded: the label release is stated, and a hub read names its revision."""
     check_labels_statement(data_cfg.get("labels"))
-    if data_cfg.get("source") == "hub" and not data_cfg.get("revision"):
+    if _on_the_hub(data_cfg) and not data_cfg.get("revision"):
         raise LabelReleaseError(
             f"data.revision is not set: {data_cfg.get('hub_id')}'s main branch changed from the original labels to "
             f"the 2024 relabelling on 2026-04-30 under the same name, so an unpinned read says nothing of what it "
@@ -78,9 +86,11 @@ def dataset_identity(data_cfg) -> dict:
     same name) and an unknown label statement."""
     check_data_statement(data_cfg)
     identity = {"name": data_cfg.get("name"), "source": data_cfg.get("source"), "labels": str(data_cfg.get("labels"))}
-    if data_cfg.get("source") == "hub":
+    if _on_the_hub(data_cfg):
         revision, hub_id = str(data_cfg.get("revision")), data_cfg.get("hub_id")
         identity.update(hub_id=hub_id, revision=revision if _COMMIT.match(revision) else _hub_commit(hub_id, revision))
+    elif data_cfg.get("source") == "hub":  # a local folder of the hub's parquet files: no revision to record
+        identity.update(hub_id=data_cfg.get("hub_id"), revision=None)
     else:
         identity["path"] = data_cfg.get("path")
     return identity
@@ -90,8 +100,12 @@ def describe(identity: dict | None) -> str:
     """One line for tables and cards: `speechocean762 (hub mispeech/speechocean762 @ f95618ea13, original labels)`."""
     if not identity:
         return "not recorded (a run of an older version)"
-    where = (f"hub {identity.get('hub_id')} @ {str(identity.get('revision'))[:10]}" if identity.get("source") == "hub"
-             else f"{identity.get('source')} {identity.get('path')}")
+    if identity.get("source") == "hub" and identity.get("revision"):
+        where = f"hub {identity.get('hub_id')} @ {str(identity.get('revision'))[:10]}"
+    elif identity.get("source") == "hub":
+        where = f"hub files in {identity.get('hub_id')}"
+    else:
+        where = f"{identity.get('source')} {identity.get('path')}"
     return f"{identity.get('name')} ({where}, {identity.get('labels')} labels)"
 
 

@@ -13,7 +13,7 @@ from apa.sft.collate import SpeechSFTCollator
 def decode_answer(tokenizer, token_ids) -> str:
     """Generated ids -> answer text, special tokens (<|end|>, padding) dropped. `<unk>`, the MDD answer's mark for
     an unclear phone, is ordinary text to Phi-4's tokenizer (pieces `<`, `unk`, `>`; its special tokens are the
-    `<|...|>` markers), so it survives `skip_special_tokens` (tests/test_prompts.py checks this on the tiny
+    `<|...|>` markers), so it survives `skip_special_tokens` (tests/sft/test_prompts.py checks this on the tiny
     tokenizer, which is built the same way)."""
     return tokenizer.decode(token_ids, skip_special_tokens=True).strip()
 

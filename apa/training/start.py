@@ -18,7 +18,7 @@ def start(cfg: DictConfig, run_dir: Path) -> tuple[RunLock | None, Path | None]:
     from apa.distributed import rank
 
     check_config(cfg, RunConfig)
-    requested = OmegaConf.to_container(cfg, resolve=True)
+    requested = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     lock = RunLock(run_dir, "training") if rank() == 0 else None
     if lock is not None:
         lock.acquire()
