@@ -241,3 +241,32 @@ def test_the_lock_check_names_a_package_at_another_version(tmp_path):
     changed.write_text(exact.read_text().replace(f"peft=={pins['peft']}", "peft==0.0.1"))
     done = subprocess.run([*check, str(changed)], cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 1 and done.stdout.strip() == f"error: peft: {pins['peft']} installed, 0.0.1 locked"
+
+
+def test_a_resume_whose_data_resolves_to_another_commit_is_refused(hub_files, tmp_path, monkeypatch):
+    """data.revision=main moved between the start and the resume (extend=true here): not the same data."""
+    import datasets
+    import huggingface_hub
+
+    from apa.data import release
+    from apa.run_folder import RunFolderError
+    from apa.training.recipe import train
+
+    head = {"sha": "a" * 40}
+
+    class Info:
+        def __init__(self):
+            self.sha = head["sha"]
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "dataset_info", lambda self, hub_id, revision: Info())
+    monkeypatch.setattr(datasets, "load_dataset", lambda hub_id, split, revision: datasets.Dataset.from_parquet(
+        str(hub_files / "data" / f"{split}-00000-of-00001.parquet")))
+    release._hub_commit.cache_clear()
+    run = tmp_path / "run"
+    train(compose_config(*DEMO, "data.source=hub", "data.revision=main"), run)
+    head["sha"] = "b" * 40  # the branch moved
+    release._hub_commit.cache_clear()
+    with pytest.raises(RunFolderError, match="resolves to .* @ bbbbbbbbbb.*the run trained on .* @ aaaaaaaaaa"):
+        train(compose_config(*DEMO, "data.source=hub", "data.revision=main", "resume=true", "extend=true",
+                             "trainer.num_train_epochs=2"), run)
+    release._hub_commit.cache_clear()
