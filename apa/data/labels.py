@@ -111,6 +111,10 @@ def _parse_word(raw: dict, utt_id: str = "", position: int = 0) -> Word:
                 f"utterance {utt_id}, word {text!r} (word index {position}: {' '.join(phones)}): "
                 f"mispronunciation index {index} points at {strip_stress(phones[index])!r}, but its canonical-phone "
                 f"is {canonical!r}")
+        if any(earlier.index == index for earlier in mis):  # two truths for one phone: neither can be scored against
+            raise LabelMismatch(
+                f"utterance {utt_id}, word {text!r} (word index {position}: {' '.join(phones)}): two mispronunciation "
+                f"entries at index {index} ({phones[index]})")
         mis.append(Mispronunciation(index=index, canonical=canonical, pronounced=normalise_pronounced(pronounced)))
     return Word(text=text, phones=phones, mispronunciations=tuple(mis))
 

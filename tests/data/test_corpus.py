@@ -90,6 +90,19 @@ def test_a_mispronunciation_index_that_misses_its_canonical_phone_stops_naming_i
         assert part in message
 
 
+def test_two_mispronunciations_at_one_index_stop_naming_the_utterance_and_index(corpus):
+    # THEME is TH IY0 M: two entries both at index 1 (IY) would leave the last one silently winning
+    edit_scores(corpus, lambda s: _word(s, "000010113", "THEME").update(
+        mispronunciations=[_mis(1, "IY", "AH"), _mis(1, "IY", "EH")]))
+    with pytest.raises(DataError) as error:
+        load_split("local", str(corpus), "train", max_bad_fraction=0.5)
+    for part in ("000010113", "THEME", "two mispronunciation entries at index 1", "data.on_label_mismatch=skip"):
+        assert part in str(error.value)
+    report = SkipReport()  # or a counted skip, under the existing option
+    utts = load_split("local", str(corpus), "train", max_bad_fraction=0.1, on_label_mismatch="skip", report=report)
+    assert "000010113" not in {u.id for u in utts} and report.reasons == {LABEL_MISMATCH: 1}
+
+
 def test_with_on_label_mismatch_skip_the_utterance_is_skipped_and_counted(corpus, caplog):
     edit_scores(corpus, lambda s: _word(s, "000010113", "THEME").update(mispronunciations=[_mis(0, "IY", "AH")]))
     caplog.set_level("INFO")
