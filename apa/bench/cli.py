@@ -3,7 +3,7 @@
     apa bench experiment=demo                                   tiny model on the CPU
     apa bench model=phi4mm_random data=sample lora=fresh_r64 trainer.per_device_train_batch_size=8
     apa bench experiment=demo --mode data --workers 0 1 2       collate throughput per worker
-    apa bench --mode sampler                                    task mix and padding per training order
+    apa bench model=tiny --mode sampler                         task mix and padding per training order
     apa bench experiment=demo --mode generate                   evaluation's generation, forced lengths
     apa bench model=phi4mm_random data=sample --mode cases --cases cases.txt --results out.jsonl
                                                                           a matrix in one process (scripts/gpu_bench.sh)
@@ -16,10 +16,11 @@ projected wall time of the composed trainer config's epochs over the full corpus
 trainer=paper_table3) at the measured throughput and token lengths. MFU counts the FLOPs listed in
 `apa.bench.flops.flop_breakdown`.
 
-Sampler mode needs no model: on a synthetic corpus of the full training set's size and length distribution
-(apa.bench.synthetic.synthetic_corpus) it counts, per training order (the trainer's `group_by_length` sampler,
-Hugging Face's stock length grouping it replaced, plain random), the padding share of the micro-batches and the share
-of APA examples in each optimizer step, with the composed config's batch size, accumulation and seed.
+Sampler mode needs no weights, only the model's tokenizer (to count the configured prompts' tokens): on a synthetic
+corpus of the full training set's size and length distribution (apa.bench.synthetic.synthetic_corpus) it counts, per
+training order (the trainer's `group_by_length` sampler, Hugging Face's stock length grouping it replaced, plain
+random), the padding share of the micro-batches and the share of APA examples in each optimizer step, with the
+composed config's batch size, accumulation and seed.
 
 Generate mode times evaluation's own batching and generation (apa.evaluation.predictions.plan_batches,
 apa.sft.generation) on the test split's prompts at several token budgets, each answer forced to the token length of

@@ -91,17 +91,35 @@ def order_mix(kind: str, lengths: list[int], tasks: list[str], batch_size: int, 
     return batch_mix(order, lengths, tasks, batch_size, accumulation, world_size)
 
 
+def prompt_tokens(cfg) -> dict[str, int]:
+    """Text tokens of each task's prompt as the recipe builds it (cfg.prompts, in the chat template of cfg.model's
+    tokenizer, the audio placeholder not counted: it expands to the clip's audio tokens)."""
+    from apa.checkpoint.layout import load_processor
+    from apa.checkpoint.loading import resolve_model_path
+    from apa.sft.collate import chat_text
+    from apa.sft.prompts import TASKS, user_content
+
+    processor = load_processor(resolve_model_path(cfg.model), cfg.model.get("revision"))
+    instructions = {"apa": cfg.prompts.apa, "mdd": cfg.prompts.mdd}
+    audio = processor.tokenizer.audio_token
+    return {task: len(processor.tokenizer(chat_text(processor, user_content(task, instructions, audio), None),
+                                          add_special_tokens=False).input_ids) - 1 for task in TASKS}
+
+
 def bench_sampler(overrides: list[str], epochs: int, world_size: int) -> dict:
-    """Padding and the task mix per optimizer step of each training order, on the synthetic full-size corpus."""
+    """Padding and the task mix per optimizer step of each training order, on the synthetic full-size corpus whose
+    prompts are the configured ones (prompts=paper by default, as paper_table3 trains)."""
     cfg = compose(overrides)
     batch, accumulation = cfg.trainer.per_device_train_batch_size, cfg.trainer.gradient_accumulation_steps
     seed = cfg.trainer.data_seed if cfg.trainer.get("data_seed") is not None else cfg.trainer.seed
-    rows = synthetic_corpus()
+    prompt = prompt_tokens(cfg)
+    rows = synthetic_corpus(prompt=prompt)
     lengths, tasks = [r["total"] for r in rows], [r["task"] for r in rows]
     seconds = [r["seconds"] for r in rows[::2]]
     out: dict = {
         "config": {"batch": batch, "accumulation": accumulation, "world_size": world_size, "seed": seed,
-                   "epochs": epochs, "trainer_sampling": cfg.trainer.train_sampling_strategy},
+                   "epochs": epochs, "trainer_sampling": cfg.trainer.train_sampling_strategy,
+                   "prompts": cfg.prompts.name, "prompt_tokens": prompt, "model": cfg.model.name},
         "corpus": {"examples": len(rows), "mean_seconds": sum(seconds) / len(seconds),
                    "mean_tokens": sum(lengths) / len(lengths)},
     }
@@ -114,7 +132,9 @@ def print_sampler_table(result: dict) -> None:
     """The three orders side by side."""
     config, corpus = result["config"], result["corpus"]
     print(f"synthetic corpus: {corpus['examples']} examples, {corpus['mean_seconds']:.2f} s of audio and "
-          f"{corpus['mean_tokens']:.0f} tokens per example on average; batch {config['batch']} x accumulation "
+          f"{corpus['mean_tokens']:.0f} tokens per example on average (prompts={config['prompts']}: "
+          f"{config['prompt_tokens']['apa']} / {config['prompt_tokens']['mdd']} APA / MDD prompt tokens, "
+          f"{config['model']}'s tokenizer); batch {config['batch']} x accumulation "
           f"{config['accumulation']} x world size {config['world_size']}, seed {config['seed']}, "
           f"{config['epochs']} epochs ({result[ORDERS[0]]['steps']} full optimizer steps)")
     print(f"{'':28}" + "".join(f"{ORDER_NAMES[k]:>32}" for k in ORDERS))

@@ -11,9 +11,10 @@ from apa.sft.lengths import audio_tokens
 CORPUS_SECONDS = (1.6, 20.0)  # SpeechOcean762: clips from 1.6 s to 20 s
 CORPUS_MEAN_SECONDS = 4.3
 SYNTHETIC_SIGMA = 0.45  # log-space spread: an assumption (the corpus documents its range and mean only)
-# Text tokens of the default prompts and of the answers, as the tiny model's tokenizer counts the bundled sample
-# (docs/benchmarks.md): the APA prompt 262 (its rubric), the MDD prompt 73; the APA answer (four integers as JSON) 22;
-# the MDD answer (words and phonemes) grows with the clip: 7.6 + 9.0 tokens per second, residual spread 4 tokens.
+# Text tokens of the answers, as the tiny model's tokenizer counts the bundled sample (docs/benchmarks.md): the APA
+# answer (four integers as JSON) 22; the MDD answer (words and phonemes) grows with the clip: 7.6 + 9.0 tokens per
+# second, residual spread 4 tokens. Prompt tokens are the caller's (`apa bench --mode sampler` counts the configured
+# prompts); SYNTHETIC_PROMPT is prompts=concise's, for the sampler's tests.
 SYNTHETIC_PROMPT = {"apa": 262, "mdd": 73}
 SYNTHETIC_APA_ANSWER = 22
 SYNTHETIC_MDD_ANSWER = (7.6, 9.0, 4.0)  # intercept, tokens per second, standard deviation
@@ -39,7 +40,7 @@ def _lognormal_mu(mean_seconds: float, sigma: float, low: float, high: float) ->
     return (lo + hi) / 2
 
 
-def synthetic_corpus(utterances: int = 2500, seed: int = 0) -> list[dict]:
+def synthetic_corpus(utterances: int = 2500, seed: int = 0, prompt: dict[str, int] | None = None) -> list[dict]:
     """Token lengths of a SpeechOcean762-sized training set (2,500 utterances x APA + MDD = 5,000 examples), without
     audio or a model: the rows have example_lengths' fields (task, seconds, prompt, audio, answer, total).
 
@@ -49,7 +50,8 @@ def synthetic_corpus(utterances: int = 2500, seed: int = 0) -> list[dict]:
     with random.Random(seed) by rejection, so durations are continuous, not resampled ties; seed 0 gives 1.60-13.6 s,
     mean 4.34 s, median 3.92 s. Audio tokens follow the processor's rule (audio_tokens: one per 80 ms of 16 kHz
     audio). Text tokens: SYNTHETIC_PROMPT and the answer lengths above, so an APA example is ~185 tokens longer than
-    the MDD example of the same clip at 2 s and ~150 at 6 s. The spread sets how far long MDD examples reach into
+    the MDD example of the same clip at 2 s and ~150 at 6 s (with `prompt`, tokens per task's prompt text, those
+    instead). The spread sets how far long MDD examples reach into
     the APA lengths, hence how well sorting by length separates the tasks: Hugging Face's grouping leaves ~70 % of
     optimizer steps single-task here, roughly 75-80 % with sigma 0.4 and 60-70 % with 0.5 (three corpus seeds each).
     """
@@ -68,7 +70,7 @@ def synthetic_corpus(utterances: int = 2500, seed: int = 0) -> list[dict]:
         mdd_answer = max(1, round(intercept + per_second * clip + rng.gauss(0, spread)))
         answers = {"apa": SYNTHETIC_APA_ANSWER, "mdd": mdd_answer}
         for task in ("apa", "mdd"):
-            prompt = SYNTHETIC_PROMPT[task]
-            rows.append({"task": task, "seconds": clip, "prompt": prompt, "audio": audio, "answer": answers[task],
-                         "total": prompt + audio + answers[task]})
+            text = (prompt or SYNTHETIC_PROMPT)[task]
+            rows.append({"task": task, "seconds": clip, "prompt": text, "audio": audio, "answer": answers[task],
+                         "total": text + audio + answers[task]})
     return rows
