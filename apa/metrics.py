@@ -1,12 +1,11 @@
-"""Table 3's metrics from predictions: PCC per aspect, WER, PER, MDD (TA/FR/FA/TR hierarchy counted as Fu et al.'s
-scorer counts it) and phone recognition.
+"""Table 3's metrics from predictions: PCC per aspect (with n and p), WER, PER, MDD (TA/FR/FA/TR hierarchy counted as
+Fu et al.'s scorer counts it, and a named annotation-index variant) and phone recognition.
 
 Every convention is written down with worked examples in docs/metrics.md.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 import re
 import string
@@ -17,7 +16,6 @@ from scipy.stats import pearsonr
 
 from apa.data.records import APA_ASPECTS, DELETED, DELETION_MARKS, UNKNOWN_PHONE, strip_stress
 
-log = logging.getLogger(__name__)
 _PUNCT = re.compile(f"[{re.escape(string.punctuation.replace(chr(39), ''))}]")
 
 
@@ -147,14 +145,16 @@ def mdd_outcomes(canonical: list[str], annotated: list[str], recognised: list[st
                  truth: list[str] | None = None) -> list[tuple[str, str, str, str]]:
     """One (canonical, said, heard, outcome) per decision that `mdd_counts` counts, in order, outcome in
     MDD_OUTCOMES. Rules, as Fu et al.'s scorer counts (cageyoko/CTC-Attention-Mispronunciation,
-    egs/timit_l2arctic/result/utils/scoring/ins_del_sub_cor_analysis.py, driven by three Kaldi `align-text`
-    alignments in egs/timit_l2arctic_dataaug/result/mdd_result.sh); our own implementation of its rules:
+    egs/cnn-rnn-ctc/result/utils/scoring/ins_del_sub_cor_analysis.py, driven by three Kaldi `align-text`
+    alignments in mdd_result.sh beside it; egs/timit_l2arctic/... in older commits); our own implementation of its
+    rules:
 
     - one decision per position of the canonical-annotated relation: every canonical phone, and every phone the
-      annotator heard inserted (canonical `<eps>`). With `truth` (one token per canonical phone: what was said
-      there, `<del>` for a deletion; SpeechOcean762's annotation gives each mispronunciation's position) the relation
-      is the annotation's own; without it (predictions written before references carried it) it is re-aligned with
-      `kaldi_align`, which may put a deletion or substitution at another position among equally cheap ones;
+      annotator heard inserted (canonical `<eps>`). Without `truth` the relation is `kaldi_align`'s, as Fu's
+      `align-text` makes it (the `mdd_*` figures). With `truth` (one token per canonical phone: what was said there,
+      `<del>` for a deletion; SpeechOcean762's annotation gives each mispronunciation's index) it is the
+      annotation's own (the `mdd_annot_*` variant), which may put a deletion or substitution at another position
+      than the alignment's;
     - `said` is the annotated phone there (`<eps>`: deleted by the speaker), `heard` the recognised phone facing it:
       taken from the annotated-recognised alignment where a phone was said, from the canonical-recognised alignment
       where the speaker deleted the canonical phone (`<eps>`: nothing recognised there); phones the model inserted
@@ -212,39 +212,52 @@ def _f1(precision: float, recall: float) -> float:
     return 2 * precision * recall / (precision + recall) if precision + recall else 0.0
 
 
+def _mdd_rates(totals: dict[str, int], prefix: str) -> dict[str, float]:
+    """P/R/F1, FAR/FRR/DER of summed `mdd_counts`, and the counts, under `prefix` (`mdd_` or `mdd_annot_`; the
+    Fu et al. figures keep their historical names `far`, `frr`, `der`)."""
+    precision = _ratio(totals["tr"], totals["tr"] + totals["fr"])
+    recall = _ratio(totals["tr"], totals["tr"] + totals["fa"])
+    rates = {"far": 1 - recall if not math.isnan(recall) else math.nan,
+             "frr": _ratio(totals["fr"], totals["ta"] + totals["fr"]),
+             "der": _ratio(totals["de"], totals["cd"] + totals["de"])}
+    return {f"{prefix}precision": precision, f"{prefix}recall": recall, f"{prefix}f1": _f1(precision, recall),
+            **{(k if prefix == "mdd_" else f"{prefix}{k}"): v for k, v in rates.items()},
+            **{f"{prefix}{k}": v for k, v in totals.items()}}
+
+
 def mdd_metrics(records: list[dict]) -> dict[str, float]:
-    """MDD (`mdd_counts` summed over the corpus, then P/R/F1, FAR/FRR/DER) and phone recognition P/R/F1."""
-    totals = dict.fromkeys(MDD_COUNTS, 0)
-    hits = predicted = annotated = realigned = 0
+    """MDD and phone recognition over `records` (predictions.jsonl's MDD records):
+
+    - `mdd_*`, `far`, `frr`, `der`: Fu et al.'s scorer exactly: the canonical-annotated relation re-aligned with
+      `kaldi_align`, as its `align-text` step does, whatever the references carry;
+    - `mdd_annot_*`: the variant that takes the relation from SpeechOcean762's annotation indices (`phone_truth`),
+      present only when every reference carries it. Not Fu's: its own name, never in a column labelled as Fu's;
+    - `phone_precision|recall|f1`: the predicted phone sequence against the annotated one.
+
+    An unparsed answer counts as an empty recognition (every canonical phone rejected), in both MDD figures."""
+    fu, annot = dict.fromkeys(MDD_COUNTS, 0), dict.fromkeys(MDD_COUNTS, 0)
+    hits = predicted = annotated = 0
+    with_truth = all(rec["reference"].get("phone_truth") is not None for rec in records)
     for rec in records:
         canonical = normalise_phones(rec["reference"]["canonical_phones"])
         said = normalise_phones(rec["reference"]["phoneme_transcript"])
         heard = normalise_phones(rec["prediction"]["phoneme_transcript"]) if rec["prediction"] else []
-        truth = rec["reference"].get("phone_truth")
-        realigned += truth is None
-        for key, n in mdd_counts(canonical, said, heard, None if truth is None else normalise_truth(truth)).items():
-            totals[key] += n
+        for key, n in mdd_counts(canonical, said, heard).items():
+            fu[key] += n
+        if with_truth:
+            truth = normalise_truth(rec["reference"]["phone_truth"])
+            for key, n in mdd_counts(canonical, said, heard, truth).items():
+                annot[key] += n
         hits += sum(1 for r, h in align(said, heard) if r is not None and r == h)
         predicted += len(heard)
         annotated += len(said)
-    if realigned:
-        log.warning("%d of %d MDD references have no phone_truth (predictions written before references carried "
-                    "it): for them the canonical-annotated relation is re-aligned with kaldi_align instead of taken "
-                    "from the annotation", realigned, len(records))
-    precision = _ratio(totals["tr"], totals["tr"] + totals["fr"])
-    recall = _ratio(totals["tr"], totals["tr"] + totals["fa"])
     phone_p, phone_r = _ratio(hits, predicted), _ratio(hits, annotated)
     return {
-        "mdd_precision": precision,
-        "mdd_recall": recall,
-        "mdd_f1": _f1(precision, recall),
-        "far": 1 - recall if not math.isnan(recall) else math.nan,
-        "frr": _ratio(totals["fr"], totals["ta"] + totals["fr"]),
-        "der": _ratio(totals["de"], totals["cd"] + totals["de"]),
+        **_mdd_rates(fu, "mdd_"),
+        **(_mdd_rates(annot, "mdd_annot_") if with_truth and records else {}),
         "phone_precision": phone_p,
         "phone_recall": phone_r,
         "phone_f1": _f1(phone_p, phone_r),
-        **{f"mdd_{k}": v for k, v in totals.items()},
     }
 
 
@@ -262,14 +275,23 @@ def compute_metrics(predictions: list[dict], train_means: dict[str, float],
     if apa:
         out.update(apa_metrics(apa, train_means))
     if mdd:
-        out.update(wer=error_rate(words_ref, words_hyp), per=error_rate(phones_ref, phones_hyp), **mdd_metrics(mdd))
+        # present: only the utterances with a parsed answer, as Kaldi's `compute-wer --mode=present` in Fu et al.'s
+        # scorer skips an utterance with no hypothesis; wer/per count an unparsed answer as an empty one
+        present = [i for i, r in enumerate(mdd) if r["prediction"]]
+        out.update(wer=error_rate(words_ref, words_hyp), per=error_rate(phones_ref, phones_hyp),
+                   wer_present=error_rate([words_ref[i] for i in present], [words_hyp[i] for i in present]),
+                   per_present=error_rate([phones_ref[i] for i in present], [phones_hyp[i] for i in present]),
+                   **mdd_metrics(mdd))
     split = split or {}
     out.update(
         parse_rate_apa=_ratio(sum(1 for r in apa if r["prediction"]), len(apa)),
         parse_rate_mdd=_ratio(sum(1 for r in mdd if r["prediction"]), len(mdd)),
         n_apa=len(apa),
         n_mdd=len(mdd),
-        # how much of the split was scored: utterances with any answer; canonical phones of the MDD references
+        n_apa_parsed=sum(1 for r in apa if r["prediction"]),  # = pcc_*_n: PCC is over these
+        n_mdd_parsed=sum(1 for r in mdd if r["prediction"]),
+        # how much of the split was evaluated: utterances with any answer, parsed or not (every metric but PCC counts
+        # an unparsed answer, as empty or imputed); canonical phones of the MDD references
         n_utterances_scored=len({r["id"] for r in predictions}),
         n_utterances_in_split=split.get("utterances_in_split"),
         n_phones_scored=sum(len(normalise_phones(r["reference"]["canonical_phones"])) for r in mdd),
@@ -290,20 +312,36 @@ def fmt(value) -> str:
     return f"{value:.3f}"
 
 
-def coverage(metrics: dict) -> tuple[str, str]:
-    """('2500/2500', '47000/47000') for a table row: scored / in the split, per utterance and per phone."""
+SIGNIFICANCE = 0.05
+NOT_SIGNIFICANT = "‡"  # marks a PCC whose two-sided p >= SIGNIFICANCE, where the paper underlines
+
+
+def fmt_pcc(metrics: dict, key: str) -> str:
+    """A PCC cell: three decimals, marked NOT_SIGNIFICANT where its p-value (metrics.json's `<key>_p`) is >= 0.05."""
+    p = metrics.get(f"{key}_p")
+    text = fmt(metrics.get(key))
+    return text + NOT_SIGNIFICANT if text != "n/a" and p is not None and not math.isnan(p) and p >= SIGNIFICANCE \
+        else text
+
+
+def coverage(metrics: dict) -> tuple[str, str, str, str]:
+    """('2500/2500', '47000/47000', '2480/2500', '2490/2500') for a table row: utterances and canonical phones
+    evaluated / in the split; APA answers parsed (the PCC's n) and MDD answers parsed / answers."""
     cells = []
     for unit in ("utterances", "phones"):
         scored, total = metrics.get(f"n_{unit}_scored"), metrics.get(f"n_{unit}_in_split")
         cells.append("n/a" if scored is None else f"{scored}/{'?' if total is None else total}")
     if metrics.get("split_limit"):
         cells[0] += f" (limit {metrics['split_limit']})"
-    return cells[0], cells[1]
+    for task in ("apa", "mdd"):
+        parsed, total = metrics.get(f"n_{task}_parsed"), metrics.get(f"n_{task}")
+        cells.append("n/a" if parsed is None or not total else f"{parsed}/{total}")
+    return cells[0], cells[1], cells[2], cells[3]
 
 
 def format_metrics(m: dict) -> str:
     """One log line: the headline metrics and how much of the test split was scored."""
     keys = ("pcc_accuracy", "pcc_fluency", "pcc_prosodic", "pcc_total", "wer", "per", "mdd_f1",
             "parse_rate_apa", "parse_rate_mdd")
-    utterances, phones = coverage(m)
+    utterances, phones, _, _ = coverage(m)
     return " ".join(f"{k}={fmt(m.get(k))}" for k in keys) + f" utterances={utterances} phones={phones}"

@@ -10,6 +10,7 @@ import pytest
 from apa.evaluation.predictions import score_file
 from apa.metrics import (
     EPS,
+    MDD_COUNTS,
     compute_metrics,
     error_rate,
     fmt,
@@ -212,16 +213,33 @@ def test_mdd_takes_the_canonical_said_relation_from_the_annotation_not_from_an_a
     assert mdd_counts("S IH T".split(), ["S", "IH"], ["S", "IH"]) == _hierarchy(ta=2, cd=1)
 
 
-def test_compute_metrics_uses_the_references_phone_truth_and_says_when_it_has_none(caplog):
+def test_mdd_is_fu_et_al_s_counting_even_where_the_annotation_places_the_error_elsewhere():
+    """mdd_* re-aligns canonical to annotated as Fu et al.'s align-text step does, whatever the reference carries;
+    the annotation-index relation is the separately named mdd_annot_* variant."""
     with_truth = _mdd(1, "AH0 AH1", "AH", "AH")
-    with_truth["reference"]["phone_truth"] = "AH <DEL>"  # normalised like the other phones; <DEL> kept as <del>
-    caplog.set_level("WARNING")
-    m = compute_metrics([with_truth], {})
-    assert (m["mdd_ta"], m["mdd_fa"], m["mdd_tr"]) == (1, 1, 0) and "phone_truth" not in caplog.text
-    old = compute_metrics([_mdd(1, "AH0 AH1", "AH", "AH")], {})  # predictions written before phone_truth existed
-    assert (old["mdd_ta"], old["mdd_fa"], old["mdd_tr"], old["mdd_cd"]) == (1, 0, 1, 1)
-    assert "1 of 1 MDD references have no phone_truth" in caplog.text
+    with_truth["reference"]["phone_truth"] = "AH <DEL>"  # the annotation: the SECOND AH deleted
+    other = _mdd(2, "S IH T", "S IH", "S IH")
+    other["reference"]["phone_truth"] = "S <del> IH"  # IH deleted, T said as IH; align-text finds "T deleted"
+    m = compute_metrics([with_truth, other], {})
+    fu = compute_metrics([_mdd(1, "AH0 AH1", "AH", "AH"), _mdd(2, "S IH T", "S IH", "S IH")], {})
+    # Fu: AH AH/AH -> TA + CD (deletion placed early); S IH T/S IH -> 2 TA + CD
+    assert {k: m[f"mdd_{k}"] for k in MDD_COUNTS} == _hierarchy(ta=3, cd=2) == {k: fu[f"mdd_{k}"] for k in MDD_COUNTS}
+    assert m["mdd_f1"] == fu["mdd_f1"] == 1.0 and (m["far"], m["frr"], m["der"]) == (0.0, 0.0, 0.0)
+    # the annotation's relation: AH: TA + FA; S: TA, IH: FA, T: CD
+    assert {k: m[f"mdd_annot_{k}"] for k in MDD_COUNTS} == _hierarchy(ta=2, fa=2, cd=1)
+    assert m["mdd_annot_recall"] == pytest.approx(1 / 3) and m["mdd_annot_far"] == pytest.approx(2 / 3)
+    assert "mdd_annot_f1" not in fu  # references without phone_truth: no annotation variant, nothing made up
     assert normalise_truth("ah0 <DEL> <UNK> AE1* T") == ["AH", "<del>", "<unk>", "AE*", "T"]
+
+
+def test_per_present_skips_unparsed_answers_as_compute_wer_present_does():
+    parsed = _mdd(1, "K AE T", "K AE T", "K AH T")
+    unparsed = _mdd(2, "S IH T", "S IH T", "S IH T")
+    unparsed["prediction"] = None
+    m = compute_metrics([parsed, unparsed], {})
+    assert m["per"] == pytest.approx(4 / 6)  # the unparsed answer: 3 deletions, counted
+    assert m["per_present"] == pytest.approx(1 / 3)  # only the utterance with an answer
+    assert m["wer_present"] == 0.0 and m["wer"] == pytest.approx(0.5)
 
 
 def test_a_phone_truth_that_contradicts_the_references_is_an_error():
@@ -229,3 +247,17 @@ def test_a_phone_truth_that_contradicts_the_references_is_an_error():
         mdd_counts(["AH", "T"], ["AH"], ["AH"], ["AH"])
     with pytest.raises(ValueError, match="does not give the annotated phones"):
         mdd_counts(["AH", "T"], ["AH"], ["AH"], ["AH", "D"])
+
+
+def test_every_pcc_carries_its_n_and_p_and_a_non_significant_one_is_marked():
+    from apa.metrics import NOT_SIGNIFICANT, coverage, fmt_pcc
+
+    records = [_apa(i, h, p) for i, (h, p) in enumerate([(1, 2), (2, 4), (3, 5), (4, 9)])]
+    records.append(_apa(9, 5, None))  # unparsed: outside the PCC's n, counted as such
+    m = compute_metrics(records, {a: 6.0 for a in ("accuracy", "fluency", "prosodic", "total")})
+    assert m["pcc_fluency_n"] == m["n_apa_parsed"] == 4 and m["n_apa"] == 5
+    assert m["pcc_fluency_p"] == pytest.approx(0.0352, abs=1e-4)  # r = 0.9648, n = 4, two-sided
+    assert fmt_pcc(m, "pcc_fluency") == "0.965"  # p < 0.05: unmarked
+    assert fmt_pcc({"pcc_total": 0.3, "pcc_total_p": 0.2}, "pcc_total") == "0.300" + NOT_SIGNIFICANT
+    assert fmt_pcc({"pcc_total": None, "pcc_total_p": None}, "pcc_total") == "n/a"
+    assert coverage(m)[2] == "4/5"  # the column beside the PCCs: parsed APA answers / answers

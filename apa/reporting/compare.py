@@ -30,13 +30,14 @@ from apa.reporting.table import (  # noqa: E402
     coverage_columns,
     metric_columns,
     number,
+    paper_label,
     paper_rows,
     value,
 )
 from apa.run_folder import EVAL_DIR, FINAL_MODEL, find_runs, write_atomic  # noqa: E402
 
 EPOCH_METRICS = ("pcc_total", "wer", "per", "mdd_f1")  # metrics_per_epoch.png
-PAPER_RUN, PAPER_LORA = "paper (arXiv 2509.02915, LoRA-only)", "speech LoRA"  # the paper's rows in the comparison
+PAPER_LORA = "speech LoRA"  # the paper's rows in the comparison: run "paper (arXiv 2509.02915, <setting>)"
 # comparison.csv's first columns; every metrics.json key follows, sorted
 RUN_KEYS = ("run", "lora", "checkpoint", "epoch", "trainable_params", "train_seconds", "final_train_loss")
 RANDOM_NOTE = ("Runs marked † used a generated miniature with random weights (model=tiny / phi4mm_random): their "
@@ -45,13 +46,14 @@ RANDOM_NOTE = ("Runs marked † used a generated miniature with random weights (
 
 
 def comparison_rows(rows: list[dict]) -> list[Row]:
-    """`rows` (apa.reporting.runs.collect's) as table rows, the paper's LoRA-only rows (epochs 0-4) after them."""
+    """`rows` (apa.reporting.runs.collect's) as table rows, then all of the paper's Table 3: LoRA-only epochs 0-4,
+    Unfreeze epochs 1-4."""
     ours = [Row(r, UNEVALUATED if r["checkpoint"] == NOT_EVALUATED else OURS) for r in rows]
-    return ours + [Row({**p.values, "run": PAPER_RUN, "lora": PAPER_LORA}, PAPER) for p in paper_rows()]
+    return ours + [Row({**p.values, "run": paper_label(p), "lora": PAPER_LORA}, PAPER) for p in paper_rows()]
 
 
 def _run_name(row: Row) -> str:
-    return "paper" if row.kind == PAPER else row.get("run") + (" †" if row.get("random_weights") else "")
+    return paper_label(row) if row.kind == PAPER else row.get("run") + (" †" if row.get("random_weights") else "")
 
 
 def scored_sets(rows: list[dict]) -> dict[str, str]:

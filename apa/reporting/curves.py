@@ -15,23 +15,29 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from apa.reporting.table import TABLE_COLUMNS, TABLE_HEADERS, paper_rows  # noqa: E402
+from apa.reporting.table import LORA_ONLY, TABLE_COLUMNS, TABLE_HEADERS, UNFREEZE, paper_rows  # noqa: E402
 from apa.run_folder import loss_history, validation_loss_history  # noqa: E402
 
 Series = tuple[list[float], list[float]]  # (x, y)
 
 
-def epoch_series(rows: list[dict], metric: str) -> tuple[dict[str, Series], Series]:
+def epoch_series(rows: list[dict], metric: str) -> tuple[dict[str, Series], dict[str, Series]]:
     """`metric` by epoch: per run (comparison rows, as apa.reporting.runs.collect gives them; epoch checkpoints only,
-    NaN where undefined), and the paper's LoRA-only rows."""
+    NaN where undefined), and per Table 3 setting of the paper (LoRA-only from epoch 0, the untrained model;
+    Unfreeze from epoch 1)."""
     ours: dict[str, Series] = {}
     for r in rows:
         if str(r["epoch"]).isdigit():
             epochs, values = ours.setdefault(r["run"], ([], []))
             epochs.append(int(r["epoch"]))
             values.append(math.nan if r.get(metric) is None else r[metric])  # null in metrics.json: undefined
-    paper = paper_rows()
-    return ours, ([p.get("epoch") for p in paper], [p.get(metric) for p in paper])
+    paper: dict[str, Series] = {}
+    for setting in (LORA_ONLY, UNFREEZE):
+        # the untrained row (epoch 0) starts both curves: each setting trains from the same base
+        points = paper_rows(LORA_ONLY)[:1] + paper_rows(setting)[setting == LORA_ONLY:]
+        paper[setting] = ([p.get("epoch") for p in points],
+                          [math.nan if p.get(metric) is None else p.get(metric) for p in points])
+    return ours, paper
 
 
 def loss_series(runs: list[Path], labels: dict[Path, str]) -> dict[str, dict[str, Series]]:
@@ -46,7 +52,8 @@ def loss_series(runs: list[Path], labels: dict[Path, str]) -> dict[str, dict[str
 
 
 def epoch_figure(rows: list[dict], metrics: tuple[str, ...] = TABLE_COLUMNS, cols: int = 3):
-    """One panel per metric: each run's line by epoch, the paper's dashed grey."""
+    """One panel per metric: each run's line by epoch; the paper's LoRA-only rows dashed grey, its Unfreeze rows
+    dotted grey."""
     titles = dict(zip(TABLE_COLUMNS, TABLE_HEADERS, strict=True))
     n_rows = math.ceil(len(metrics) / cols)
     fig, axes = plt.subplots(n_rows, cols, figsize=(4 * cols, 3.5 * n_rows), squeeze=False)
@@ -54,7 +61,8 @@ def epoch_figure(rows: list[dict], metrics: tuple[str, ...] = TABLE_COLUMNS, col
         ours, paper = epoch_series(rows, metric)
         for label, points in ours.items():
             ax.plot(*points, marker="o", label=label)
-        ax.plot(*paper, linestyle="--", color="grey", label="paper")
+        for setting, style in ((LORA_ONLY, "--"), (UNFREEZE, ":")):
+            ax.plot(*paper[setting], linestyle=style, color="grey", label=f"paper, {setting}")
         ax.set_title(titles[metric], fontsize=9)
         ax.set_xlabel("epoch", fontsize=8)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -9,12 +9,14 @@ from pathlib import Path
 from apa.reporting.table import (
     COVERAGE_KEYS,
     PAPER,
+    PCC_P_KEYS,
     TABLE_COLUMNS,
     Column,
     Row,
     Table,
     coverage_columns,
     metric_columns,
+    paper_label,
     paper_rows,
     value,
 )
@@ -22,7 +24,7 @@ from apa.run_folder import epoch_of, read_record, write_atomic
 
 
 def _source(row: Row) -> str:
-    return "paper, LoRA-only" if row.kind == PAPER else f"this run ({row.get('checkpoint')})"
+    return paper_label(row) if row.kind == PAPER else f"this run ({row.get('checkpoint')})"
 
 
 def epoch_table(results: dict[str, dict]) -> Table:
@@ -31,7 +33,7 @@ def epoch_table(results: dict[str, dict]) -> Table:
     rows = [Row({**metrics, "checkpoint": name, "epoch": epoch_of(name),
                  **{c: metrics.get(c, math.nan) for c in TABLE_COLUMNS}}) for name, metrics in results.items()]
     columns = [Column("source", _source), value("epoch"), *metric_columns(), *coverage_columns()]
-    return Table(columns, rows, ("checkpoint", "epoch", *TABLE_COLUMNS, *COVERAGE_KEYS))
+    return Table(columns, rows, ("checkpoint", "epoch", *TABLE_COLUMNS, *PCC_P_KEYS, *COVERAGE_KEYS))
 
 
 def write_epoch_table(results: dict[str, dict], eval_dir: Path) -> None:

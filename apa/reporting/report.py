@@ -149,10 +149,12 @@ def render(paths: list[Path], out_dir: Path, audio: str = "auto") -> str:
     comparison = comparison_table(rows)
     sections = [
         ("comparison", "Comparison with the paper's Table 3",
-         "<p>One row per run and evaluated checkpoint; the paper's LoRA-only rows below. "
+         "<p>One row per run and evaluated checkpoint; all of the paper's Table 3 below (LoRA-only epochs 0-4, "
+         "Unfreeze epochs 1-4). "
          f"{html.escape(' '.join(comparison.notes))}</p>" + comparison.html("results")),
         ("curves", "Metrics per epoch and training loss",
-         "<p>Epoch checkpoints only (final_model is usually the last epoch); grey dashes: the paper.</p>"
+         "<p>Epoch checkpoints only (final_model is usually the last epoch); grey: the paper (dashed LoRA-only, "
+         "dotted Unfreeze; both start from the untrained epoch 0).</p>"
          + curves(rows, runs, labels)),
         ("parameters", "Parameters and timing", parameters_table(runs, records, labels)),
         ("config", "Config differences", config_differences(runs, records, labels)),

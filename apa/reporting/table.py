@@ -15,9 +15,11 @@ import io
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from apa.metrics import coverage, fmt
+from apa.metrics import NOT_SIGNIFICANT, coverage, fmt, fmt_pcc
+from apa.run_folder import METRICS
 
-# arXiv 2509.02915, Table 3, LoRA-only rows: PCC acc/flu/pros/total, WER, PER, F1 (P, R). Epoch 0 = no training.
+# arXiv 2509.02915v1, Table 3, every row as printed: PCC acc/flu/pros/total, WER, PER, F1 (P, R).
+# LoRA-only: epochs 0 (no training) to 4.
 PAPER_TABLE3 = {
     0: (-0.041, -0.017, -0.0493, -0.104, 0.97, 0.792, 0.143, 0.154, 0.134),  # prosodic printed as -0.0493
     1: (0.547, 0.585, 0.567, 0.544, 0.15, 0.137, 0.686, 0.689, 0.682),
@@ -25,8 +27,13 @@ PAPER_TABLE3 = {
     3: (0.656, 0.727, 0.711, 0.675, 0.14, 0.114, 0.724, 0.728, 0.721),
     4: (0.645, 0.733, 0.714, 0.668, 0.148, 0.121, 0.721, 0.723, 0.72),
 }
-# Table 3's "Unfreeze" row (LoRA + audio encoder + projector trained): epoch 4 only; P and R are not given.
-PAPER_UNFREEZE = {4: (0.743, 0.717, 0.704, 0.666, 0.142, 0.142, 0.667, None, None)}
+# Unfreeze (LoRA + audio encoder + projector trained): epochs 1 to 4, with P and R like the LoRA-only rows.
+PAPER_UNFREEZE = {
+    1: (0.535, 0.559, 0.564, 0.55, 0.159, 0.199, 0.575, 0.579, 0.57),
+    2: (0.624, 0.668, 0.653, 0.634, 0.145, 0.154, 0.651, 0.651, 0.651),
+    3: (0.621, 0.669, 0.655, 0.637, 0.148, 0.15, 0.663, 0.665, 0.662),
+    4: (0.743, 0.717, 0.704, 0.666, 0.142, 0.142, 0.667, 0.671, 0.663),
+}
 LORA_ONLY, UNFREEZE, NO_TRAINING = "LoRA-only", "Unfreeze", "no training"  # Table 3's settings
 PAPER_SETTINGS = {LORA_ONLY: PAPER_TABLE3, UNFREEZE: PAPER_UNFREEZE}
 
@@ -35,15 +42,24 @@ TABLE_COLUMNS = ("pcc_accuracy", "pcc_fluency", "pcc_prosodic", "pcc_total", "we
 # What every table calls `mdd_f1`, and the note under it (docs/metrics.md, MDD)
 MDD_F1_LABEL = "MDD F1 (standard TA/FR/FA/TR hierarchy)"
 TABLE_HEADERS = ("PCC acc", "PCC flu", "PCC pros", "PCC total", "WER", "PER", MDD_F1_LABEL, "MDD P", "MDD R")
-TABLE_NOTE = ("Our rows: MDD P/R/F1 counted as Fu et al.'s scorer counts them (docs/metrics.md). Paper rows: the "
-              "paper's own F1 (P, R), whose definition is unpublished; no metric here claims to be it.")
+TABLE_NOTE = ("Our rows: MDD P/R/F1 counted as Fu et al.'s scorer counts them (canonical and annotated phones "
+              "aligned as its align-text step does; an unparsed answer counts as an empty one; docs/metrics.md). "
+              "Paper rows: the paper's own F1 (P, R), whose definition is unpublished; no metric here claims to be "
+              "it.")
+PCC_NOTE = (f"{NOT_SIGNIFICANT}: PCC with a two-sided p >= 0.05 (scipy's Pearson test), as the paper underlines its "
+            "own (its underlines are not carried into its rows here); each PCC is over the parsed APA answers, n in "
+            "'APA parsed'.")
+PCC_P_KEYS = tuple(f"{key}_p" for key in TABLE_COLUMNS if key.startswith("pcc_"))  # the CSVs' p-value columns
 
 # How much of the test split each row scored (metrics.json's n_*_scored / n_*_in_split)
-COVERAGE_KEYS = ("n_utterances_scored", "n_utterances_in_split", "n_phones_scored", "n_phones_in_split")
-COVERAGE_HEADERS = ("utterances scored", "phones scored")
-COVERAGE_NOTE = ("Scored: utterances and canonical phones scored / in the test split ('?': split size not recorded, "
-                 "as in evaluations older than test_split.json; 'limit N': data.limit made the split its first N "
-                 "utterances).")
+COVERAGE_KEYS = ("n_utterances_scored", "n_utterances_in_split", "n_phones_scored", "n_phones_in_split",
+                 "n_apa_parsed", "n_apa", "n_mdd_parsed", "n_mdd")
+COVERAGE_HEADERS = ("utterances evaluated", "phones evaluated", "APA parsed (PCC n)", "MDD parsed")
+COVERAGE_NOTE = ("Evaluated: utterances and canonical phones with an answer, parsed or not / in the test split ('?': "
+                 "split size not recorded, as in evaluations older than test_split.json; 'limit N': data.limit made "
+                 "the split its first N utterances). Parsed: answers that parsed / answers; PCC is over the parsed "
+                 "APA answers, WER/PER/MDD count an unparsed MDD answer as an empty one (wer_present and "
+                 f"per_present in {METRICS} skip it).")
 
 # What a row is: an evaluated checkpoint of ours, the paper's, or a run of ours not evaluated yet (no metrics)
 OURS, PAPER, UNEVALUATED = "ours", "paper", "unevaluated"
@@ -86,8 +102,14 @@ def number(header: str, key: str, ours: Callable[[object], str] = fmt) -> Column
 def metric_columns(keys: Sequence[str] = TABLE_COLUMNS) -> list[Column]:
     """Table 3's metrics (or those of `keys`): three decimals, n/a where undefined; empty for a run not evaluated."""
     headers = dict(zip(TABLE_COLUMNS, TABLE_HEADERS, strict=True))
-    return [Column(headers[key], lambda row, key=key: "" if row.kind == UNEVALUATED else fmt(row.get(key)),
-                   numeric=True, note=TABLE_NOTE) for key in keys]
+    return [Column(headers[key], lambda row, key=key: _metric_cell(row, key), numeric=True,
+                   note=PCC_NOTE if key.startswith("pcc_") else TABLE_NOTE) for key in keys]
+
+
+def _metric_cell(row: Row, key: str) -> str:
+    if row.kind == UNEVALUATED:
+        return ""
+    return fmt_pcc(row.values, key) if key.startswith("pcc_") and row.kind == OURS else fmt(row.get(key))
 
 
 def coverage_columns() -> list[Column]:
@@ -97,14 +119,19 @@ def coverage_columns() -> list[Column]:
 
 
 def paper_rows(*settings: str) -> list[Row]:
-    """The paper's Table 3 rows of `settings` (default: LoRA-only, epochs 0-4), each with its setting (epoch 0: no
-    training), epoch, `source` "paper" and metrics under TABLE_COLUMNS' keys."""
+    """The paper's Table 3 rows of `settings` (default: all, LoRA-only epochs 0-4 then Unfreeze epochs 1-4), each
+    with its setting (epoch 0: no training), epoch, `source` "paper" and metrics under TABLE_COLUMNS' keys."""
     rows = []
-    for setting in settings or (LORA_ONLY,):
+    for setting in settings or tuple(PAPER_SETTINGS):
         for epoch, values in PAPER_SETTINGS[setting].items():
             rows.append(Row({"setting": NO_TRAINING if epoch == 0 else setting, "epoch": epoch, "source": "paper",
                              **dict(zip(TABLE_COLUMNS, values, strict=True))}, PAPER))
     return rows
+
+
+def paper_label(row: Row) -> str:
+    """How a paper row names itself: "paper (arXiv 2509.02915, LoRA-only)", "..., Unfreeze)", "..., no training)"."""
+    return f"paper (arXiv 2509.02915, {row.get('setting')})"
 
 
 @dataclass(frozen=True)

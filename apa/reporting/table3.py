@@ -18,6 +18,7 @@ from apa.reporting.table import (
     LORA_ONLY,
     NO_TRAINING,
     PAPER,
+    PCC_P_KEYS,
     TABLE_COLUMNS,
     UNFREEZE,
     Row,
@@ -30,7 +31,7 @@ from apa.reporting.table import (
 from apa.run_folder import METRICS, epoch_of, evaluations, find_runs, read_metrics, read_record, write_atomic
 
 BASELINE_DIR = "baseline"  # <sweep or run>/baseline/base_model/: the untrained model's evaluation (epoch 0)
-KEYS = ("setting", "epoch", "source", *TABLE_COLUMNS, *COVERAGE_KEYS)  # table3.csv's columns
+KEYS = ("setting", "epoch", "source", *TABLE_COLUMNS, *PCC_P_KEYS, *COVERAGE_KEYS)  # table3.csv's columns
 
 
 def setting_of(record: dict) -> str:

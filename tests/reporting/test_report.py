@@ -105,7 +105,7 @@ def test_demo_report_in_chromium(demo_sweep, browser, tmp_path):
     page = Page(browser)
     page.page.goto(report.as_uri())
     p = page.page
-    assert p.locator("table.results tbody tr").count() == 6 + 5  # 2 runs x 3 checkpoints, the paper's 5 rows
+    assert p.locator("table.results tbody tr").count() == 6 + 9  # 2 runs x 3 checkpoints, the paper's 9 rows
     assert p.locator("#b-rows .utt").count() == 4
     assert p.locator("#f-view option").count() == 6
     assert "4 of 4 utterances" in p.locator("#b-count").inner_text()

@@ -4,13 +4,24 @@ table laid out as the paper's, its values beside ours."""
 import csv
 import json
 
-from apa.reporting.table import PAPER_TABLE3, PAPER_UNFREEZE
+from apa.reporting.table import LORA_ONLY, NO_TRAINING, PAPER_TABLE3, PAPER_UNFREEZE, UNFREEZE, paper_rows
 from apa.reporting.table3 import write_table3
 
 
 def test_the_paper_values_are_stored_as_printed():
     assert PAPER_TABLE3[0][2] == -0.0493  # epoch-0 prosodic, as the paper prints it
     assert PAPER_TABLE3[3][:4] == (0.656, 0.727, 0.711, 0.675) and PAPER_UNFREEZE[4][6] == 0.667
+    # Unfreeze: every epoch, with P and R (arXiv 2509.02915v1, Table 3)
+    assert PAPER_UNFREEZE[1] == (0.535, 0.559, 0.564, 0.55, 0.159, 0.199, 0.575, 0.579, 0.57)
+    assert PAPER_UNFREEZE[4][7:] == (0.671, 0.663) and PAPER_UNFREEZE[2][6:] == (0.651, 0.651, 0.651)
+
+
+def test_all_nine_paper_rows_carry_f1_precision_and_recall():
+    rows = paper_rows()
+    assert [(r.get("setting"), r.get("epoch")) for r in rows] == [
+        (NO_TRAINING, 0), *((LORA_ONLY, e) for e in (1, 2, 3, 4)), *((UNFREEZE, e) for e in (1, 2, 3, 4))]
+    for row in rows:
+        assert all(isinstance(row.get(k), float) for k in ("mdd_f1", "mdd_precision", "mdd_recall")), row
 
 
 def test_the_sweep_trains_both_settings_for_four_epochs_and_writes_table3(table3_sweep):
@@ -38,6 +49,10 @@ def test_the_sweep_trains_both_settings_for_four_epochs_and_writes_table3(table3
     # each of our rows sits directly above the paper's row for the same setting and epoch
     lines = [line for line in table.splitlines() if line.startswith("| LoRA-only | 3 |")]
     assert len(lines) == 2 and "paper" in lines[1] and "table3_lora_only_0" in lines[0]
+    for epoch in (1, 2, 3, 4):  # and so for every Unfreeze epoch, the paper's with P and R
+        lines = [line for line in table.splitlines() if line.startswith(f"| Unfreeze | {epoch} |")]
+        assert len(lines) == 2 and "table3_unfreeze_1" in lines[0] and "| paper |" in lines[1], lines
+        assert f"| {PAPER_UNFREEZE[epoch][7]:.3f} | {PAPER_UNFREEZE[epoch][8]:.3f} |" in lines[1], lines[1]
 
 
 def test_table3_without_a_baseline_says_so(table3_sweep, tmp_path):

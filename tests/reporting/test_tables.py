@@ -27,7 +27,8 @@ DATA = {"name": "sample", "source": "hub", "hub_id": "org/so762", "revision": "a
 def metrics(pcc: float | None, limit: int | None = 4, split: bool = True) -> dict:
     return {"pcc_accuracy": pcc, "pcc_fluency": 0.25, "pcc_prosodic": None, "pcc_total": -0.0493, "wer": 1.0,
             "per": 0.8125, "mdd_f1": None, "mdd_precision": 0.0, "mdd_recall": None, "parse_rate_apa": 0.5,
-            "parse_rate_mdd": 1.0, "n_apa": 4, "n_mdd": 4, "n_utterances_scored": 4,
+            "parse_rate_mdd": 1.0, "n_apa": 4, "n_mdd": 4, "n_apa_parsed": 2, "n_mdd_parsed": 4,
+            "pcc_accuracy_p": 0.01, "pcc_fluency_p": 0.75, "pcc_total_p": 0.95, "n_utterances_scored": 4,
             "n_utterances_in_split": 4 if split else None, "n_phones_scored": 55,
             "n_phones_in_split": 55 if split else None, "split_limit": limit}
 

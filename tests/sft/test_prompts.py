@@ -1,6 +1,7 @@
 """Targets are what the annotators heard; the parser reads what models actually write."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -108,3 +109,19 @@ def test_unk_in_a_target_survives_tokenisation_and_decoding_as_generation_does(u
     decoded = decode_answer(tokenizer, ids)
     assert decoded == answer
     assert parse_mdd(decoded)["phoneme_transcript"].split()[1] == "<unk>"
+
+
+@pytest.mark.parametrize("task", ["apa", "mdd"])
+def test_the_paper_prompts_render_as_printed_with_a_newline_after_the_audio(task):
+    """prompts=paper: control token, audio placeholder, a newline (as the official fine-tuning script writes its user
+    turn), then Appendix 7's text character for character, blank lines included."""
+    from omegaconf import OmegaConf
+
+    from apa.constants import CONF_DIR
+    from apa.sft.prompts import user_content
+
+    prompts = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "prompts" / "paper.yaml"))
+    printed = (Path(__file__).parent / "paper_prompts" / f"{task}.txt").read_text().removesuffix("\n")
+    control = {"apa": "<|APA|>", "mdd": "<|MDD|>"}[task]
+    assert user_content(task, prompts, "<|audio|>") == f"{control}<|audio|>\n{printed}"
+    assert printed.count("\n\n") == {"apa": 5, "mdd": 2}[task] and "\n\n\n" not in printed
