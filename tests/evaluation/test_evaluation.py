@@ -27,7 +27,7 @@ def test_every_checkpoint_is_evaluated_into_a_table3_shaped_table(evaluated):
         assert [r["checkpoint"] for r in rows] == ["checkpoint-epoch-1", "checkpoint-epoch-2", "final_model"]
         assert [r["epoch"] for r in rows] == ["1", "2", "final"]
         md = (run / "eval" / "epochs.md").read_text()
-        assert "paper, LoRA-only | 3 | 0.656" in md and "this run (checkpoint-epoch-2)" in md
+        assert "paper (arXiv 2509.02915, LoRA-only) | 3 | 0.656" in md and "this run (checkpoint-epoch-2)" in md
         assert "| 4/4 (limit 4) |" in md  # utterances scored / in the (limited) test split
         for checkpoint in ("checkpoint-epoch-1", "checkpoint-epoch-2", "final_model"):
             metrics = json.loads((run / "eval" / checkpoint / "metrics.json").read_text())
@@ -82,7 +82,7 @@ def test_comparison_writes_tables_and_valid_plots(evaluated, tmp_path):
     runs = [r for r in rows if not r["run"].startswith("paper (")]
     assert len(runs) == 6 and {r["lora"] for r in runs} == {"pretrained_r320", "fresh_r64"}
     assert all(int(r["trainable_params"]) > 0 and float(r["final_train_loss"]) > 0 for r in runs)
-    assert len(rows) - len(runs) == 5  # the paper's epochs 0-4
+    assert len(rows) - len(runs) == 9  # the paper's Table 3: LoRA-only epochs 0-4, Unfreeze 1-4
     assert "fresh_r64" in table and "0.724" in (out / "sweep" / "comparison.md").read_text()
     assert "4/4 (limit 4)" in table and all(r["n_utterances_in_split"] == "4" for r in runs)
     pngs = sorted(p.name for p in (out / "sweep").glob("*.png"))

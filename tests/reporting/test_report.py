@@ -84,7 +84,7 @@ def test_runs_and_metrics_without_the_new_counts_show_n_a(synthetic):
     _, report = synthetic
     text = report.read_text()
     # n scored / n in split: the synthetic metrics.json predate those counts
-    assert text.count('<td class="na">n/a</td>') > 0 and "utterances scored" in text
+    assert text.count('<td class="na">n/a</td>') > 0 and "utterances evaluated" in text
     assert "paper (arXiv 2509.02915, LoRA-only)" in text and "0.724" in text
     assert "config.lora.r" in text and "config.data.test_split" in text  # config differences
     assert text.count('<img class="plot"') == 2  # per-epoch metrics, training loss

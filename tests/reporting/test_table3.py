@@ -45,7 +45,7 @@ def test_the_sweep_trains_both_settings_for_four_epochs_and_writes_table3(table3
     assert float(paper[("no training", 0)]["pcc_prosodic"]) == -0.0493
     assert float(paper[("LoRA-only", 3)]["mdd_f1"]) == 0.724 and ("Unfreeze", 4) in paper
     table = (table3_sweep / "table3.md").read_text()
-    assert "MDD F1 (standard TA/FR/FA/TR hierarchy)" in table and "utterances scored" in table
+    assert "MDD F1 (standard TA/FR/FA/TR hierarchy)" in table and "utterances evaluated" in table
     # each of our rows sits directly above the paper's row for the same setting and epoch
     lines = [line for line in table.splitlines() if line.startswith("| LoRA-only | 3 |")]
     assert len(lines) == 2 and "paper" in lines[1] and "table3_lora_only_0" in lines[0]
