@@ -67,6 +67,11 @@ class OnLabelMismatch(Choice):
     skip = "skip"  # leave the utterance out, counted
 
 
+class BootstrapUnit(Choice):
+    speaker = "speaker"  # resample speakers (clusters of utterances): the honest interval, the default
+    utterance = "utterance"  # resample utterances as if independent: narrower, under-covers with a speaker effect
+
+
 @dataclass
 class ModelConfig:
     name: str = MISSING
@@ -186,6 +191,15 @@ class MaxNewTokens:
 
 
 @dataclass
+class BootstrapConfig:
+    """The 95 % intervals evaluation writes beside each metric (apa.uncertainty; docs/metrics.md, Uncertainty)."""
+
+    unit: BootstrapUnit = BootstrapUnit.speaker
+    resamples: int = 2000
+    seed: int = 0
+
+
+@dataclass
 class BaselineConfig:
     """How `evaluate.py` without run_dir runs the untrained model. The paper's "no training" row (§3.1) is the model
     with its own speech LoRA active (the remote-code model always ran speech with it) and no control tokens."""
@@ -212,6 +226,7 @@ class EvalConfig:
     cache_implementation: str | None = None  # "static": a KV cache allocated once per batch (transformers' option)
     compile: bool = False  # with cache_implementation=static on a GPU: let transformers torch.compile the decoding
     baseline: BaselineConfig = field(default_factory=BaselineConfig)  # only without run_dir
+    bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
     seed: int = 42
 
 
@@ -272,6 +287,7 @@ _RANGES: tuple[tuple[str, Any, str], ...] = (
     ("max_batch_tokens", lambda v: v >= 1, "at least 1"),
     ("checkpoint", lambda v: v in ("final_model", "all") or bool(re.fullmatch(r"checkpoint-epoch-\d+", v)),
      "final_model, all or checkpoint-epoch-<N>"),
+    ("bootstrap.resamples", lambda v: v >= 100, "at least 100 (2000 by default)"),
     ("max_new_tokens.apa", lambda v: v >= 1, "at least 1"),
     ("max_new_tokens.mdd", lambda v: v >= 1, "at least 1"),
 )

@@ -147,7 +147,7 @@ def evaluate_one(model, processor, rows: list[dict], means: dict[str, float], cf
         write_split_record(out_dir, split)
     generate_predictions(model, processor, rows, out_dir / PREDICTIONS, cfg.batch_size,
                          dict(cfg.max_new_tokens), cfg.data.feature_cache_mb, **generation_options(cfg))
-    metrics = score_file(out_dir / PREDICTIONS, means)
+    metrics = score_file(out_dir / PREDICTIONS, means, cfg.bootstrap)
     log.info("%s: %s", out_dir, format_metrics(metrics))
     return metrics
 
@@ -201,7 +201,7 @@ def evaluate(cfg: DictConfig, overrides: list[str], fallback_dir: Path) -> Resul
     check_config(cfg, EvalConfig)
     if cfg.predictions:
         path = Path(cfg.predictions)
-        metrics = score_file(path)
+        metrics = score_file(path, bootstrap=cfg.bootstrap)
         print(metrics_json(metrics))
         return Results({path.parent.name: metrics}, path.parent, checkpoint=path.parent.name, own=False)
     from apa.checkpoint.hub import check_config_hub_access
@@ -279,7 +279,7 @@ def _evaluate_checkpoints(cfg: DictConfig, test_cfg: DictConfig, run_dir: Path, 
             shutil.copyfile(evaluated[digest] / PREDICTIONS, out_dir / PREDICTIONS)
             write_json(out_dir / TRAIN_MEANS, means)
             write_split_record(out_dir, split)
-            results[checkpoint.name] = score_file(out_dir / PREDICTIONS, means)
+            results[checkpoint.name] = score_file(out_dir / PREDICTIONS, means, cfg.bootstrap)
             continue
         evaluated[digest] = out_dir
         model, processor = models.load(checkpoint)

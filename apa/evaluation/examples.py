@@ -34,7 +34,8 @@ def evaluation_set(cfg: DictConfig, audio_token: str, control_token: bool = True
         for ex in build_examples(utt, instructions, audio_token, control_token):
             rows.append({**asdict(ex), "reference": references[ex.task]})
     record = {"split": cfg.data.test_split, "source": cfg.data.source, "limit": cfg.data.limit, **report.as_dict(),
-              "utterances_usable": len(utterances), "phones": phone_stats(utterances, cfg.data.test_split)}
+              "utterances_usable": len(utterances), "phones": phone_stats(utterances, cfg.data.test_split),
+              "speakers": {utt.id: utt.speaker for utt in utterances}}  # the bootstrap's clusters (apa.uncertainty)
     return rows, record
 
 

@@ -27,6 +27,7 @@ from apa.metrics import compute_metrics
 from apa.run_folder import METRICS, PREDICTIONS, SPLIT_FILE, TRAIN_MEANS, write_atomic, write_json
 from apa.sft.lengths import audio_tokens, clip_seconds
 from apa.sft.prompts import PARSERS
+from apa.uncertainty import RESAMPLES, SEED, SPEAKER, intervals
 
 log = logging.getLogger(__name__)
 
@@ -165,9 +166,11 @@ def read_predictions(path: Path) -> list[dict]:
     return records
 
 
-def score_file(path: Path, means: dict[str, float] | None = None) -> dict:
+def score_file(path: Path, means: dict[str, float] | None = None, bootstrap=None) -> dict:
     """metrics.json beside a predictions file (training means from train_means.json beside it, if present; the
-    split's size from test_split.json beside it, if present, else null). Written atomically."""
+    split's size and speakers from test_split.json beside it, if present, else null), with a 95 % interval for each
+    metric (apa.uncertainty; `bootstrap`: unit, resamples, seed, as conf/evaluate.yaml's; without the split's
+    speakers the utterance bootstrap, named so). Written atomically."""
     predictions = read_predictions(path)
     means_file = path.parent / TRAIN_MEANS
     if means is None and means_file.exists():
@@ -182,6 +185,10 @@ def score_file(path: Path, means: dict[str, float] | None = None) -> dict:
         log.warning("no %s beside %s: how many utterances and phones the test split held is unknown (null in "
                     "%s)", SPLIT_FILE, path, METRICS)
     metrics = compute_metrics(predictions, means, split)
+    settings = dict(bootstrap or {})
+    metrics.update(intervals(predictions, (split or {}).get("speakers"),
+                             resamples=int(settings.get("resamples", RESAMPLES)), seed=int(settings.get("seed", SEED)),
+                             unit=str(settings.get("unit", SPEAKER))))
     write_atomic(path.parent / METRICS, metrics_json(metrics))
     return metrics
 

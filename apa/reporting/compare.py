@@ -8,6 +8,7 @@ PNG plots: training loss, metrics per epoch, human-vs-predicted scores.
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
@@ -17,9 +18,18 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from apa.data.records import APA_ASPECTS  # noqa: E402
 from apa.errors import one_line_errors  # noqa: E402
+from apa.reporting.confidence import (  # noqa: E402
+    DIFFERENCE_NOTE,
+    configurations,
+    difference_rows,
+    difference_table,
+    seed_table,
+    verdicts,
+)
 from apa.reporting.curves import epoch_figure, loss_figure, loss_series, save_png  # noqa: E402
 from apa.reporting.runs import NOT_EVALUATED, collect, read_answers, run_labels  # noqa: E402
 from apa.reporting.table import (  # noqa: E402
+    CI_KEYS,
     OURS,
     PAPER,
     TABLE_COLUMNS,
@@ -40,6 +50,7 @@ EPOCH_METRICS = ("pcc_total", "wer", "per", "mdd_f1")  # metrics_per_epoch.png
 PAPER_LORA = "speech LoRA"  # the paper's rows in the comparison: run "paper (arXiv 2509.02915, <setting>)"
 # comparison.csv's first columns; every metrics.json key follows, sorted
 RUN_KEYS = ("run", "lora", "checkpoint", "epoch", "trainable_params", "train_seconds", "final_train_loss")
+NESTED_KEYS = {"ci95", "ci_method"}  # metrics.json's objects: the CSV spells the intervals as <metric>_ci95_low|high
 RANDOM_NOTE = ("Runs marked † used a generated miniature with random weights (model=tiny / phi4mm_random): their "
                "answers rarely parse, so PCC and MDD are n/a (undefined), as expected. `python train.py "
                "experiment=overfit` shows the pipeline learn (parse rate 1.0, PCC 1.0 on its training utterances).")
@@ -74,7 +85,8 @@ def comparison_table(rows: list[dict]) -> Table:
     ]
     if len(letter) > 1:
         columns.append(Column("test set", lambda row: letter.get(row.get("test_set"), "")))
-    keys = [*RUN_KEYS, *sorted(({k for r in rows for k in r} | set(TABLE_COLUMNS)) - set(RUN_KEYS))]
+    keys = [*RUN_KEYS, *sorted(({k for r in rows for k in r} | set(TABLE_COLUMNS) | set(CI_KEYS))
+                               - set(RUN_KEYS) - NESTED_KEYS)]
     return Table(columns, comparison_rows(rows), keys)
 
 
@@ -101,16 +113,46 @@ def comparison_notes(rows: list[dict]) -> list[str]:
     return notes
 
 
-def write_tables(rows: list[dict], out: Path) -> str:
-    """comparison.csv and comparison.md (each written whole, atomically); returns the Markdown table and its notes."""
+def write_tables(rows: list[dict], out: Path, confidence: Confidence | None = None) -> str:
+    """comparison.csv and comparison.md (each written whole, atomically), with, where there are several
+    configurations or seeds, comparison_differences.csv and comparison_seeds.csv; returns the Markdown tables and
+    their notes."""
     table = comparison_table(rows)
     write_atomic(out / "comparison.csv", table.csv())
     notes = comparison_notes(rows)
     text = table.markdown() + ("\n" + "\n\n".join(notes) + "\n" if notes else "")
+    for title, extra, name, note in (confidence or Confidence()).tables():
+        write_atomic(out / name, extra.csv())
+        text += f"\n## {title}\n\n{note}\n\n" + extra.markdown()
     write_atomic(out / "comparison.md",
-                 "# Run comparison\n\nOne row per run and evaluated checkpoint; the paper's Table 3 (LoRA-only) "
-                 f"below. {' '.join(table.notes)}\n\n" + text)
+                 "# Run comparison\n\nOne row per run and evaluated checkpoint; the paper's Table 3 below. "
+                 f"{' '.join(table.notes)}\n\n" + text)
     return text
+
+
+@dataclass
+class Confidence:
+    """The seed aggregate and the differences between configurations of a set of runs."""
+
+    seeds: Table | None = None
+    differences: list[Row] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, runs: list[Path], labels: dict[Path, str]) -> Confidence:
+        configs = configurations(runs, labels)
+        return cls(seed_table(configs), difference_rows(configs, labels))
+
+    def tables(self) -> list[tuple[str, Table, str, str]]:
+        """(title, table, CSV name, note) of each table there is."""
+        out = []
+        if self.differences:
+            out.append(("Differences between configurations", difference_table(self.differences),
+                        "comparison_differences.csv", DIFFERENCE_NOTE))
+        if self.seeds is not None:
+            out.append(("Across seeds", self.seeds, "comparison_seeds.csv",
+                        "Runs that differ only in their seed: mean ± sample standard deviation across them, beside "
+                        "each run's own interval above."))
+        return out
 
 
 def plot_scatter(run: Path, out: Path) -> Path | None:
@@ -132,18 +174,22 @@ def plot_scatter(run: Path, out: Path) -> Path | None:
 
 
 def compare(paths: list[Path], out: Path | None = None) -> str:
-    """comparison.md|csv and the plots of the runs in `paths` into `out` (default: the one path given, or the
-    first one's parent); returns comparison.md's table."""
+    """comparison.md|csv (with the differences and seed tables where there are several configurations or seeds)
+    and the plots of the runs in `paths` into `out` (default: the one path given, or the first one's parent);
+    returns comparison.md's tables and a one-sentence verdict per pair of configurations."""
     runs = find_runs(paths)
     out = out or (paths[0] if len(paths) == 1 else paths[0].parent)
     out.mkdir(parents=True, exist_ok=True)
+    labels = run_labels(runs)
     rows = [row for run in runs for row in collect(run)]
-    table = write_tables(rows, out)
+    confidence = Confidence.of(runs, labels)
+    table = write_tables(rows, out, confidence)
+    lines = verdicts(confidence.differences)
     save_png(loss_figure(loss_series(runs, run_labels(runs))), out / "training_loss.png")
     save_png(epoch_figure(rows, EPOCH_METRICS, cols=len(EPOCH_METRICS)), out / "metrics_per_epoch.png")
     for run in runs:
         plot_scatter(run, out)
-    return table
+    return table + ("\n" + "\n".join(lines) + "\n" if lines else "")
 
 
 @one_line_errors

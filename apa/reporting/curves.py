@@ -40,6 +40,18 @@ def epoch_series(rows: list[dict], metric: str) -> tuple[dict[str, Series], dict
     return ours, paper
 
 
+def epoch_intervals(rows: list[dict], metric: str) -> dict[str, tuple[list[float], list[float]]]:
+    """Per run, the 95 % interval of `metric` at each epoch of `epoch_series` (NaN where none was computed)."""
+    out: dict[str, tuple[list[float], list[float]]] = {}
+    for r in rows:
+        if str(r["epoch"]).isdigit():
+            lows, highs = out.setdefault(r["run"], ([], []))
+            interval = (r.get("ci95") or {}).get(metric) or (math.nan, math.nan)
+            lows.append(interval[0])
+            highs.append(interval[1])
+    return out
+
+
 def loss_series(runs: list[Path], labels: dict[Path, str]) -> dict[str, dict[str, Series]]:
     """Per run that recorded its loss (by label): "train", the training loss by optimizer step, and "validation",
     the held-out speakers' loss where the run had some (data.validation_fraction > 0; else empty)."""
@@ -52,15 +64,19 @@ def loss_series(runs: list[Path], labels: dict[Path, str]) -> dict[str, dict[str
 
 
 def epoch_figure(rows: list[dict], metrics: tuple[str, ...] = TABLE_COLUMNS, cols: int = 3):
-    """One panel per metric: each run's line by epoch; the paper's LoRA-only rows dashed grey, its Unfreeze rows
-    dotted grey."""
+    """One panel per metric: each run's line by epoch with its 95 % interval as a band; the paper's LoRA-only rows
+    dashed grey, its Unfreeze rows dotted grey."""
     titles = dict(zip(TABLE_COLUMNS, TABLE_HEADERS, strict=True))
     n_rows = math.ceil(len(metrics) / cols)
     fig, axes = plt.subplots(n_rows, cols, figsize=(4 * cols, 3.5 * n_rows), squeeze=False)
     for ax, metric in zip(axes.flat, metrics, strict=False):
         ours, paper = epoch_series(rows, metric)
+        bands = epoch_intervals(rows, metric)
         for label, points in ours.items():
-            ax.plot(*points, marker="o", label=label)
+            line = ax.plot(*points, marker="o", label=label)[0]
+            lows, highs = bands[label]
+            if any(not math.isnan(v) for v in lows):  # the 95 % interval as a band around the line
+                ax.fill_between(points[0], lows, highs, color=line.get_color(), alpha=0.15, linewidth=0)
         for setting, style in ((LORA_ONLY, "--"), (UNFREEZE, ":")):
             ax.plot(*paper[setting], linestyle=style, color="grey", label=f"paper, {setting}")
         ax.set_title(titles[metric], fontsize=9)

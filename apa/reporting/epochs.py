@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 from apa.reporting.table import (
+    CI_KEYS,
     COVERAGE_KEYS,
     PAPER,
     PCC_P_KEYS,
@@ -33,7 +34,7 @@ def epoch_table(results: dict[str, dict]) -> Table:
     rows = [Row({**metrics, "checkpoint": name, "epoch": epoch_of(name),
                  **{c: metrics.get(c, math.nan) for c in TABLE_COLUMNS}}) for name, metrics in results.items()]
     columns = [Column("source", _source), value("epoch"), *metric_columns(), *coverage_columns()]
-    return Table(columns, rows, ("checkpoint", "epoch", *TABLE_COLUMNS, *PCC_P_KEYS, *COVERAGE_KEYS))
+    return Table(columns, rows, ("checkpoint", "epoch", *TABLE_COLUMNS, *CI_KEYS, *PCC_P_KEYS, *COVERAGE_KEYS))
 
 
 def write_epoch_table(results: dict[str, dict], eval_dir: Path) -> None:

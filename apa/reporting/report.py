@@ -23,7 +23,7 @@ from apa.data.release import describe as describe_data
 from apa.errors import one_line_errors
 from apa.metrics import fmt
 from apa.reporting.browser import AUTO_EMBED_BYTES, browser_data
-from apa.reporting.compare import comparison_rows
+from apa.reporting.compare import Confidence, comparison_rows
 from apa.reporting.curves import epoch_figure, loss_figure, loss_series, svg_image
 from apa.reporting.runs import collect, run_labels
 from apa.reporting.table import OURS, Column, Table, coverage_columns, html_table, metric_columns, value
@@ -117,6 +117,17 @@ def config_differences(runs: list[Path], records: dict[Path, dict], labels: dict
     return note + html_table(["key", *(labels[run] for run in runs)], body, "config")
 
 
+def confidence_section(runs: list[Path], labels: dict[Path, str]) -> str:
+    """The differences between configurations (paired, with intervals and p) and the seed aggregate, or why there
+    are none."""
+    tables = Confidence.of(runs, labels).tables()
+    if not tables:
+        return ("<p>One configuration with one run: nothing to set side by side. Each figure's own 95 % interval is "
+                "in the comparison above.</p>")
+    return "".join(f"<h3>{html.escape(title)}</h3><p>{html.escape(note)}</p>" + table.html("confidence")
+                   for title, table, _, note in tables)
+
+
 def curves(rows: list[dict], runs: list[Path], labels: dict[Path, str]) -> str:
     """Every metric per epoch beside the paper's, then the training loss (or why there is none)."""
     losses = loss_series(runs, labels)
@@ -152,8 +163,10 @@ def render(paths: list[Path], out_dir: Path, audio: str = "auto") -> str:
          "<p>One row per run and evaluated checkpoint; all of the paper's Table 3 below (LoRA-only epochs 0-4, "
          "Unfreeze epochs 1-4). "
          f"{html.escape(' '.join(comparison.notes))}</p>" + comparison.html("results")),
+        ("confidence", "Differences and seeds", confidence_section(runs, labels)),
         ("curves", "Metrics per epoch and training loss",
-         "<p>Epoch checkpoints only (final_model is usually the last epoch); grey: the paper (dashed LoRA-only, "
+         "<p>Epoch checkpoints only (final_model is usually the last epoch); bands: our 95 % intervals; grey: the "
+         "paper (dashed LoRA-only, "
          "dotted Unfreeze; both start from the untrained epoch 0).</p>"
          + curves(rows, runs, labels)),
         ("parameters", "Parameters and timing", parameters_table(runs, records, labels)),

@@ -61,6 +61,12 @@ COVERAGE_NOTE = ("Evaluated: utterances and canonical phones with an answer, par
                  "APA answers, WER/PER/MDD count an unparsed MDD answer as an empty one (wer_present and "
                  f"per_present in {METRICS} skip it).")
 
+# Each metric's 95 % interval as the CSVs spell it: <metric>_ci95_low, <metric>_ci95_high (apa.uncertainty)
+CI_SUFFIXES = ("_ci95_low", "_ci95_high")
+CI_KEYS = tuple(f"{key}{suffix}" for key in TABLE_COLUMNS for suffix in CI_SUFFIXES)
+CI_NOTE = ("[low, high]: 95 % interval of our figure, by a bootstrap over the test speakers (method, resamples and "
+           f"seed: ci_method in each {METRICS}; docs/metrics.md, Uncertainty).")
+
 # What a row is: an evaluated checkpoint of ours, the paper's, or a run of ours not evaluated yet (no metrics)
 OURS, PAPER, UNEVALUATED = "ours", "paper", "unevaluated"
 
@@ -74,6 +80,11 @@ class Row:
     kind: str = OURS
 
     def get(self, key: str, default=None):
+        """The value of `key`; `<metric>_ci95_low|high` reads the metric's interval (metrics.json's `ci95`)."""
+        if key not in self.values and key.endswith(CI_SUFFIXES):
+            metric, _, side = key.rpartition("_ci95_")
+            interval = (self.values.get("ci95") or {}).get(metric)
+            return default if interval is None else interval[0 if side == "low" else 1]
         return self.values.get(key, default)
 
 
@@ -107,9 +118,15 @@ def metric_columns(keys: Sequence[str] = TABLE_COLUMNS) -> list[Column]:
 
 
 def _metric_cell(row: Row, key: str) -> str:
+    """Three decimals; ours with their 95 % interval where the evaluation computed one (`0.675 [0.652, 0.697]`) and
+    a PCC marked where not significant."""
     if row.kind == UNEVALUATED:
         return ""
-    return fmt_pcc(row.values, key) if key.startswith("pcc_") and row.kind == OURS else fmt(row.get(key))
+    if row.kind != OURS:
+        return fmt(row.get(key))
+    text = fmt_pcc(row.values, key) if key.startswith("pcc_") else fmt(row.get(key))
+    low, high = row.get(f"{key}_ci95_low"), row.get(f"{key}_ci95_high")
+    return text if low is None or text == "n/a" else f"{text} [{low:.3f}, {high:.3f}]"
 
 
 def coverage_columns() -> list[Column]:
@@ -145,8 +162,9 @@ class Table:
 
     @property
     def notes(self) -> list[str]:
-        """The notes the columns need, once each, in column order."""
-        return list(dict.fromkeys(c.note for c in self.columns if c.note))
+        """The notes the columns need, once each, in column order; and what the intervals are, where a row has one."""
+        notes = list(dict.fromkeys(c.note for c in self.columns if c.note))
+        return notes + ([CI_NOTE] if any(row.kind == OURS and row.get("ci95") for row in self.rows) else [])
 
     def markdown(self) -> str:
         """A pipe table, one line per row (an empty cell is `| |`), ending in a newline."""

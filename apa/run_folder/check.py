@@ -28,18 +28,19 @@ def _results(run_dir: Path) -> list[Path]:
     return resumable_checkpoints(run_dir) + ([run_dir / FINAL_MODEL] if (run_dir / FINAL_MODEL).exists() else [])
 
 
-def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+def flatten_config(node: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested config as {dotted key: value}; an empty mapping stays a value ({})."""
     if isinstance(node, dict):
         out: dict[str, Any] = {}
         for key, value in node.items():
-            out.update(_flatten(value, f"{prefix}{key}."))
+            out.update(flatten_config(value, f"{prefix}{key}."))
         return out or {prefix.rstrip("."): {}}
     return {prefix.rstrip("."): node}
 
 
 def config_differences(saved: dict, requested: dict, ignore: frozenset[str] = RESUME_KEYS) -> list[str]:
     """`key: saved -> requested` for every resolved value that differs (dotted keys, sorted)."""
-    old, new = _flatten(saved), _flatten(requested)
+    old, new = flatten_config(saved), flatten_config(requested)
     keys = sorted((old.keys() | new.keys()) - ignore)
     missing = object()
     return [f"{k}: {old.get(k, '(unset)')!r} -> {new.get(k, '(unset)')!r}" for k in keys

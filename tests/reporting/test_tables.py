@@ -30,7 +30,10 @@ def metrics(pcc: float | None, limit: int | None = 4, split: bool = True) -> dic
             "parse_rate_mdd": 1.0, "n_apa": 4, "n_mdd": 4, "n_apa_parsed": 2, "n_mdd_parsed": 4,
             "pcc_accuracy_p": 0.01, "pcc_fluency_p": 0.75, "pcc_total_p": 0.95, "n_utterances_scored": 4,
             "n_utterances_in_split": 4 if split else None, "n_phones_scored": 55,
-            "n_phones_in_split": 55 if split else None, "split_limit": limit}
+            "n_phones_in_split": 55 if split else None, "split_limit": limit,
+            "ci95": {"pcc_fluency": [-0.5, 0.8], "wer": [0.9, 1.0], "per": None},
+            "ci_method": {"method": "speaker bootstrap, percentile interval", "unit": "speaker", "resamples": 2000,
+                          "seed": 0, "level": 0.95, "speakers": 2, "utterances": 4}}
 
 
 def comparison_rows() -> list[dict]:
@@ -117,9 +120,9 @@ def test_one_row_renders_alike_in_markdown_and_html_and_raw_in_csv():
 
 
 def test_reporting_reads_run_folders_only_through_run_folder_and_imports_no_heavy_layer():
-    """apa.reporting may import apa.run_folder, apa.metrics, apa.data, apa.errors and itself; compare and table3
-    never each other."""
-    allowed = ("apa.run_folder", "apa.metrics", "apa.data", "apa.errors", "apa.reporting")
+    """apa.reporting may import apa.run_folder, apa.metrics, apa.uncertainty, apa.data, apa.errors and itself;
+    compare and table3 never each other."""
+    allowed = ("apa.run_folder", "apa.metrics", "apa.uncertainty", "apa.data", "apa.errors", "apa.reporting")
     package = Path(__file__).parents[2] / "apa" / "reporting"
     for module in package.glob("*.py"):
         imported = set()
