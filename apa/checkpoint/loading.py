@@ -259,7 +259,7 @@ def load_speech_adapter(model, config, adapter_dir: str):
     from peft import get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    from apa.checkpoint.layout import lora_key_report, normalise_lora_key
+    from apa.checkpoint.layout import lora_key_report, lora_shape_problems, normalise_lora_key
 
     _refuse_wrong_targets(model, config, str(adapter_dir))
     weights_file = Path(adapter_dir) / "adapter_model.safetensors"
@@ -268,6 +268,7 @@ def load_speech_adapter(model, config, adapter_dir: str):
     on_disk = load_file(str(weights_file))
     layers = model.config.get_text_config().num_hidden_layers
     _, problems = lora_key_report(on_disk, layers)
+    problems += lora_shape_problems({key: tuple(value.shape) for key, value in on_disk.items()}, config.r)
     if problems:
         raise ModelLoadError(f"{weights_file}: " + "; ".join(problems))
     weights = {normalise_lora_key(key)[0]: value for key, value in on_disk.items()}
