@@ -194,14 +194,17 @@ def unfrozen_modules(unfreeze) -> list[str]:
 
 
 def attach_lora(model, lora_cfg, model_path: str, control_token_ids: list[int], seed: int, unfreeze=(),
-                revision: str | None = None):
+                revision: str | None = None, trainable_dtype: str = "float32"):
     """Wrap `model` in a PeftModel per the `lora` config group.
 
     `init_from` set: the adapter on disk (`<model>/<init_from>`, fetched at `revision` from the hub), loaded by
     `load_speech_adapter` (any key spelling, every tensor checked), trainable. Otherwise a fresh LoRA on the same
     modules. Either way the control-token rows ride along as `trainable_token_indices` (when there are any).
     `unfreeze` (model.unfreeze) trains whole modules too, as PEFT `modules_to_save`: trainable copies that are saved
-    in the adapter folder and restored by a plain `PeftModel.from_pretrained`.
+    in the adapter folder and restored by a plain `PeftModel.from_pretrained`. Their weights are kept in
+    `trainable_dtype` (model.trainable_dtype): float32 master weights by default, like PEFT's LoRA weights, since
+    AdamW's small updates to bf16 weights mostly round away; the forward pass still computes in bf16 under autocast.
+    The adapter config records `revision`, so that `AutoPeftModelForCausalLM` loads the same base revision.
     """
     from peft import LoraConfig, PeftConfig, get_peft_model
 
@@ -234,10 +237,13 @@ def attach_lora(model, lora_cfg, model_path: str, control_token_ids: list[int], 
         )
         _refuse_wrong_targets(model, config, f"lora={lora_cfg.name}")
         peft_model = get_peft_model(model, config)
+    peft_model.peft_config["default"].revision = revision  # saved in adapter_config.json with the base's hub id
     _expose_head_bias(peft_model)
     for name, param in peft_model.named_parameters():
         if "trainable_tokens_delta" in name:
             param.requires_grad_(bool(lora_cfg.train_control_tokens))
+        elif ".modules_to_save." in name:
+            param.data = param.data.to(getattr(torch, str(trainable_dtype)))
     return peft_model
 
 

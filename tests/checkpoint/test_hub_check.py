@@ -109,3 +109,33 @@ def test_loading_refuses_a_remote_code_config_at_the_hub_revision(released_minia
     done, _ = run(code, cache)
     assert done.stdout.startswith(f"{REPO_ID} at revision main is not a native Phi-4-multimodal checkpoint "
                                   "(found speech_lora, auto_map: the trust_remote_code format)"), done.stderr[-2000:]
+
+
+AUTO_PEFT = """
+import json, sys, torch
+from peft import AutoPeftModelForCausalLM
+from apa.checkpoint.loading import add_control_tokens, attach_lora, load_base
+from tests.conftest import compose_config
+
+cfg = compose_config("model=phi4mm", "model.dtype=float32", "lora=fresh_r64")  # the hub id at refs/pr/70
+model, processor, path = load_base(cfg.model)
+ids = add_control_tokens(model, processor, 0)
+trained = attach_lora(model, cfg.lora, path, ids, 0, [], cfg.model.revision).eval()
+trained.save_pretrained(sys.argv[1])
+reloaded = AutoPeftModelForCausalLM.from_pretrained(sys.argv[1]).eval()
+inputs = torch.tensor([[1, 2, 3, ids[0]]])
+with torch.no_grad():
+    same = torch.equal(trained(input_ids=inputs).logits, reloaded(input_ids=inputs).logits)
+saved = json.load(open(sys.argv[1] + "/adapter_config.json"))
+print(json.dumps({"base": saved["base_model_name_or_path"], "revision": saved["revision"], "same_logits": same}))
+"""
+
+
+def test_auto_peft_model_loads_final_model_on_the_runs_base_revision(released_miniature, tmp_path):
+    """The cache holds the base only at refs/pr/70, as after `hf download --revision refs/pr/70`: an adapter config
+    without the revision would send AutoPeftModelForCausalLM to `main`, which is not there."""
+    cache = hub_cache(tmp_path / "hub", released_miniature, "refs/pr/70")
+    done, _ = run(AUTO_PEFT, cache, str(tmp_path / "final_model"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"base": REPO_ID, "revision": "refs/pr/70",
+                                                                "same_logits": True}
