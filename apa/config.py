@@ -62,6 +62,11 @@ class Source(Choice):
     disk = "disk"  # a datasets.save_to_disk folder under data.path
 
 
+class TrainableDtype(Choice):
+    float32 = "float32"  # fp32 master weights for the unfrozen modules, as PEFT keeps LoRA weights (bf16 compute)
+    bfloat16 = "bfloat16"  # the base dtype, as PEFT's modules_to_save copies have it: small updates are lost
+
+
 class OnLabelMismatch(Choice):
     error = "error"  # stop, naming utterance, word and index
     skip = "skip"  # leave the utterance out, counted
@@ -82,6 +87,7 @@ class ModelConfig:
     tiny: TinySpec | None = None  # set: generate a tiny checkpoint with these sizes instead of loading `path`
     random: bool = False  # the full-size architecture with random weights (apa.checkpoint.full_size), for benchmarks
     unfreeze: list[str] = field(default_factory=list)  # also train whole modules: audio_encoder, audio_projector
+    trainable_dtype: TrainableDtype = TrainableDtype.float32  # the unfrozen modules' weights (README: Unfreeze)
     cache_dir: str | None = None  # where tiny checkpoints are generated (default ~/.cache/apa or $APA_CACHE_DIR)
 
 

@@ -17,7 +17,7 @@ from apa.training.recipe import sft_arguments
 from tests.conftest import REPO
 
 GROUPS = {
-    "model": ["phi4mm", "tiny", "phi4mm_random"],
+    "model": ["phi4mm", "tiny", "tiny_released", "phi4mm_random"],
     "lora": ["pretrained_r320", "fresh_r64"],
     "trainer": ["paper_table3", "cpu_demo", "seed_3epochs"],
     "data": ["speechocean762", "sample"],

@@ -18,19 +18,19 @@ from pathlib import Path
 from apa.checkpoint.layout import (
     PROJECTIONS_PER_LAYER,
     REAL_TOKEN_IDS,
+    chat_template_problems,
+    dotted,
+    feature_extractor_problems,
+    layout_problems,
     lora_key_report,
+    lora_shape_problems,
+    native_format_problem,
     released_config,
     target_module_problems,
     token_problems,
 )
+from apa.errors import UserError
 
-# Fields whose value makes the model compute differently: they must be the released checkpoint's.
-LAYOUT_FIELDS = ("rope_parameters.rope_type", "rope_parameters.original_max_position_embeddings",
-                 "rope_parameters.partial_rotary_factor", "rope_parameters.rope_theta",
-                 "original_max_position_embeddings",
-                 "max_position_embeddings", "sliding_window", "tie_word_embeddings", "rms_norm_eps", "hidden_act",
-                 "audio_config.bias_max_distance", "audio_config.time_reduction", "audio_config.kernel_size",
-                 "audio_config.input_size", "audio_config.downsample_rate")
 # Fields that only set sizes: a miniature differs here on purpose.
 SIZE_FIELDS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
                "vocab_size", "audio_config.hidden_size", "audio_config.num_blocks")
@@ -51,13 +51,6 @@ class Report:
         print(f"PROBLEM  {text}")
 
 
-def _get(config, dotted: str):
-    value = config
-    for part in dotted.split("."):
-        value = value.get(part) if isinstance(value, dict) else getattr(value, part, None)
-    return value
-
-
 def _local_or_hub(path: str, filename: str, revision: str | None) -> Path | None:
     local = Path(path).expanduser()
     if local.exists():
@@ -75,9 +68,9 @@ def _local_or_hub(path: str, filename: str, revision: str | None) -> Path | None
                       "HF_HUB_OFFLINE, or pass a local folder (huggingface-cli download … --local-dir <dir>)") from err
 
 
-def _adapter_tensor_names(path: str, adapter: str, revision: str | None) -> list[str] | None:
-    """The tensor names of the adapter file, read from its header only (hub: the safetensors metadata API)."""
-    filename = f"{adapter}/adapter_model.safetensors"
+def _tensor_shapes(path: str, filename: str, revision: str | None) -> dict[str, list[int]] | None:
+    """{tensor name: shape} of one safetensors file, read from its header only (a hub id: the file's own header
+    through the hub's metadata API, at `revision`); None when the file is not there."""
     local = Path(path).expanduser()
     if local.exists():
         if not (local / filename).is_file():
@@ -85,82 +78,109 @@ def _adapter_tensor_names(path: str, adapter: str, revision: str | None) -> list
         from safetensors import safe_open
 
         with safe_open(str(local / filename), "pt") as f:
-            return list(f.keys())
-    from huggingface_hub import get_safetensors_metadata
+            return {key: list(f.get_slice(key).get_shape()) for key in f.keys()}
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import EntryNotFoundError
 
-    files = get_safetensors_metadata(path, revision=revision).files_metadata
-    return list(files[filename].tensors) if filename in files else None
+    try:
+        metadata = HfApi().parse_safetensors_file_metadata(path, filename, revision=revision)
+    except EntryNotFoundError:
+        return None
+    return {name: list(info.shape) for name, info in metadata.tensors.items()}
+
+
+def _weight_names(path: str, revision: str | None) -> set[str]:
+    """The tensor names of a checkpoint's root weight files (model.safetensors or its shards), headers only."""
+    local = Path(path).expanduser()
+    if local.exists():
+        from safetensors import safe_open
+
+        names: set[str] = set()
+        for file in sorted(local.glob("*.safetensors")):
+            with safe_open(str(file), "pt") as f:
+                names.update(f.keys())
+        return names
+    from huggingface_hub import HfApi
+
+    files = HfApi().get_safetensors_metadata(path, revision=revision).files_metadata
+    return {name for metadata in files.values() for name in metadata.tensors}
 
 
 def check(path: str, revision: str | None, adapter: str, report: Report) -> None:
+    from apa.checkpoint.hub import check_hub_access, looks_like_hub_id
+
+    check_hub_access([(path, "model", "checkpoint")])  # offline and not cached: one line, before heavy imports
+
     import torch
     from transformers import AutoConfig, Phi4MultimodalForCausalLM
 
     from apa.checkpoint.layout import load_processor
     from apa.checkpoint.loading import CONVERT_HINT
+    from apa.checkpoint.tokenizer import tokenizer_file_problems
 
     local = Path(path).expanduser()
-    if not local.exists() and (path.startswith(("/", ".", "~")) or path.count("/") != 1):
+    if not local.exists() and not looks_like_hub_id(path):
         raise FileNotFoundError(f"{path} does not exist (neither a folder nor a hub id). {CONVERT_HINT}")
     config_file = _local_or_hub(path, "config.json", revision)
     if config_file is None:
         raise FileNotFoundError(f"{path} has no config.json, so it is not a model checkpoint. {CONVERT_HINT}")
-    raw = json.loads(config_file.read_text())
-    if "speech_lora" in raw or "auto_map" in raw or raw.get("model_type") != "phi4_multimodal":
-        report.problem(f"not a native Phi-4-multimodal checkpoint (model_type={raw.get('model_type')}, "
-                       f"{'auto_map ' if 'auto_map' in raw else ''}{'speech_lora' if 'speech_lora' in raw else ''}: "
-                       f"the trust_remote_code format). {CONVERT_HINT}")
+    problem = native_format_problem(json.loads(config_file.read_text()))
+    if problem:
+        report.problem(f"{problem}. {CONVERT_HINT}")
         return
     config = AutoConfig.from_pretrained(path, revision=revision)
     report.ok(f"native format: {type(config).__name__} (model_type phi4_multimodal, no remote code)")
 
     released = released_config()
-    differing = [f"{f}={_get(config, f)!r} (released: {_get(released, f)!r})" for f in LAYOUT_FIELDS
-                 if _get(config, f) != _get(released, f)]
-    rope = config.rope_parameters or {}
-    rotary_half = int(config.hidden_size // config.num_attention_heads * rope.get("partial_rotary_factor", 1.0)) // 2
-    for key in ("short_factor", "long_factor"):
-        if rope.get("rope_type") == "longrope" and len(rope.get(key) or []) != rotary_half:
-            differing.append(f"rope_parameters.{key} has {len(rope.get(key) or [])} values, the rotary size needs "
-                             f"{rotary_half}")
-    for item in differing:
-        report.problem(f"config differs from the released checkpoint: {item}")
-    if not differing:
-        report.ok("layout as released: longrope rotary embedding (original 4096 positions), sliding window "
-                  f"{config.sliding_window}, tied embeddings, audio relative-bias distance "
-                  f"{config.audio_config.bias_max_distance}")
-    sizes = {f: (_get(config, f), _get(released, f)) for f in SIZE_FIELDS}
+    _report(report, layout_problems(config), "layout as released: longrope rotary embedding (original 4096 "
+            f"positions), sliding window {config.sliding_window}, tied embeddings, audio relative-bias distance "
+            f"{config.audio_config.bias_max_distance}")
+    sizes = {f: (dotted(config, f), dotted(released, f)) for f in SIZE_FIELDS}
     if all(mine == real for mine, real in sizes.values()):
         report.ok(f"sizes as released: hidden {config.hidden_size}, {config.num_hidden_layers} layers, vocabulary "
                   f"{config.vocab_size}, {config.audio_config.num_blocks} conformer blocks")
     else:
         report.note("sizes differ from the released checkpoint (a miniature?): " + ", ".join(
             f"{f} {mine} (released {real})" for f, (mine, real) in sizes.items() if mine != real))
+    with torch.device("meta"):
+        model = Phi4MultimodalForCausalLM(config)
+    expected = set(model.state_dict())
+    if config.tie_word_embeddings:
+        expected.discard("lm_head.weight")  # the tied head is the embedding matrix, stored once
+    found = _weight_names(path, revision)
+    missing, unexpected = sorted(expected - found), sorted(found - expected)
+    weight_problems = [f"{len(keys)} weight(s) {what} the weight files, e.g. {keys[0]}" for keys, what in
+                       ((missing, "missing from"), (unexpected, "unexpected in")) if keys]
+    _report(report, weight_problems, f"weights: the files hold exactly the model's {len(expected)} tensors "
+            f"({'LM head tied to the embeddings' if config.tie_word_embeddings else 'separate LM head'}, as the "
+            "config says)")
 
     try:
         processor = load_processor(path, revision)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, UserError) as err:
         report.problem(f"the processor does not load: {err}")
         return
-    processor_file = _local_or_hub(path, "processor_config.json", revision)
-    named = "not named"
-    if processor_file is not None:
-        named = json.loads(processor_file.read_text()).get("image_processor", {}).get("image_processor_type", named)
+    named = json.loads(processor.checkpoint_files.get("processor_config.json", "{}")).get(
+        "image_processor", {}).get("image_processor_type", "not named")
     report.ok(f"processor: {type(processor).__name__} from {type(processor.tokenizer).__name__} and "
               f"{type(processor.audio_processor).__name__}; the image processor the files name ({named}) is not "
               "loaded (it imports torchvision; this project is audio-only)")
-
     tokenizer = processor.tokenizer
-    problems = token_problems(config, tokenizer)
-    for problem in problems:
-        report.problem(problem)
-    if not problems:
-        report.ok(f"token ids agree: audio {tokenizer.audio_token}={tokenizer.audio_token_id}, image "
-                  f"{tokenizer.image_token}={tokenizer.image_token_id} in tokenizer and config; <|user|>, "
-                  "<|assistant|>, <|end|> present; <|end|> ends generation")
+    _report(report, tokenizer_file_problems(tokenizer, path, revision),
+            "tokenizer: normalizer, pre-tokenizer and BPE settings exactly as tokenizer.json says")
+    _report(report, token_problems(config, tokenizer),
+            f"token ids agree: audio {tokenizer.audio_token}={tokenizer.audio_token_id}, image "
+            f"{tokenizer.image_token}={getattr(tokenizer, 'image_token_id', None)} in tokenizer and config; "
+            "<|user|>, <|assistant|>, <|end|> present; <|end|> ends generation")
     if config.vocab_size == released.vocab_size and tokenizer.audio_token_id != REAL_TOKEN_IDS["audio"]:
         report.problem(f"full-size vocabulary but the audio token id is {tokenizer.audio_token_id}, "
                        f"not the released {REAL_TOKEN_IDS['audio']}")
+    _report(report, chat_template_problems(tokenizer),
+            "chat template: renders the project's prompt exactly (<|user|>…<|end|><|assistant|>)")
+    _report(report, feature_extractor_problems(config, processor.audio_processor),
+            f"audio features: {processor.audio_processor.sampling_rate} Hz, {processor.audio_processor.feature_size} "
+            f"mel bins, compression {processor.audio_processor.audio_compression_rate} and downsample "
+            f"{processor.audio_processor.audio_downsample_rate}, as the audio encoder reads them")
     highest = max(tokenizer.get_vocab().values())
     spare = config.vocab_size - highest - 1
     if spare >= 2:
@@ -177,8 +197,7 @@ def check(path: str, revision: str | None, adapter: str, report: Report) -> None
 
     adapter_cfg = json.loads(adapter_config_file.read_text())
     lora = LoraConfig(target_modules=adapter_cfg.get("target_modules"), r=adapter_cfg.get("r", 8))
-    with torch.device("meta"):
-        names = [name for name, _ in Phi4MultimodalForCausalLM(config).named_modules()]
+    names = [name for name, _ in model.named_modules()]
     layers = config.num_hidden_layers
     problems = target_module_problems(lora, names, layers)
     for problem in problems:
@@ -190,19 +209,27 @@ def check(path: str, revision: str | None, adapter: str, report: Report) -> None
     if shape != (320, 640, 0.01):
         report.note(f"{adapter}: r/alpha/dropout {shape} differ from the released (320, 640, 0.01) that "
                     "lora=pretrained_r320 expects; set lora.r/alpha/dropout to match")
-    keys = _adapter_tensor_names(path, adapter, revision)
-    if keys is None:
+    shapes = _tensor_shapes(path, f"{adapter}/adapter_model.safetensors", revision)
+    if shapes is None:
         report.problem(f"no {adapter}/adapter_model.safetensors")
         return
-    formats, problems = lora_key_report(keys, layers)
+    formats, problems = lora_key_report(shapes, layers)
+    problems += lora_shape_problems(shapes, adapter_cfg.get("r", 8))
     for problem in problems:
         report.problem(f"{adapter}/adapter_model.safetensors: {problem}")
     if not problems:
-        report.ok(f"{adapter}/adapter_model.safetensors: {len(keys)} LoRA tensors, keys in the "
+        report.ok(f"{adapter}/adapter_model.safetensors: {len(shapes)} LoRA tensors of rank {shape[0]}, keys in the "
                   f"{'/'.join(sorted(formats))} spelling, every projection covered (the loader accepts PEFT, "
                   "converter and remote-code spellings and checks every tensor after loading)")
     report.note("attention: the audio encoder runs on sdpa whatever model.attn_implementation asks (flash-attention "
                 "cannot take its relative-position bias mask)")
+
+
+def _report(report: Report, problems: list[str], ok: str) -> None:
+    for problem in problems:
+        report.problem(problem)
+    if not problems:
+        report.ok(ok)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -218,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     report = Report()
     try:
         check(args.path, args.revision, args.adapter, report)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, UserError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     finally:

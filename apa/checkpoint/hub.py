@@ -63,8 +63,10 @@ def check_hub_access(needed: list[tuple[str, str, str]]) -> None:
         if reason:
             local = ("model.path=<folder>: huggingface-cli download " + repo_id + " --local-dir <folder>"
                      if repo_type == "model" else "data.source=local data.path=<corpus root>")
-            raise HubUnreachable(f"{key}={repo_id} is not in the local hub cache and the hub cannot be reached "
-                                 f"({reason}). " + WAYS_FORWARD.format(local=local))
+            from huggingface_hub import constants
+
+            raise HubUnreachable(f"{key}={repo_id} is not in the local hub cache ({constants.HF_HUB_CACHE}) and the "
+                                 f"hub cannot be reached ({reason}). " + WAYS_FORWARD.format(local=local))
 
 
 def check_config_hub_access(cfg) -> None:

@@ -140,6 +140,118 @@ def load_processor(path: str, revision: str | None = None):
 # ---------------------------------------------------------------------------------------------------------------
 
 
+# Fields whose value makes the model compute differently: they must be the released checkpoint's.
+LAYOUT_FIELDS = ("rope_parameters.rope_type", "rope_parameters.original_max_position_embeddings",
+                 "rope_parameters.partial_rotary_factor", "rope_parameters.rope_theta",
+                 "original_max_position_embeddings",
+                 "max_position_embeddings", "sliding_window", "tie_word_embeddings", "rms_norm_eps", "hidden_act",
+                 "audio_config.bias_max_distance", "audio_config.time_reduction", "audio_config.kernel_size",
+                 "audio_config.input_size", "audio_config.downsample_rate")
+
+
+def dotted(config, name: str):
+    """`config`'s value at a dotted field name (attributes or dict keys)."""
+    value = config
+    for part in name.split("."):
+        value = value.get(part) if isinstance(value, dict) else getattr(value, part, None)
+    return value
+
+
+def native_format_problem(raw: dict) -> str | None:
+    """What makes a config.json (as read from the file) the remote-code format rather than the native one."""
+    if "speech_lora" in raw or "auto_map" in raw or raw.get("model_type") != "phi4_multimodal":
+        markers = [k for k in ("speech_lora", "auto_map") if k in raw]
+        found = ", ".join(markers) or f"model_type={raw.get('model_type')}"
+        return f"not a native Phi-4-multimodal checkpoint (found {found}: the trust_remote_code format)"
+    return None
+
+
+def layout_problems(config) -> list[str]:
+    """The fields that change what the model computes must be the released checkpoint's (sizes may differ)."""
+    released = released_config()
+    problems = [f"config differs from the released checkpoint: {f}={dotted(config, f)!r} "
+                f"(released: {dotted(released, f)!r})" for f in LAYOUT_FIELDS
+                if dotted(config, f) != dotted(released, f)]
+    rope = config.rope_parameters or {}
+    rotary_half = int(config.hidden_size // config.num_attention_heads * rope.get("partial_rotary_factor", 1.0)) // 2
+    for key in ("short_factor", "long_factor"):
+        if rope.get("rope_type") == "longrope" and len(rope.get(key) or []) != rotary_half:
+            problems.append(f"config differs from the released checkpoint: rope_parameters.{key} has "
+                            f"{len(rope.get(key) or [])} values, the rotary size needs {rotary_half}")
+    return problems
+
+
+def chat_template_problems(tokenizer) -> list[str]:
+    """The chat template must render the project's conversation exactly as Phi-4 was trained on it (no system
+    turn added, no other markers): the prompt `<|user|>…<|end|><|assistant|>`, the answer `…<|end|><|endoftext|>`."""
+    from apa.constants import ASSISTANT_TOKEN, END_TOKEN, USER_TOKEN
+
+    if not tokenizer.chat_template:
+        return ["the tokenizer has no chat template (tokenizer_config.json or chat_template.jinja)"]
+    user, answer = "X", "Y"
+    prompt = f"{USER_TOKEN}{user}{END_TOKEN}{ASSISTANT_TOKEN}"
+    expected = {True: prompt, False: f"{prompt}{answer}{END_TOKEN}{tokenizer.eos_token}"}
+    problems = []
+    for open_prompt, want in expected.items():
+        messages = [{"role": "user", "content": user}] + ([] if open_prompt else [{"role": "assistant",
+                                                                                    "content": answer}])
+        got = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=open_prompt)
+        if got != want:
+            problems.append(f"the chat template renders {got!r} where the project's prompt is {want!r}")
+    return problems
+
+
+def feature_extractor_problems(config, feature_extractor) -> list[str]:
+    """The audio feature extractor must make what the audio encoder reads: 16 kHz audio, `input_size` mel bins, and
+    the compression (`time_reduction`) and downsample rates the encoder and the audio token count assume."""
+    from apa.constants import SAMPLING_RATE
+
+    audio = config.audio_config
+    pairs = (("sampling_rate", SAMPLING_RATE, "the project's audio rate"),
+             ("feature_size", audio.input_size, "audio_config.input_size"),
+             ("audio_compression_rate", audio.time_reduction, "audio_config.time_reduction"),
+             ("audio_downsample_rate", audio.downsample_rate, "audio_config.downsample_rate"))
+    return [f"the audio feature extractor has {name}={getattr(feature_extractor, name, None)} but "
+            f"{source} is {expected}" for name, expected, source in pairs
+            if getattr(feature_extractor, name, None) != expected]
+
+
+def lora_shape_problems(shapes: dict, r: int) -> list[str]:
+    """{tensor name: shape} of an adapter file against its config's rank: lora_A is (r, in), lora_B is (out, r)."""
+    wrong = []
+    for key, shape in shapes.items():
+        found = normalise_lora_key(key)
+        if found is None or len(shape) != 2:
+            continue
+        rank = shape[0] if ".lora_A." in found[0] else shape[1]
+        if rank != r:
+            wrong.append((key, tuple(shape), rank))
+    if not wrong:
+        return []
+    key, shape, rank = wrong[0]
+    return [f"{len(wrong)} LoRA tensor(s) have rank {rank}, not the adapter config's r={r}, e.g. {key} {shape}: "
+            "the adapter config and weights do not belong together"]
+
+
+def loaded_weight_problems(model, loading_info: dict) -> list[str]:
+    """After loading: every weight the model has came from the files and every tensor of the files was used
+    (transformers only warns, and a missing weight then trains from random init), and the LM head is tied to the
+    embeddings exactly when the config says so."""
+    problems = []
+    for kind, what in (("missing_keys", "missing from the weight files (it would start from random values)"),
+                       ("unexpected_keys", "in the weight files but not in the model (left unused)"),
+                       ("mismatched_keys", "of another shape in the weight files than in the model")):
+        keys = sorted(str(k[0] if isinstance(k, tuple) else k) for k in loading_info.get(kind) or [])
+        if keys:
+            problems.append(f"{len(keys)} weight(s) {what}, e.g. {keys[0]}")
+    tied = model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    declared = bool(model.config.get_text_config().tie_word_embeddings)
+    if tied != declared:
+        problems.append(f"the LM head is {'tied to' if tied else 'separate from'} the embeddings but the config says "
+                        f"tie_word_embeddings={declared}")
+    return problems
+
+
 def token_problems(config, tokenizer) -> list[str]:
     """The model encodes audio only where input_ids hold config.audio_config.audio_token_id: a tokenizer whose audio
     token has another id would make it skip the audio without a word. Same for images; chat markers must exist."""

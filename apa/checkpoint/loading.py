@@ -43,26 +43,51 @@ def resolve_model_path(model_cfg) -> str:
     return str(path)
 
 
-def check_checkpoint(path: str) -> None:
-    """Refuse the old remote-code format and missing folders before transformers fails deep inside."""
+def check_checkpoint(path: str, revision: str | None = None) -> None:
+    """Refuse missing folders and the old remote-code format (a folder's config.json, or a hub id's at `revision`)
+    before transformers fails deep inside (or asks to trust remote code)."""
     from apa.checkpoint.hub import looks_like_hub_id
+    from apa.checkpoint.layout import native_format_problem
 
     local = Path(path).expanduser()
-    if not local.exists():
-        if not looks_like_hub_id(path):
-            raise ModelLoadError(f"model.path={path} does not exist. {CONVERT_HINT}")
-        return  # a hub id: transformers reports hub errors itself
-    config_file = local / "config.json"
-    if not config_file.is_file():
-        raise ModelLoadError(f"{local} has no config.json, so it is not a model checkpoint. {CONVERT_HINT}")
-    config = json.loads(config_file.read_text())
-    if "speech_lora" in config or "auto_map" in config or config.get("model_type") != "phi4_multimodal":
-        markers = [k for k in ("speech_lora", "auto_map") if k in config]
-        found = ", ".join(markers) or f"model_type={config.get('model_type')}"
-        raise ModelLoadError(
-            f"{local} is not a native Phi-4-multimodal checkpoint (found {found}: the trust_remote_code format). "
-            f"{CONVERT_HINT}"
-        )
+    if local.exists():
+        config_file = local / "config.json"
+        if not config_file.is_file():
+            raise ModelLoadError(f"{local} has no config.json, so it is not a model checkpoint. {CONVERT_HINT}")
+    elif not looks_like_hub_id(path):
+        raise ModelLoadError(f"model.path={path} does not exist. {CONVERT_HINT}")
+    else:
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
+        try:
+            config_file = Path(hf_hub_download(path, "config.json", revision=revision))
+        except LocalEntryNotFoundError as err:
+            raise ModelLoadError(f"{path}: config.json at revision {revision} is neither in the local hub cache nor "
+                                 "downloadable (HF_HUB_OFFLINE=1, or no network)") from err
+        except EntryNotFoundError as err:
+            raise ModelLoadError(f"{path} has no config.json at revision {revision}. {CONVERT_HINT}") from err
+    problem = native_format_problem(json.loads(config_file.read_text()))
+    if problem:
+        where = str(local) if local.exists() else f"{path} at revision {revision}"
+        raise ModelLoadError(f"{where} is {problem}. {CONVERT_HINT}")
+
+
+def checkpoint_problems(config, processor, path: str, revision: str | None = None) -> list[str]:
+    """Every check that needs no weights: layout as released, tokenizer as its file says, token ids, chat template,
+    audio features as the encoder reads them."""
+    from apa.checkpoint.layout import (
+        chat_template_problems,
+        feature_extractor_problems,
+        layout_problems,
+        token_problems,
+    )
+    from apa.checkpoint.tokenizer import tokenizer_file_problems
+
+    tokenizer = processor.tokenizer
+    return [*layout_problems(config), *tokenizer_file_problems(tokenizer, path, revision),
+            *token_problems(config, tokenizer), *chat_template_problems(tokenizer),
+            *feature_extractor_problems(config, processor.audio_processor)]
 
 
 def compute_dtype(requested: str) -> torch.dtype:
@@ -92,21 +117,20 @@ def attention_implementation(requested: str) -> dict[str, str]:
 
 
 def load_base(model_cfg):
-    """(model, processor, path) from `model.path` at `model.revision`, weights in the compute dtype, after the
-    checks that need no weights (native format, token ids of tokenizer vs config, chat markers)."""
+    """(model, processor, path) from `model.path` at `model.revision`, weights in the compute dtype. The checks that
+    need no weights run first (`checkpoint_problems`), those on the loaded weights right after loading; either kind
+    of problem stops the run in one line."""
     from transformers import AutoConfig, Phi4MultimodalForCausalLM
 
-    from apa.checkpoint.layout import load_processor, token_problems
+    from apa.checkpoint.layout import load_processor, loaded_weight_problems
 
     path = resolve_model_path(model_cfg)
-    check_checkpoint(path)
     revision = model_cfg.get("revision")
-    processor = load_processor(path, revision)
+    check_checkpoint(path, revision)
     config = AutoConfig.from_pretrained(path, revision=revision)
-    problems = token_problems(config, processor.tokenizer)
-    if problems:
-        raise ModelLoadError(f"{path}: " + "; ".join(problems) + ". Tokenizer and config must come from the same "
-                             "checkpoint and revision (`apa check` lists every check)")
+    processor = load_processor(path, revision)
+    _refuse(path, checkpoint_problems(config, processor, path, revision),
+            "Tokenizer, processor and config must come from the same checkpoint and revision")
     attention = attention_implementation(model_cfg.get("attn_implementation", "sdpa"))
     dtype = compute_dtype(model_cfg.get("dtype", "auto"))
     if model_cfg.get("random"):
@@ -116,9 +140,15 @@ def load_base(model_cfg):
         log.warning("model=%s has random weights: for speed and memory measurements only", model_cfg.name)
         config._attn_implementation = attention
         return build_model(config, device, dtype), processor, path
-    model = Phi4MultimodalForCausalLM.from_pretrained(path, revision=revision, dtype=dtype,
-                                                      attn_implementation=attention)
+    model, info = Phi4MultimodalForCausalLM.from_pretrained(path, revision=revision, dtype=dtype,
+                                                            attn_implementation=attention, output_loading_info=True)
+    _refuse(path, loaded_weight_problems(model, info), "The weights must be the checkpoint's own, complete")
     return model, processor, path
+
+
+def _refuse(path: str, problems: list[str], fix: str) -> None:
+    if problems:
+        raise ModelLoadError(f"{path}: " + "; ".join(problems) + f". {fix} (`apa check {path}` lists every check)")
 
 
 def add_control_tokens(model, processor, seed: int) -> list[int]:
@@ -164,14 +194,17 @@ def unfrozen_modules(unfreeze) -> list[str]:
 
 
 def attach_lora(model, lora_cfg, model_path: str, control_token_ids: list[int], seed: int, unfreeze=(),
-                revision: str | None = None):
+                revision: str | None = None, trainable_dtype: str = "float32"):
     """Wrap `model` in a PeftModel per the `lora` config group.
 
     `init_from` set: the adapter on disk (`<model>/<init_from>`, fetched at `revision` from the hub), loaded by
     `load_speech_adapter` (any key spelling, every tensor checked), trainable. Otherwise a fresh LoRA on the same
     modules. Either way the control-token rows ride along as `trainable_token_indices` (when there are any).
     `unfreeze` (model.unfreeze) trains whole modules too, as PEFT `modules_to_save`: trainable copies that are saved
-    in the adapter folder and restored by a plain `PeftModel.from_pretrained`.
+    in the adapter folder and restored by a plain `PeftModel.from_pretrained`. Their weights are kept in
+    `trainable_dtype` (model.trainable_dtype): float32 master weights by default, like PEFT's LoRA weights, since
+    AdamW's small updates to bf16 weights mostly round away; the forward pass still computes in bf16 under autocast.
+    The adapter config records `revision`, so that `AutoPeftModelForCausalLM` loads the same base revision.
     """
     from peft import LoraConfig, PeftConfig, get_peft_model
 
@@ -204,10 +237,13 @@ def attach_lora(model, lora_cfg, model_path: str, control_token_ids: list[int], 
         )
         _refuse_wrong_targets(model, config, f"lora={lora_cfg.name}")
         peft_model = get_peft_model(model, config)
+    peft_model.peft_config["default"].revision = revision  # saved in adapter_config.json with the base's hub id
     _expose_head_bias(peft_model)
     for name, param in peft_model.named_parameters():
         if "trainable_tokens_delta" in name:
             param.requires_grad_(bool(lora_cfg.train_control_tokens))
+        elif ".modules_to_save." in name:
+            param.data = param.data.to(getattr(torch, str(trainable_dtype)))
     return peft_model
 
 
@@ -229,7 +265,7 @@ def load_speech_adapter(model, config, adapter_dir: str):
     from peft import get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    from apa.checkpoint.layout import lora_key_report, normalise_lora_key
+    from apa.checkpoint.layout import lora_key_report, lora_shape_problems, normalise_lora_key
 
     _refuse_wrong_targets(model, config, str(adapter_dir))
     weights_file = Path(adapter_dir) / "adapter_model.safetensors"
@@ -238,6 +274,7 @@ def load_speech_adapter(model, config, adapter_dir: str):
     on_disk = load_file(str(weights_file))
     layers = model.config.get_text_config().num_hidden_layers
     _, problems = lora_key_report(on_disk, layers)
+    problems += lora_shape_problems({key: tuple(value.shape) for key, value in on_disk.items()}, config.r)
     if problems:
         raise ModelLoadError(f"{weights_file}: " + "; ".join(problems))
     weights = {normalise_lora_key(key)[0]: value for key, value in on_disk.items()}

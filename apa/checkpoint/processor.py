@@ -58,11 +58,20 @@ class AudioOnlyProcessor(Phi4MultimodalProcessor):
 
 def load_processor(path: str, revision: str | None = None) -> AudioOnlyProcessor:
     """The processor of a checkpoint (or of a trained adapter folder, which carries its base's processor files) from
-    its tokenizer and audio feature extractor; torchvision is not needed."""
-    from transformers import AutoTokenizer, Phi4MultimodalFeatureExtractor
+    its tokenizer (exactly as its tokenizer.json says: apa.checkpoint.tokenizer) and audio feature extractor;
+    torchvision is not needed."""
+    from transformers import Phi4MultimodalFeatureExtractor
     from transformers.image_processing_utils import ImageProcessingMixin
 
-    tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
+    from apa.checkpoint.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(path, revision)
+    if getattr(tokenizer, "audio_token", None) is None:  # the processor cannot be built without it
+        from apa.errors import UserError
+
+        raise UserError(f"{path}: the tokenizer names no audio token (audio_token in tokenizer_config.json, as the "
+                        "native checkpoint's converter writes it: <|endoftext11|>); tokenizer and config must come "
+                        "from the same native checkpoint and revision")
     audio = Phi4MultimodalFeatureExtractor.from_pretrained(path, revision=revision)
     return AudioOnlyProcessor(image_processor=ImageProcessingMixin(), audio_processor=audio, tokenizer=tokenizer,
                               chat_template=tokenizer.chat_template,

@@ -27,6 +27,7 @@ from apa.checkpoint.layout import (
     convert_config,
     remote_config,
 )
+from apa.checkpoint.tokenizer import O200K_PATTERN
 from apa.constants import (
     ASSISTANT_TOKEN,
     CONF_DIR,
@@ -37,10 +38,12 @@ from apa.constants import (
     cache_root,
 )
 from apa.data.records import ARPABET
+from apa.errors import UserError
 
 log = logging.getLogger(__name__)
 
 GENERATOR_VERSION = 2  # bump when the generated files change, so cached copies are rebuilt
+TOKENIZER_FILES = ("transformers5", "released")  # TinySpec.tokenizer_files
 PROMPTS_DIR = CONF_DIR / "prompts"
 # The real tokenizer's special tokens, in the real order (by id)
 SPECIAL_TOKEN_ORDER = [SPECIAL_TOKENS[i] for i in sorted(SPECIAL_TOKENS)]
@@ -94,9 +97,22 @@ class TinySpec:
     speech_lora_alpha: int = 640
     speech_lora_dropout: float = 0.01
     speech_lora_init_std: float = 0.02  # non-zero B so that "continuing the pretrained adapter" is observable
+    # How the tokenizer files are written (TOKENIZER_FILES): "transformers5", as transformers 5 saves a tokenizer;
+    # "released", as the released checkpoint's most likely are (gpt-4o's Split regex, GPT2Tokenizer named).
+    tokenizer_files: str = "transformers5"
+
+    def __post_init__(self) -> None:
+        if self.tokenizer_files not in TOKENIZER_FILES:
+            raise UserError(f"model.tiny.tokenizer_files={self.tokenizer_files!r}: choose one of "
+                            f"{', '.join(TOKENIZER_FILES)}")
 
     def fingerprint(self) -> str:
-        blob = json.dumps({"v": GENERATOR_VERSION, "corpus": _tokenizer_corpus(), **asdict(self)}, sort_keys=True)
+        fields = asdict(self)
+        if fields["tokenizer_files"] == "transformers5":  # the first miniature keeps the folder name it always had
+            del fields["tokenizer_files"]
+        else:
+            fields["gpt4o_text"] = _GPT4O_TEXT
+        blob = json.dumps({"v": GENERATOR_VERSION, "corpus": _tokenizer_corpus(), **fields}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
@@ -150,8 +166,19 @@ def _tokenizer_corpus() -> list[str]:
     return lines * 4
 
 
-def build_tokenizer(rows: int, real_ids: bool = False):
+# Text whose gpt-4o pieces differ from GPT-2's: digit runs longer than 3, a punctuation mark before a word, words
+# in mixed case. Only the "released" tokenizer learns from it, so that its merges cross GPT-2's piece boundaries
+# as the real vocabulary's do, and a GPT-2 pre-tokenizer in place of the file's regex shows.
+_GPT4O_TEXT = ["In 2023 and 2024, 1500 learners read 12345 words (about 100 each).", "scores 0 - 10, 9-10, 7-8",
+               "23 23 23 23 23 23 23 23 23 23 23 23 23 23 23 23 23 23 23 23 23 23 23 23 23 23 23 23 23 23",
+               '"accuracy" (fluency) -prosody /total/ MisPronounced iPhone McDonald\'s 3.14 1,000,000']
+
+
+def build_tokenizer(rows: int, real_ids: bool = False, pre_tokenizer: str = "byte_level"):
     """A byte-level BPE trained in memory on `_tokenizer_corpus()`, with the real tokenizer's special tokens.
+
+    `pre_tokenizer`: "byte_level" (GPT-2's regex inside ByteLevel, as transformers 5 writes a byte-level BPE) or
+    "o200k" (gpt-4o's: a Split of O200K_PATTERN, then ByteLevel without its own regex; trained on more text).
 
     `rows` bounds the BPE vocabulary (the tiny corpus fills ~1,340 tokens). `real_ids=False` (tiny): the special
     tokens follow the BPE vocabulary in the real order. `real_ids=True` (full-size random): each
@@ -159,15 +186,22 @@ def build_tokenizer(rows: int, real_ids: bool = False):
     is what makes `model=phi4mm_random`'s config the real one, token ids included. The tiny model cannot have the
     real ids: a 200064-row tied head makes a CPU training step ~85x slower (5.9 s vs 0.07 s, 8 x 250 tokens).
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    corpus = _tokenizer_corpus()
+    if pre_tokenizer == "o200k":
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(O200K_PATTERN), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+        corpus += _GPT4O_TEXT * 4
+    else:
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=rows - len(SPECIAL_TOKENS) - SPARE_ROWS,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(_tokenizer_corpus(), trainer=trainer)
+    tok.train_from_iterator(corpus, trainer=trainer)
     layout = json.loads(tok.to_str())
     base = tok.get_vocab_size()
     for i, (real_id, token) in enumerate(sorted(SPECIAL_TOKENS.items())):
@@ -185,6 +219,34 @@ def build_tokenizer(rows: int, real_ids: bool = False):
         chat_template=CHAT_TEMPLATE,
         model_max_length=131072,
     )
+
+
+def write_released_tokenizer_files(tokenizer, out: Path) -> None:
+    """Rewrite a saved tokenizer's files as a transformers 4.5x conversion writes a gpt-4o-style tokenizer (what the
+    released checkpoint most likely holds): tokenizer.json unchanged; GPT-2's vocab.json and merges.txt beside it;
+    special_tokens_map.json, added_tokens.json; tokenizer_config.json naming `GPT2Tokenizer`, its added tokens and
+    the chat template inline (no chat_template.jinja)."""
+    tokenizer.backend_tokenizer.model.save(str(out))  # vocab.json, merges.txt
+    added = {token_id: token.content for token_id, token in tokenizer.added_tokens_decoder.items()}
+    special = {"bos_token": ENDOFTEXT_TOKEN, "eos_token": ENDOFTEXT_TOKEN, "pad_token": ENDOFTEXT_TOKEN,
+               "unk_token": ENDOFTEXT_TOKEN}
+    extra = {"audio_token": AUDIO_TOKEN, "image_token": IMAGE_TOKEN}
+    config = {
+        "add_prefix_space": False,
+        "added_tokens_decoder": {str(i): {"content": text, "lstrip": False, "normalized": False, "rstrip": False,
+                                          "single_word": False, "special": True} for i, text in sorted(added.items())},
+        **special, **extra, "extra_special_tokens": extra,
+        "chat_template": CHAT_TEMPLATE,
+        "clean_up_tokenization_spaces": False,
+        "model_max_length": 131072,
+        "processor_class": "Phi4MultimodalProcessor",
+        "tokenizer_class": "GPT2Tokenizer",
+    }
+    files = {"tokenizer_config.json": config, "special_tokens_map.json": special,
+             "added_tokens.json": {text: i for i, text in sorted(added.items())}}
+    for name, content in files.items():
+        (out / name).write_text(json.dumps(content, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+    (out / "chat_template.jinja").unlink(missing_ok=True)
 
 
 def token_roles(tokenizer) -> dict[str, int]:
@@ -265,7 +327,8 @@ def _write_checkpoint(spec: TinySpec, out: Path) -> None:
     import torch
     from transformers import GenerationConfig, Phi4MultimodalForCausalLM
 
-    tokenizer = build_tokenizer(spec.vocab_size)
+    released = spec.tokenizer_files == "released"
+    tokenizer = build_tokenizer(spec.vocab_size, pre_tokenizer="o200k" if released else "byte_level")
     ids = token_roles(tokenizer)
     rows = len(tokenizer) + SPARE_ROWS  # as many spare embedding rows as the real checkpoint has
     config = convert_config(tiny_remote_config(spec, ids, rows), ids, vision=TINY_VISION)
@@ -275,6 +338,8 @@ def _write_checkpoint(spec: TinySpec, out: Path) -> None:
                                                eos_token_id=[ids["endoftext"], ids["end"]])
     model.save_pretrained(out)
     write_processor(tokenizer, out)
+    if released:
+        write_released_tokenizer_files(tokenizer, out)
     lora = {"r": spec.speech_lora_r, "lora_alpha": spec.speech_lora_alpha, "lora_dropout": spec.speech_lora_dropout}
     # non-zero B, so that "continuing the pretrained adapter" is observable; bf16 as Microsoft's adapter is
     write_speech_lora(out, random_speech_lora(model, lora, spec.seed + 1, spec.speech_lora_init_std, torch.bfloat16),

@@ -166,7 +166,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, resume_from: Path | None = Non
     control_ids = add_control_tokens(model, processor, cfg.seed)
     train_set, validation_set, data_record = build_datasets(cfg, processor, args.max_length)
     model = attach_lora(model, cfg.lora, model_path, control_ids, cfg.seed, cfg.model.unfreeze,
-                        cfg.model.get("revision"))
+                        cfg.model.get("revision"), cfg.model.trainable_dtype)
 
     params = parameter_report(model)
     table = format_parameter_table(params)

@@ -271,18 +271,3 @@ def test_untrained_baseline_runs_as_the_paper_did_with_the_speech_lora_and_no_co
     other = OmegaConf.merge(cfg, {"baseline": {"speech_lora": False, "control_tokens": True}})
     bare, processor, _ = load_baseline(other.model, other.baseline, other.seed)
     assert not hasattr(bare, "peft_config") and "<|APA|>" in processor.tokenizer.get_vocab()
-
-
-def test_check_checkpoint_without_the_hub_says_so_in_one_line(monkeypatch, capsys):
-    import huggingface_hub
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
-    from apa.checkpoint.check import main
-
-    def offline(*args, **kwargs):
-        raise LocalEntryNotFoundError("offline")
-
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
-    assert main(["microsoft/Phi-4-multimodal-instruct", "--revision", "refs/pr/70"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: cannot read config.json") and "HF_HUB_OFFLINE" in err and "\n" not in err
