@@ -65,6 +65,43 @@ def test_a_refused_rerun_leaves_the_run_byte_identical(finished_run):
     assert _files(finished_run) == before
 
 
+def test_training_into_a_folder_that_is_not_a_run_is_refused_and_leaves_it_as_it_was(tmp_path):
+    """hydra.run.dir=. from the project root once replaced the project's README.md: a non-empty folder without a run
+    record is someone else's, and nothing is written into it."""
+    folder = tmp_path / "project"
+    (folder / "corpus").mkdir(parents=True)
+    (folder / "README.md").write_text("# my project\n")
+    (folder / "corpus" / "a.wav").write_bytes(b"RIFF")
+    before = sorted(p.name for p in folder.iterdir()), _files(folder)
+    refused = _train_py(*DEMO, f"hydra.run.dir={folder}")
+    assert refused.returncode == 2 and refused.stderr.strip().startswith("error: ")
+    assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr[-2000:]
+    assert "is not empty and holds no run of this project (README.md, corpus)" in refused.stderr
+    assert (sorted(p.name for p in folder.iterdir()), _files(folder)) == before
+    # what a failed start of ours leaves (its .hydra record, its log) is not someone else's
+    empty = tmp_path / "restart"
+    (empty / ".hydra").mkdir(parents=True)
+    (empty / "train.log").write_text("[...] an earlier start\n")
+    assert check_run_dir(empty, resume=False) is None
+
+
+def test_a_refused_extend_leaves_the_finished_run_byte_identical(finished_run, tmp_path):
+    """extend=true on a finished run whose epoch checkpoints are gone used to log 'starting from scratch', delete
+    eval/final_model and train a new model over the finished one: it is refused before anything changes."""
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    for checkpoint in run.glob("checkpoint-epoch-*"):
+        shutil.rmtree(checkpoint)
+    (run / "eval" / "final_model").mkdir(parents=True)
+    (run / "eval" / "final_model" / "metrics.json").write_text("{}")
+    before = _files(run)
+    refused = _train_py(*DEMO, "trainer.num_train_epochs=2", "resume=true", "extend=true", f"hydra.run.dir={run}")
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr[-2000:]
+    assert "extend=true continues a finished run from its last intact epoch checkpoint" in refused.stderr
+    assert "Nothing was changed" in refused.stderr
+    assert _files(run) == before
+
+
 def test_resume_with_a_conflicting_override_is_refused_with_the_differences(finished_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(finished_run, run)

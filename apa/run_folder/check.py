@@ -59,6 +59,13 @@ def check_run_dir(run_dir: Path, resume: bool, requested: dict | None = None, ex
     results = _results(run_dir)
     record = read_record(run_dir)
     if not resume:
+        foreign = foreign_entries(run_dir) if record is None and not results else []
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+            raise RunFolderError(
+                f"{run_dir} is not empty and holds no run of this project ({shown}): training would write its files "
+                "among them. Train into a new or empty folder (leave hydra.run.dir unset for a fresh timestamped "
+                "one)")
         if results or record is not None:
             found = ", ".join(p.name for p in results) or TRAINING_RECORD
             raise RunFolderError(
@@ -89,12 +96,31 @@ def check_run_dir(run_dir: Path, resume: bool, requested: dict | None = None, ex
         raise RunFolderError(f"{run_dir} already holds a finished run ({FINAL_MODEL}/): nothing to resume. To "
                              "train it for more epochs: `resume=true extend=true trainer.num_train_epochs=<N>`")
     checkpoint = newest_intact_checkpoint(run_dir)
+    if checkpoint is None and (run_dir / FINAL_MODEL).exists():  # extend: nothing to continue from
+        raise RunFolderError(
+            f"extend=true continues a finished run from its last intact epoch checkpoint, and {run_dir} has none "
+            f"(deleted, or damaged: see the log). Nothing was changed; its {FINAL_MODEL}/ stays. Train a new run with "
+            "the epochs you want instead")
     if checkpoint is None:
         log.warning("resume=true but %s has no complete checkpoint: starting from scratch with the run's config",
                     run_dir)
         return None
     log.info("Resuming from %s", checkpoint)
     return checkpoint
+
+
+# What a folder about to hold a new run may already contain: what this project's own start writes first (the run
+# lock, the .hydra record of a start that failed after writing it, the job's log) and nothing of anyone else's
+RUN_START_ENTRIES = frozenset({".lock", ".hydra", ".hydra.tmp"})
+
+
+def foreign_entries(run_dir: Path) -> list[str]:
+    """The names in `run_dir` that no start of a run wrote (sorted; [] for a missing or empty folder): a folder with
+    any is someone else's, and no run is trained into it."""
+    if not run_dir.is_dir():
+        return []
+    return sorted(p.name for p in run_dir.iterdir()
+                  if p.name not in RUN_START_ENTRIES and not (p.suffix == ".log" and p.is_file()))
 
 
 def _check_versions(record: dict, allowed: bool) -> None:
