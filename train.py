@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from apa.config import check_renamed_choices, register_configs
 from apa.distributed import export_submitit_environment, launch_overrides
-from apa.errors import one_line_errors
+from apa.errors import one_line_errors, override_arg
 
 register_configs()
 
@@ -72,7 +72,7 @@ def main(cfg: DictConfig) -> None:
         if run_dir.is_dir() and not any(run_dir.iterdir()):
             run_dir.rmdir()  # a refused start leaves no empty folder behind (Hydra made it for this job)
     which = "every epoch with" if any(run_dir.glob("checkpoint-epoch-*")) else "it with"
-    print(f"Trained: {final}\nEvaluate {which}: python evaluate.py run_dir={run_dir}"
+    print(f"Trained: {final}\nEvaluate {which}: python evaluate.py {override_arg('run_dir', run_dir)}"
           + (" checkpoint=all" if which.startswith("every") else ""))
 
 

@@ -23,6 +23,8 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from apa.errors import hydra_value, override_arg
+
 log = logging.getLogger(__name__)
 
 
@@ -48,8 +50,8 @@ class EvaluateAndCompare(Callback):
         try:
             self._evaluate(run_dir)
         except Exception:
-            log.exception("evaluation of %s failed; rerun it with `python evaluate.py run_dir=%s checkpoint=%s`",
-                          run_dir, run_dir, self.checkpoint)
+            log.exception("evaluation of %s failed; rerun it with `python evaluate.py %s checkpoint=%s`",
+                          run_dir, override_arg("run_dir", run_dir), self.checkpoint)
             self.failures.append(str(run_dir))
 
     def _evaluate(self, run_dir: Path) -> None:
@@ -63,7 +65,7 @@ class EvaluateAndCompare(Callback):
         gc.collect()  # the trainer of the job that just ended still holds its model
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-        overrides = [f"run_dir={run_dir}", f"checkpoint={self.checkpoint}", *self.overrides]
+        overrides = [f"run_dir={hydra_value(run_dir)}", f"checkpoint={self.checkpoint}", *self.overrides]
         cfg = compose(config_name="evaluate", overrides=overrides)
         report_evaluation(evaluate(cfg, list(self.overrides), run_dir / EVAL_DIR))
 

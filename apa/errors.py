@@ -10,11 +10,14 @@ from __future__ import annotations
 import errno
 import functools
 import os
+import re
+import shlex
 import sys
 from collections.abc import Callable
 from typing import TypeVar
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports an interrupted command
 F = TypeVar("F", bound=Callable)
 
 
@@ -26,12 +29,35 @@ def full_traceback_wanted() -> bool:
     return os.environ.get("HYDRA_FULL_ERROR") == "1"
 
 
+class Interrupted(KeyboardInterrupt):
+    """A second Ctrl-C (or SIGTERM) while a checkpoint was pending: stop at once; the message says how to continue."""
+
+
+# How torch reports a write that failed part-way (a full disk among the causes): its own RuntimeError, not OSError
+TORCH_WRITE_FAILURES = ("unexpected pos", "PytorchStreamWriter failed writing", "file write failed")
+
+
+def _disk_full(exc: BaseException) -> str | None:
+    """The file (or '') if `exc` or any exception it was raised from is a full disk: ENOSPC anywhere in the chain, or
+    torch's own write failure (which carries no errno); None otherwise."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            return exc.filename or ""
+        if isinstance(exc, RuntimeError) and any(s in str(exc) for s in TORCH_WRITE_FAILURES):
+            return ""
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def as_user_error(exc: BaseException) -> UserError | None:
-    """The one-line form of an error a user can fix: our own, or a full disk."""
+    """The one-line form of an error a user can fix: our own, or a full disk (whatever type reported it)."""
     if isinstance(exc, UserError):
         return exc
-    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-        return UserError(f"no space left on the device ({exc.filename or 'while writing'}). Every complete "
+    where = _disk_full(exc)
+    if where is not None:
+        return UserError(f"no space left on the device ({where or 'a write failed part-way'}). Every complete "
                          "checkpoint and prediction batch written before stays intact (they are renamed into place "
                          "only once complete): free space, then rerun the same command with resume=true (training) "
                          "or unchanged (evaluation) to continue")
@@ -55,6 +81,12 @@ def one_line_errors(fn: F) -> F:
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except KeyboardInterrupt as exc:  # Ctrl-C: one line (with how to continue, where known), never a traceback
+            if full_traceback_wanted():
+                raise
+            start = "\n" if sys.stderr.isatty() else ""  # below a progress bar's unfinished line
+            print(f"{start}error: {exc or 'interrupted (Ctrl-C)'}", file=sys.stderr, flush=True)
+            raise SystemExit(EXIT_INTERRUPTED) from None
         except Exception as exc:
             error = as_user_error(exc)
             if error is None or full_traceback_wanted():
@@ -65,3 +97,26 @@ def one_line_errors(fn: F) -> F:
             raise SystemExit(EXIT_USAGE) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+_PLAIN = re.compile(r"[\w./:@+-]+")
+
+
+def hydra_value(value: object) -> str:
+    """`value` as Hydra's override grammar reads it back unchanged: as it is where it holds plain path characters
+    only, else quoted (a space, `=`, a comma or a quote would otherwise be read as grammar)."""
+    text = str(value)
+    if _PLAIN.fullmatch(text):
+        return text
+    quote = "'" if "'" not in text else '"' if '"' not in text else "'"
+    if quote in text:
+        text = text.replace(quote, "\\" + quote)
+    return quote + re.sub(r"(\\+)$", lambda m: m.group(1) * 2, text) + quote  # a trailing \ would escape it
+
+
+def override_arg(key: str, value: object) -> str:
+    """`key=value` as a pasted command needs it: the value as `hydra_value` quotes it, then the whole for the shell
+    (`"hydra.run.dir='/my runs/a=1'"`)."""
+    arg = f"{key}={hydra_value(value)}"
+    return arg if _PLAIN.fullmatch(arg.replace("=", "")) else (
+        f'"{arg}"' if not re.search(r'["$`\\!]', arg) else shlex.quote(arg))

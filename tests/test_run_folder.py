@@ -265,6 +265,50 @@ def test_a_full_disk_is_one_line_that_says_the_checkpoints_are_intact(capsys, mo
     monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
     with pytest.raises(OSError):
         saving()
+    monkeypatch.delenv("HYDRA_FULL_ERROR")
+    # torch reports a full disk as its own RuntimeError (no errno), or raises one from the OSError
+    for torch_error in (RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 64 vs 0"),
+                        RuntimeError("[enforce fail at inline_container.cc:858] . PytorchStreamWriter failed writing "
+                                     "file data/0: file write failed")):
+        @one_line_errors
+        def torch_save(error=torch_error):
+            raise error
+
+        with pytest.raises(SystemExit):
+            torch_save()
+        assert capsys.readouterr().err.startswith("error: no space left on the device (a write failed part-way)")
+
+    @one_line_errors
+    def chained():
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device", "/runs/x/adapter.safetensors")
+        except OSError as e:
+            raise RuntimeError("saving the checkpoint failed") from e
+
+    with pytest.raises(SystemExit):
+        chained()
+    assert capsys.readouterr().err.startswith("error: no space left on the device (/runs/x/adapter.safetensors)")
+
+    @one_line_errors
+    def a_bug():
+        raise RuntimeError("unrelated")
+
+    with pytest.raises(RuntimeError, match="unrelated"):  # anything else keeps its traceback
+        a_bug()
+
+
+def test_printed_commands_survive_the_shell_and_hydras_grammar():
+    import shlex
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from apa.errors import override_arg
+
+    parser = OverridesParser.create()
+    for path in ("/runs/plain_1", "/my runs/a=1", "/it's, odd", "/both'\"q", "/end\\", "/$HOME b"):
+        (token,) = shlex.split(override_arg("hydra.run.dir", path))
+        assert parser.parse_override(token).value() == path, path
+    assert override_arg("run_dir", "/runs/plain_1") == "run_dir=/runs/plain_1"  # plain paths stay readable
 
 
 def test_resume_with_the_overrides_forgotten_reuses_the_runs_own(finished_run, tmp_path):

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from apa.data.release import describe as describe_data
+from apa.errors import override_arg
 from apa.metrics import fmt
 from apa.reporting.table import Column, Row, Table, coverage_columns, metric_columns, value
 from apa.run_folder import epoch_of, evaluations, read_metrics, read_record, write_atomic
@@ -79,7 +80,7 @@ def model_card(run_dir: Path) -> str:
         lines += [table.markdown().rstrip("\n"), "",
                   "Definitions: docs/metrics.md of the project. n/a: undefined (e.g. no parsed answer).", ""]
     else:
-        lines += [f"Not evaluated yet: `python evaluate.py run_dir={run_dir} checkpoint=all`", ""]
+        lines += [f"Not evaluated yet: `python evaluate.py {override_arg('run_dir', run_dir)} checkpoint=all`", ""]
     lines += [
         "## How to use",
         "",

@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from apa.errors import override_arg
 from apa.run_folder.layout import (
     FINAL_MODEL,
     TRAINING_RECORD,
@@ -70,8 +71,8 @@ def check_run_dir(run_dir: Path, resume: bool, requested: dict | None = None, ex
             found = ", ".join(p.name for p in results) or TRAINING_RECORD
             raise RunFolderError(
                 f"{run_dir} already holds a run ({found}). Either continue it with `resume=true "
-                f"hydra.run.dir={run_dir}` (its own overrides are reused), or start a new run in another folder "
-                "(leave hydra.run.dir unset for a fresh timestamped one)")
+                f"{override_arg('hydra.run.dir', run_dir)}` (its own overrides are reused), or start a new run in "
+                "another folder (leave hydra.run.dir unset for a fresh timestamped one)")
         return None
     if record is None:
         raise RunFolderError(f"resume=true but {run_dir} holds no run ({TRAINING_RECORD} missing): check "

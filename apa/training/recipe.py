@@ -30,7 +30,7 @@ from apa.data.release import dataset_identity, describe
 from apa.data.sources import load_configured_split
 from apa.data.splits import split_by_speaker
 from apa.data.stats import phone_stats
-from apa.errors import UserError
+from apa.errors import Interrupted, UserError, override_arg
 from apa.run_folder import (
     FINAL_MODEL,
     TRAINING_RECORD,
@@ -221,13 +221,21 @@ def fit(trainer, resume_from: Path | None, record: dict) -> Path:
     stopper = next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, StopOnSignal))
     try:
         result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    except KeyboardInterrupt:
+        if stopper.received is None:
+            raise
+        saved = resumable_checkpoints(run_dir)
+        raise Interrupted(
+            f"stopped at once by a second {signal.Signals(stopper.received).name}: the step in progress was not "
+            f"saved; the checkpoints written before are intact (newest: {saved[-1].name if saved else 'none'}). "
+            f"Continue with `resume=true {override_arg('hydra.run.dir', run_dir)}`") from None
     finally:
         stopper.restore()
     if stopper.received is not None:
         saved = resumable_checkpoints(run_dir)
         log.warning("Stopped by %s after step %d; checkpoint: %s. Continue with the same overrides plus "
-                    "`resume=true hydra.run.dir=%s`", signal.Signals(stopper.received).name,
-                    trainer.state.global_step, saved[-1] if saved else "none", run_dir)
+                    "`resume=true %s`", signal.Signals(stopper.received).name,
+                    trainer.state.global_step, saved[-1] if saved else "none", override_arg("hydra.run.dir", run_dir))
         raise SystemExit(128 + stopper.received)
     final_dir = run_dir / FINAL_MODEL
     tmp = run_dir / f".{FINAL_MODEL}.tmp"

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shlex
 import signal
 
 import pytest
@@ -114,3 +115,28 @@ def test_resume_under_persistent_workers_and_dropout_gives_the_same_adapter(unin
     assert expected.keys() == got.keys()
     assert all(torch.equal(expected[k], got[k]) for k in expected)
     assert _global_step(tmp_path) == _global_step(uninterrupted_with_workers) == 8
+
+
+class SendSigintTwice(SendSigterm):
+    def on_step_begin(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGINT)  # the first: save after this step, then stop
+            os.kill(os.getpid(), signal.SIGINT)  # the second: stop at once
+
+
+def test_a_second_ctrl_c_stops_at_once_in_one_line_with_the_resume_command(tmp_path, capsys):
+    from apa.errors import Interrupted, one_line_errors
+
+    run_dir = tmp_path / "my runs" / "a=1"  # the printed command must survive a space and an '='
+    trainer, resume_from, record = build_trainer(compose_config(*RESUME_OVERRIDES), run_dir)
+    trainer.add_callback(SendSigintTwice(1))
+    with pytest.raises(SystemExit) as stopped:
+        one_line_errors(fit)(trainer, resume_from, record)
+    assert stopped.value.code == 130
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # (the loading and progress bars came before)
+    err = err[err.index("error: "):]
+    assert err.startswith("error: stopped at once by a second SIGINT")
+    assert "the step in progress was not saved" in err
+    command = err[err.index("`resume=true ") + 1 : err.rindex("`")]
+    assert shlex.split(command) == ["resume=true", f"hydra.run.dir='{run_dir}'"]
+    assert issubclass(Interrupted, KeyboardInterrupt)
