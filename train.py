@@ -14,7 +14,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from apa.config import check_renamed_choices, register_configs
+from apa.config import check_command_line, register_configs
 from apa.distributed import export_submitit_environment, launch_overrides
 from apa.errors import one_line_errors, override_arg
 
@@ -29,12 +29,14 @@ def resume_config(cfg: DictConfig, run_dir: Path, given: list[str]) -> DictConfi
     from hydra import compose
 
     from apa.config import check_renamed_choices, override_keys
-    from apa.run_folder import read_record
+    from apa.run_folder import read_record, read_yaml
 
     read_record(run_dir)  # a run folder of another format is refused here, in one line
     saved = run_dir / ".hydra" / "overrides.yaml"
     repeated = set(override_keys(given)) | {"resume", "extend", "allow_other_versions"}
-    own = [o for o in OmegaConf.load(saved) if override_keys([o])[0] not in repeated] if saved.is_file() else []
+    fix = (f"It is the record of the command the run was started with: restore it, or give every override of the run "
+           f"again with resume=true (and remove {saved})")
+    own = [o for o in read_yaml(saved, fix) if override_keys([o])[0] not in repeated] if saved.exists() else []
     check_renamed_choices(own)
     return compose(config_name="train", overrides=[*own, *given])
 
@@ -77,6 +79,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    one_line_errors(check_renamed_choices)(sys.argv[1:])
+    one_line_errors(check_command_line)(sys.argv[1:])
     sys.argv += one_line_errors(launch_overrides)(sys.argv[1:])
     main()

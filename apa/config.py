@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -351,14 +352,33 @@ def override_keys(overrides: list[str]) -> list[str]:
 RENAMED_CHOICES = {("lora", "paper_r64"): "fresh_r64"}
 
 
-def check_renamed_choices(overrides: list[str]) -> None:
-    """Refuse a command line that picks a renamed config choice (`lora=paper_r64`, alone or in a sweep)."""
+def check_command_line(overrides: list[str]) -> None:
+    """What Hydra would trip over before the job starts, refused in one line: a renamed config choice
+    (`lora=paper_r64`, alone or in a sweep), and an output folder (`hydra.run.dir`, `hydra.sweep.dir`) that is a
+    file (Hydra's own mkdir would end in a traceback)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     try:
         parsed = OverridesParser.create().parse_overrides([o for o in overrides if "=" in o])
     except Exception:  # noqa: BLE001 - Hydra reports a malformed command line itself, in its own words
         return
+    for override in parsed:
+        if override.key_or_group in ("hydra.run.dir", "hydra.sweep.dir") and not override.is_sweep_override():
+            folder = Path(str(override.value()))
+            if folder.exists() and not folder.is_dir():
+                raise UserError(f"{override.key_or_group}={folder} is a file, not a folder: choose another folder")
+    check_renamed_choices(overrides, parsed)
+
+
+def check_renamed_choices(overrides: list[str], parsed=None) -> None:
+    """Refuse a command line that picks a renamed config choice (`lora=paper_r64`, alone or in a sweep)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    if parsed is None:
+        try:
+            parsed = OverridesParser.create().parse_overrides([o for o in overrides if "=" in o])
+        except Exception:  # noqa: BLE001 - Hydra reports a malformed command line itself, in its own words
+            return
     for override in parsed:
         values = (list(override.sweep_string_iterator()) if override.is_sweep_override()
                   else [override.get_value_element_as_str()])

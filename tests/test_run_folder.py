@@ -378,3 +378,76 @@ def test_a_run_folder_of_another_format_is_refused_in_one_line_naming_its_versio
                           timeout=300)
     assert done.returncode == 2 and done.stderr.startswith("error: ") and len(done.stderr.strip().splitlines()) == 1
     assert "format 1" in done.stderr
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: max(1, path.stat().st_size // 2)])
+
+
+def _apa(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "apa", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=600)
+
+
+def _evaluate_py(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "evaluate.py", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=600)
+
+
+# (what is damaged, how, the command that reads it back, what its one line must name)
+DAMAGED = {
+    "record-evaluate": ("training_config.json", _truncate, lambda r: _evaluate_py(f"run_dir={r}"),
+                        "training_config.json cannot be read"),
+    "record-compare": ("training_config.json", _truncate, lambda r: _apa("compare", str(r)),
+                       "training_config.json cannot be read"),
+    "record-resume": ("training_config.json", _truncate, lambda r: _train_py("resume=true", f"hydra.run.dir={r}"),
+                      "training_config.json cannot be read"),
+    "overrides-resume": (".hydra/overrides.yaml", lambda p: p.write_text("- [unclosed\n  : :"),
+                         lambda r: _train_py("resume=true", f"hydra.run.dir={r}"), "overrides.yaml cannot be read"),
+    "metrics-compare": ("eval/final_model/metrics.json", _truncate, lambda r: _apa("compare", str(r)),
+                        "metrics.json cannot be read"),
+    "trainer-state-extend": ("checkpoint-epoch-1/trainer_state.json", _truncate,
+                             lambda r: _train_py(*DEMO, "trainer.num_train_epochs=2", "resume=true", "extend=true",
+                                                 f"hydra.run.dir={r}"),
+                             "has none (deleted, or damaged"),
+    "epoch-weights-evaluate": ("checkpoint-epoch-1/adapter_model.safetensors", _truncate,
+                               lambda r: _evaluate_py(f"run_dir={r}", "checkpoint=all"),
+                               "checkpoint-epoch-1 is damaged (adapter_model.safetensors has"),
+    "final-adapter-evaluate": ("final_model/adapter_model.safetensors", lambda p: p.unlink(),
+                               lambda r: _evaluate_py(f"run_dir={r}"),
+                               "final_model is damaged (adapter_model.safetensors is missing"),
+    "final-weights-evaluate": ("final_model/adapter_model.safetensors", _truncate,
+                               lambda r: _evaluate_py(f"run_dir={r}"), "adapter_model.safetensors cannot be read"),
+    "lock-folder-train": ("new/.lock", lambda p: p.mkdir(parents=True), lambda r: _train_py(*DEMO,
+                          f"hydra.run.dir={r / 'new'}"), "a folder is in the place of the lock file"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DAMAGED))
+def test_a_damaged_file_of_ours_is_one_line_naming_it(finished_run, tmp_path, case):
+    """Every file the project reads back goes through one reader: a truncated, garbled or misplaced one is one line
+    naming it and what to do, never a traceback, and nothing in the folder changes."""
+    name, damage, command, message = DAMAGED[case]
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    if name.startswith("eval/"):
+        (run / name).parent.mkdir(parents=True)
+        (run / name).write_text(json.dumps({"pcc_total": 0.5}))
+    damage(run / name)
+    before = _files(run)
+    log_before = (run / "train.log").read_text()
+    done = command(run)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and lines and lines[-1].startswith("error: "), done.stderr[-3000:]
+    assert "Traceback" not in done.stderr and message in lines[-1], lines[-1]
+    after = _files(run)
+    assert (run / "train.log").read_text().startswith(log_before)  # at most a log line added, of why
+    assert {k: v for k, v in after.items() if k != "train.log"} == {k: v for k, v in before.items() if k != "train.log"}
+
+
+def test_a_run_folder_that_is_a_file_is_one_line(tmp_path):
+    target = tmp_path / "notes.txt"
+    target.write_text("mine\n")
+    done = _train_py(*DEMO, f"hydra.run.dir={target}")
+    assert done.returncode == 2 and "is a file, not a folder" in done.stderr and "Traceback" not in done.stderr
+    assert target.read_text() == "mine\n"

@@ -35,6 +35,7 @@ from apa.run_folder import (
     TRAINING_RECORD,
     RunLock,
     epoch_checkpoints,
+    manifest_problems,
     read_fingerprint,
     read_record,
     resolved_config,
@@ -72,7 +73,37 @@ def checkpoints_to_evaluate(run_dir: Path, which: str) -> list[Path]:
     if not chosen:
         raise EvaluationError(f"no {which!r} in {run_dir} (found: {', '.join(p.name for p in available) or 'none'}); "
                               "use checkpoint=all, final_model or checkpoint-epoch-<N>")
+    for checkpoint in chosen:  # before any model loads: a damaged checkpoint is named, never loaded
+        problems = checkpoint_problems(checkpoint)
+        if problems:
+            others = [p.name for p in available if p != checkpoint]
+            raise EvaluationError(
+                f"{checkpoint} is damaged ({'; '.join(problems[:3])}): delete it (`rm -r {checkpoint}`) or restore "
+                f"it, and evaluate the others" + (f" (checkpoint={others[-1]}, ...)" if others else ""))
     return chosen
+
+
+def checkpoint_problems(checkpoint: Path) -> list[str]:
+    """What is wrong with a checkpoint's files: an epoch checkpoint against its manifest (as resume checks it);
+    final_model, which has none, by its adapter files: present, the config readable, each weight file's header."""
+    from safetensors import safe_open
+
+    if checkpoint.name != FINAL_MODEL:
+        return manifest_problems(checkpoint)
+    problems = [f"{name} is missing" for name in ("adapter_config.json", "adapter_model.safetensors")
+                if not (checkpoint / name).is_file()]
+    try:
+        if (checkpoint / "adapter_config.json").is_file():
+            json.loads((checkpoint / "adapter_config.json").read_text())
+    except (ValueError, UnicodeDecodeError):
+        problems.append("adapter_config.json is not valid JSON")
+    for weights in sorted(checkpoint.glob("*.safetensors")):
+        try:
+            with safe_open(str(weights), "pt") as f:
+                f.keys()
+        except Exception as e:  # safetensors raises its own error types for a truncated or foreign file
+            problems.append(f"{weights.name} cannot be read ({str(e).splitlines()[0][:80]})")
+    return problems
 
 
 def weights_digest(checkpoint: Path) -> str:

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from apa.data.records import APA_ASPECTS
 from apa.errors import UserError
 from apa.metrics import compute_metrics
-from apa.run_folder import METRICS, PREDICTIONS, SPLIT_FILE, TRAIN_MEANS, write_atomic, write_json
+from apa.run_folder import METRICS, PREDICTIONS, SPLIT_FILE, TRAIN_MEANS, read_file, write_atomic, write_json
 from apa.sft.lengths import audio_tokens, clip_seconds
 from apa.sft.prompts import PARSERS
 from apa.uncertainty import RESAMPLES, SEED, SPEAKER, intervals
@@ -174,13 +174,14 @@ def score_file(path: Path, means: dict[str, float] | None = None, bootstrap=None
     predictions = read_predictions(path)
     means_file = path.parent / TRAIN_MEANS
     if means is None and means_file.exists():
-        means = json.loads(means_file.read_text())
+        means = read_file(means_file, "Delete it and re-run the evaluation (it is written from the training split)")
     if means is None:
         apa = [r["reference"] for r in predictions if r["task"] == "apa"]
         means = {a: sum(r[a] for r in apa) / len(apa) for a in APA_ASPECTS} if apa else {}
         log.warning(f"no {TRAIN_MEANS} beside %s: imputing unparsed APA answers with the test-set mean", path)
     split_file = path.parent / SPLIT_FILE
-    split = json.loads(split_file.read_text()) if split_file.exists() else None
+    split = read_file(split_file, "Delete it and re-run the evaluation, which writes it again") \
+        if split_file.exists() else None
     if split is None:
         log.warning("no %s beside %s: how many utterances and phones the test split held is unknown (null in "
                     "%s)", SPLIT_FILE, path, METRICS)

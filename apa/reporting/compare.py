@@ -155,7 +155,7 @@ class Confidence:
         return out
 
 
-def plot_scatter(run: Path, out: Path) -> Path | None:
+def plot_scatter(run: Path, out: Path, label: str | None = None) -> Path | None:
     """Human vs predicted scores of the final model's parsed APA answers, one panel per aspect."""
     answers = read_answers(run / EVAL_DIR / FINAL_MODEL)
     if not answers:
@@ -166,9 +166,10 @@ def plot_scatter(run: Path, out: Path) -> Path | None:
         ax.scatter([r["reference"][aspect] for r in apa], [r["prediction"][aspect] for r in apa], alpha=0.5, s=12)
         ax.plot([0, 10], [0, 10], color="grey", linewidth=0.8)
         ax.set(xlim=(-0.5, 10.5), ylim=(-0.5, 10.5), xlabel="human", ylabel="predicted", title=aspect)
-    fig.suptitle(f"{run.name}: {len(apa)} parsed APA answers")
+    label = label or run.name
+    fig.suptitle(f"{label}: {len(apa)} parsed APA answers")
     fig.tight_layout()
-    path = out / f"scatter_{run.name}.png"
+    path = out / f"scatter_{label.replace('/', '__')}.png"  # one file per run, also for two runs of one name
     save_png(fig, path)
     return path
 
@@ -181,14 +182,14 @@ def compare(paths: list[Path], out: Path | None = None) -> str:
     out = out or (paths[0] if len(paths) == 1 else paths[0].parent)
     out.mkdir(parents=True, exist_ok=True)
     labels = run_labels(runs)
-    rows = [row for run in runs for row in collect(run)]
+    rows = [{**row, "run": labels[run]} for run in runs for row in collect(run)]  # unique: <sweep>/<run> if needed
     confidence = Confidence.of(runs, labels)
     table = write_tables(rows, out, confidence)
     lines = verdicts(confidence.differences)
     save_png(loss_figure(loss_series(runs, run_labels(runs))), out / "training_loss.png")
     save_png(epoch_figure(rows, EPOCH_METRICS, cols=len(EPOCH_METRICS)), out / "metrics_per_epoch.png")
     for run in runs:
-        plot_scatter(run, out)
+        plot_scatter(run, out, labels[run])
     return table + ("\n" + "\n".join(lines) + "\n" if lines else "")
 
 

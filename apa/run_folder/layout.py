@@ -17,12 +17,15 @@ No torch here: evaluation and reporting read run folders without importing the t
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
 from pathlib import Path
 
 from apa.errors import UserError
+
+log = logging.getLogger(__name__)
 
 # The format of training_config.json and of the folder around it. A run folder of another format is refused in one
 # line, naming the version that wrote it: no reader carries compatibility branches for older layouts.
@@ -63,12 +66,44 @@ def write_json(path: Path, payload, indent: int = 2) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 
 
+def read_file(path: Path, fix: str, parse=json.loads, expect: type = dict):
+    """A file this project wrote, read back: its text parsed by `parse` (JSON by default) and of type `expect`. Any
+    decode error, a folder or unreadable file in its place, or another type of content is a RunFolderError in one
+    line naming the file and `fix` (what to do: delete the damaged checkpoint, re-run the evaluation, ...)."""
+    try:
+        value = parse(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, TypeError) as e:  # JSONDecodeError and YAML's errors included
+        raise RunFolderError(f"{path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:120]}): it is "
+                             f"damaged or was not written by this project. {fix}") from e
+    if not isinstance(value, expect):
+        raise RunFolderError(f"{path} holds a {type(value).__name__}, not the {expect.__name__} this project writes "
+                             f"there: it is damaged. {fix}")
+    return value
+
+
+def read_yaml(path: Path, fix: str, expect: type = list):
+    """`read_file` for a YAML file (Hydra's .hydra/ record)."""
+    import yaml
+
+    def parse(text: str):
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ValueError(str(e)) from e
+
+    return read_file(path, fix, parse, expect)
+
+
+RECORD_FIX = ("Restore it from a backup; without it the folder is not a usable run (train a new one, or delete the "
+              "folder)")
+
+
 def read_record(run_dir: Path) -> dict | None:
     """The run's training_config.json, or None when the folder holds no run; a record of another format is refused."""
     path = Path(run_dir) / TRAINING_RECORD
-    if not path.is_file():
+    if not path.exists():
         return None
-    record = json.loads(path.read_text())
+    record = read_file(path, RECORD_FIX)
     found = record.get("format_version", 1)
     if found != FORMAT_VERSION:
         wrote = (record.get("library_versions") or {}).get("apa", "an older version")
@@ -96,13 +131,15 @@ def resolved_config(run_dir: Path):
 
 
 def find_runs(paths: list[Path]) -> list[Path]:
-    """Run folders: each path that is one, else the runs directly inside it (a sweep folder)."""
-    runs = []
+    """Run folders: each path that is one, else the runs directly inside it (a sweep folder); a run reached twice
+    (given twice, or as itself and inside its sweep) counts once."""
+    runs: list[Path] = []
     for path in map(Path, paths):
         if (path / TRAINING_RECORD).exists():
-            runs.append(path)
+            found = [path]
         else:
-            runs += sorted(p.parent for p in path.glob(f"*/{TRAINING_RECORD}"))
+            found = sorted(p.parent for p in path.glob(f"*/{TRAINING_RECORD}"))
+        runs += [run for run in found if run.resolve() not in {r.resolve() for r in runs}]
     if not runs:
         raise RunFolderError(f"no run folders (with {TRAINING_RECORD}) in {', '.join(map(str, paths))}")
     return runs
@@ -122,8 +159,8 @@ def validation_loss_history(run_dir: Path) -> tuple[list[int], list[float]]:
     checkpoints = resumable_checkpoints(Path(run_dir))
     if not checkpoints:
         return [], []
-    log = json.loads((checkpoints[-1] / TRAINER_STATE).read_text()).get("log_history", [])
-    points = [(e["step"], e["eval_loss"]) for e in log if "eval_loss" in e and "step" in e]
+    history = read_file(checkpoints[-1] / TRAINER_STATE, "").get("log_history") or []
+    points = [(e["step"], e["eval_loss"]) for e in history if isinstance(e, dict) and "eval_loss" in e and "step" in e]
     return [p[0] for p in points], [p[1] for p in points]
 
 
@@ -151,9 +188,23 @@ def epoch_checkpoints(run_dir: Path) -> list[Path]:
 
 def resumable_checkpoints(run_dir: Path) -> list[Path]:
     """Complete epoch and interruption checkpoints, oldest first by the global step they were saved at."""
-    found = [p for p in [*run_dir.glob("checkpoint-epoch-*"), *run_dir.glob("checkpoint-step-*")]
-             if (p / TRAINER_STATE).is_file()]
-    return sorted(found, key=lambda p: json.loads((p / TRAINER_STATE).read_text())["global_step"])
+    steps = {p: _global_step(p) for p in [*Path(run_dir).glob("checkpoint-epoch-*"), *Path(run_dir).glob(
+        "checkpoint-step-*")] if (p / TRAINER_STATE).is_file()}
+    return sorted((p for p, step in steps.items() if step is not None), key=steps.__getitem__)
+
+
+def _global_step(checkpoint: Path) -> int | None:
+    """The step a checkpoint was saved at; None (named in the log) where its trainer state cannot be read: such a
+    folder is not a checkpoint to resume from."""
+    try:
+        step = read_file(checkpoint / TRAINER_STATE, "").get("global_step")
+    except RunFolderError:
+        step = None
+    if not isinstance(step, int) or isinstance(step, bool):
+        log.warning("%s: its %s is damaged (no readable global_step): not a checkpoint to resume from; delete it",
+                    checkpoint, TRAINER_STATE)
+        return None
+    return step
 
 
 def evaluations(run_dir: Path, root: str = EVAL_DIR) -> list[Path]:
@@ -163,7 +214,8 @@ def evaluations(run_dir: Path, root: str = EVAL_DIR) -> list[Path]:
 
 
 def read_metrics(eval_dir: Path) -> dict:
-    return json.loads((Path(eval_dir) / METRICS).read_text())
+    return read_file(Path(eval_dir) / METRICS,
+                     f"Re-score it: `python evaluate.py predictions={Path(eval_dir) / PREDICTIONS}` rewrites it")
 
 
 def read_fingerprint(eval_dir: Path) -> dict | None:

@@ -35,7 +35,25 @@ class RunLock:
         return (f"{info.get('purpose', 'a process')} (PID {info.get('pid', '?')} on {info.get('host', '?')}, "
                 f"since {info.get('since', '?')})")
 
+    def _unusable(self, error: OSError) -> RunFolderError:
+        """Why the lock cannot be taken at all (a file where the folder should be, a folder where the lock file
+        should be, no permission), as one line naming the fix."""
+        folder = self.path.parent
+        if folder.exists() and not folder.is_dir():
+            fix = f"{folder} is a file, not a folder: choose another folder"
+        elif self.path.is_dir():
+            fix = f"a folder is in the place of the lock file {self.path}: remove it (nothing of a run is in it)"
+        else:
+            fix = f"{folder} cannot be written ({error.strerror}): choose a folder you can write to"
+        return RunFolderError(f"cannot lock {folder} for {self.purpose}: {fix}")
+
     def acquire(self) -> RunLock:
+        try:
+            return self._acquire()
+        except (NotADirectoryError, FileExistsError, IsADirectoryError, PermissionError) as e:
+            raise self._unusable(e) from e
+
+    def _acquire(self) -> RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -65,7 +83,7 @@ class RunLock:
 
     def holder_if_held(self) -> str | None:
         """Who holds this lock now (another process), or None; takes and changes nothing."""
-        if not self.path.exists():
+        if not self.path.is_file():
             return None
         fd = os.open(self.path, os.O_RDONLY)
         try:

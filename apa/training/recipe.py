@@ -123,6 +123,25 @@ def example_rows(utterances, prompts_cfg, audio_token: str) -> list[dict]:
     return [asdict(ex) for utt in utterances for ex in build_examples(utt, instructions, audio_token)]
 
 
+def check_disjoint_splits(data_cfg: DictConfig, train: list) -> None:
+    """An utterance of the training split that is also in the test split would be trained on, then scored as unseen:
+    refused, naming a few. A test split that IS the training split (experiment=overfit) is meant, and allowed."""
+    if data_cfg.test_split == data_cfg.train_split:
+        return
+    try:
+        test = load_configured_split(data_cfg, data_cfg.test_split, decode=False, report=SkipReport())
+    except UserError as e:  # the evaluation will say what is wrong with the test split; training need not stop
+        log.warning("the test split could not be read to check that no training utterance is in it: %s", e)
+        return
+    shared = sorted({u.id for u in train} & {u.id for u in test})
+    if shared:
+        raise UserError(
+            f"{len(shared)} utterances are in both the training split ({data_cfg.train_split!r}) and the test split "
+            f"({data_cfg.test_split!r}): {', '.join(shared[:5])}{' ...' if len(shared) > 5 else ''}. They would be "
+            "trained on, then scored as unseen: fix the corpus's splits (or set data.test_split to the training "
+            "split on purpose, as experiment=overfit does)")
+
+
 def build_datasets(cfg: DictConfig, processor, max_length: int | None) -> tuple[Any, Any, dict]:
     """(train, validation or None, data record): two examples per utterance, each with its token `length` (for
     length-grouped batching); statistics logged, examples longer than max_length named."""
@@ -130,6 +149,7 @@ def build_datasets(cfg: DictConfig, processor, max_length: int | None) -> tuple[
 
     report = SkipReport()
     utterances = load_configured_split(cfg.data, cfg.data.train_split, report=report)
+    check_disjoint_splits(cfg.data, utterances)
     validation: list = []
     if cfg.data.validation_fraction > 0:
         utterances, validation = split_by_speaker(utterances, cfg.data.validation_fraction, cfg.seed)

@@ -171,3 +171,23 @@ def test_metrics_say_how_much_of_the_split_was_scored(tmp_path, caplog):
     old = _score_references(rows, None, tmp_path / "old")
     assert old["n_utterances_scored"] == 3 and old["n_utterances_in_split"] is None
     assert old["n_phones_in_split"] is None and "no test_split.json" in caplog.text
+
+
+def test_an_utterance_in_both_splits_is_refused_before_training(corpus, make_config):
+    """Trained on, then scored as unseen: refused at the start of training, naming it; a test split that is the
+    training split on purpose (experiment=overfit) is allowed."""
+    from apa.errors import UserError
+    from apa.training.recipe import check_disjoint_splits
+
+    test_line = (corpus / "test" / "wav.scp").read_text().splitlines()[0]
+    utt_id = test_line.split()[0]
+    for name in ("wav.scp", "text", "utt2spk"):
+        test_lines = {line.split()[0]: line for line in (corpus / "test" / name).read_text().splitlines()}
+        with (corpus / "train" / name).open("a") as f:
+            f.write(test_lines[utt_id] + "\n")
+    cfg = make_config("experiment=demo", "data.source=local", f"data.path={corpus}", "data.limit=null")
+    train = load_split("local", str(corpus), "train", max_bad_fraction=0.5)
+    assert utt_id in {u.id for u in train}
+    with pytest.raises(UserError, match=f"1 utterances are in both the training split .* {utt_id}"):
+        check_disjoint_splits(cfg.data, train)
+    check_disjoint_splits(make_config("experiment=overfit", "data.source=local", f"data.path={corpus}").data, train)

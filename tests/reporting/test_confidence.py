@@ -114,3 +114,17 @@ def test_table3_pairs_unfreeze_with_lora_only_epoch_by_epoch_and_checks_the_pape
     # the paper's figures checked against our intervals, per row
     line = next(row for row in text.splitlines() if row.startswith("| LoRA-only | 1 | lora_only |"))
     assert "/9" in line
+
+
+def test_runs_of_one_name_from_two_sweeps_stay_apart_and_a_run_given_twice_counts_once(tmp_path):
+    import csv
+
+    for sweep in ("a", "b"):
+        _run(tmp_path / sweep, "pretrained_r320_1", "pretrained_r320", 1, quality=1.0)
+    out = tmp_path / "out"
+    compare([tmp_path / "a", tmp_path / "b", tmp_path / "a" / "pretrained_r320_1"], out)
+    with (out / "comparison.csv").open() as f:
+        ours = [r["run"] for r in csv.DictReader(f) if not r["run"].startswith("paper")]
+    assert ours == ["a/pretrained_r320_1", "b/pretrained_r320_1"]
+    assert sorted(p.name for p in out.glob("scatter_*.png")) == ["scatter_a__pretrained_r320_1.png",
+                                                                   "scatter_b__pretrained_r320_1.png"]
