@@ -114,6 +114,18 @@ def build(predictor, title: str = "Pronunciation assessment"):
     return page
 
 
+def port_in_use(host: str, port: int) -> None:
+    """Refuse, in one line, a port another program listens on (or one this user may not bind)."""
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise SystemExit(f"error: cannot serve on {host}:{port} ({e.strerror}): another program uses it; pass "
+                             f"--port {port + 1} (or another free port)") from None
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--adapter", type=Path, required=True, help="final_model/ or checkpoint-epoch-N/ of a run")
@@ -128,6 +140,7 @@ def main(argv: list[str] | None = None) -> None:
         import gradio  # noqa: F401
     except ImportError:
         raise SystemExit("the app needs Gradio: pip install -e '.[app]'") from None
+    port_in_use(args.host, args.port)  # before the model loads: Gradio's own error is a traceback
     try:
         predictor = Predictor(args.adapter, args.max_new_tokens)
     except PredictError as e:

@@ -11,12 +11,15 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import logging
 import sys
 from pathlib import Path
 
 from apa.data.audio import AudioError, decode_audio
 from apa.errors import UserError
 from apa.metrics import align, normalise_phones, normalise_words
+
+log = logging.getLogger(__name__)
 
 
 class PredictError(UserError, ValueError):
@@ -41,6 +44,27 @@ def canonical_pronunciation(sentence: str) -> list[str]:
         raise PredictError(f"not in the CMU pronouncing dictionary: {', '.join(unknown)}. Check the spelling, or "
                            "write the word as it is pronounced (numbers as words)")
     return [p for w in words for p in normalise_phones(dictionary[w.lower()][0])]
+
+
+def adapter_folder(path: Path) -> Path:
+    """The adapter to load for `path`: itself (final_model/ or checkpoint-epoch-N/ of a run), or, for a run folder,
+    its final_model/. Anything else is a PredictError naming what to pass."""
+    from apa.run_folder import FINAL_MODEL, TRAINING_RECORD, epoch_checkpoints
+
+    path = Path(path)
+    if not path.is_dir():
+        raise PredictError(f"--adapter {path}: no such folder; pass a run's {FINAL_MODEL}/ or checkpoint-epoch-N/")
+    if (path / TRAINING_RECORD).exists():  # a run folder: its final model
+        if (path / FINAL_MODEL / "adapter_config.json").is_file():
+            log.info("%s is a run folder: scoring with its %s/", path, FINAL_MODEL)
+            return path / FINAL_MODEL
+        found = [p.name for p in epoch_checkpoints(path)]
+        raise PredictError(f"{path} is a run folder without a {FINAL_MODEL}/ (training has not finished): pass "
+                           f"--adapter {path / (found[-1] if found else 'checkpoint-epoch-N')}")
+    if not (path / "adapter_config.json").is_file():
+        raise PredictError(f"{path} is not an adapter folder (no adapter_config.json): pass a run's {FINAL_MODEL}/ "
+                           "or checkpoint-epoch-N/, or the run folder itself")
+    return path
 
 
 def run_config_for(adapter: Path):
@@ -83,6 +107,8 @@ class Predictor:
     def __init__(self, adapter: Path, max_new_tokens: int = 200) -> None:
         from apa.checkpoint.adapters import load_for_eval
 
+        adapter = adapter_folder(adapter)
+        self.adapter = adapter
         self.cfg = run_config_for(adapter)
         self.max_new_tokens = max_new_tokens
         # the run's own limit on clip length (data.max_audio_seconds): longer clips were never trained on
@@ -112,7 +138,7 @@ class Predictor:
 def predict(adapter: Path, audio_path: Path, text: str, max_new_tokens: int = 200) -> dict:
     # bad input fails before the model loads
     canonical_pronunciation(text)
-    read_recording(audio_path, run_config_for(adapter).data.get("max_audio_seconds"))
+    read_recording(audio_path, run_config_for(adapter_folder(adapter)).data.get("max_audio_seconds"))
     return Predictor(adapter, max_new_tokens).score(audio_path, text)
 
 

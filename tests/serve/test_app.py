@@ -103,3 +103,18 @@ def test_app_in_chromium_scores_an_uploaded_wav(app_url, browser):
     assert "not in the CMU pronouncing dictionary: BLORPTH" in p.locator("#apa-error").inner_text()
     assert p.locator("#apa-phones").count() == 0
     page.screenshot("app_error.png")
+
+
+def test_a_port_in_use_is_one_line_before_the_model_loads(tmp_path):
+    import socket
+
+    from apa.serve.app import main
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(SystemExit) as stopped:
+            main(["--adapter", str(tmp_path), "--port", str(port)])  # no adapter there: never reached
+    assert str(stopped.value).startswith(f"error: cannot serve on 127.0.0.1:{port}")
+    assert f"--port {port + 1}" in str(stopped.value)
