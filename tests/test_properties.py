@@ -50,7 +50,6 @@ pronounced_phones = (canonical_phones | st.sampled_from(["<unk>", "<DEL>", "<del
                      | st.sampled_from(sorted(PHONES)).map(lambda p: p + "*"))
 word_texts = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=10)
 # a sentence with something left after NFC and strip
-sentences = st.text(min_size=1, max_size=30).filter(lambda t: unicodedata.normalize("NFC", t).strip())
 scores = st.integers(0, 10)
 
 
@@ -69,8 +68,11 @@ def words(draw):
 @st.composite
 def entries(draw):
     entry = {aspect: draw(scores | scores.map(float)) for aspect in APA_ASPECTS}
-    entry.update(text=draw(sentences), completeness=draw(st.floats(0, 10)),
-                 words=draw(st.lists(words(), min_size=1, max_size=5)))
+    listed = draw(st.lists(words(), min_size=1, max_size=5))
+    # well formed: the words spell the text (whatever their characters), and the text is not blank
+    text = " ".join(w["text"] for w in listed)
+    assume(unicodedata.normalize("NFC", text).strip())
+    entry.update(text=text, completeness=draw(st.floats(0, 10)), words=listed)
     return entry
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import numbers
+import re
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
@@ -85,6 +86,8 @@ def _parse_word(raw: dict, utt_id: str = "", position: int = 0) -> Word:
     if not isinstance(phones, (list, tuple)) or not all(isinstance(p, str) for p in phones):
         raise TypeError(f"word {text!r}: phones {phones!r} is not a list of phone symbols")
     phones = tuple(phones)
+    if not phones:  # its MDD target would say nothing was there; its APA target scores it
+        raise ValueError(f"word {position} ({text!r}) has no phones")
     unknown = [p for p in phones if not is_canonical_phone(p)]
     if unknown:  # a typo in the labels would otherwise become a target the model is taught
         raise ValueError(f"unknown phone symbol {unknown[0]!r} in word {text!r}")
@@ -117,6 +120,11 @@ def _parse_word(raw: dict, utt_id: str = "", position: int = 0) -> Word:
                 f"entries at index {index} ({phones[index]})")
         mis.append(Mispronunciation(index=index, canonical=canonical, pronounced=normalise_pronounced(pronounced)))
     return Word(text=text, phones=phones, mispronunciations=tuple(mis))
+
+
+def _word_tokens(text: str) -> list[str]:
+    """Words as the text and the word annotations are compared: upper case, punctuation but apostrophes dropped."""
+    return re.sub(r"[^\w']+", " ", text.upper()).split()
 
 
 def _is_integral(value) -> bool:
@@ -159,6 +167,10 @@ def parse_labels(utt_id: str, entry: dict, speaker: str, audio_path: str) -> Utt
     words = tuple(_parse_word(w, utt_id, n) for n, w in enumerate(listed))
     if not words:
         raise ValueError("no word annotations")
+    spelled = _word_tokens(text)
+    said = [token for w in words for token in _word_tokens(unicodedata.normalize("NFC", w.text))]
+    if spelled != said:  # the MDD target's words and phones would contradict the prompted sentence
+        raise ValueError(f"the words {' '.join(w.text for w in words)!r} do not spell the text {text!r}")
     return Utterance(id=utt_id, speaker=speaker, audio_path=audio_path, text=text, scores=scores, words=words)
 
 

@@ -191,3 +191,18 @@ def test_an_utterance_in_both_splits_is_refused_before_training(corpus, make_con
     with pytest.raises(UserError, match=f"1 utterances are in both the training split .* {utt_id}"):
         check_disjoint_splits(cfg.data, train)
     check_disjoint_splits(make_config("experiment=overfit", "data.source=local", f"data.path={corpus}").data, train)
+
+
+@pytest.mark.parametrize(("edit", "detail"), [
+    (lambda s: _word(s, "000010113", "THEME").update(text="THEN"), "do not spell the text"),
+    (lambda s: s["000010113"]["words"].pop(), "do not spell the text"),
+    (lambda s: _word(s, "000010113", "THEME").update(phones=[], mispronunciations=[]), "has no phones"),
+])
+def test_words_that_do_not_spell_the_text_or_have_no_phones_are_a_counted_skip(corpus, caplog, edit, detail):
+    """The MDD target (words and phones) would contradict the prompted sentence: a bad label, counted and named."""
+    edit_scores(corpus, edit)
+    caplog.set_level("WARNING")
+    report = SkipReport()
+    utts = load_split("local", str(corpus), "train", max_bad_fraction=0.1, report=report)
+    assert "000010113" not in {u.id for u in utts} and report.reasons == {"bad labels": 1}
+    assert "000010113" in caplog.text and detail in caplog.text
