@@ -451,3 +451,14 @@ def test_a_run_folder_that_is_a_file_is_one_line(tmp_path):
     done = _train_py(*DEMO, f"hydra.run.dir={target}")
     assert done.returncode == 2 and "is a file, not a folder" in done.stderr and "Traceback" not in done.stderr
     assert target.read_text() == "mine\n"
+
+
+def test_checkpoints_without_a_record_get_the_same_answer_with_and_without_resume(finished_run, tmp_path):
+    """It used to say 'use resume=true' without it and 'drop resume=true' with it."""
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    (run / "training_config.json").unlink()
+    for resume in (False, True):
+        with pytest.raises(RunFolderError, match="holds checkpoints .* but no training_config.json .* neither be "
+                                                 "resumed nor trained into"):
+            check_run_dir(run, resume=resume)

@@ -59,6 +59,11 @@ def check_run_dir(run_dir: Path, resume: bool, requested: dict | None = None, ex
     """
     results = _results(run_dir)
     record = read_record(run_dir)
+    if results and record is None:  # neither a new run's folder nor a resumable one: say so the same way both times
+        raise RunFolderError(
+            f"{run_dir} holds checkpoints ({', '.join(p.name for p in results[:3])}) but no {TRAINING_RECORD} (the "
+            "run record that says what they are): it can neither be resumed nor trained into. Restore the record, "
+            "or train into a new folder (leave hydra.run.dir unset for a fresh timestamped one)")
     if not resume:
         foreign = foreign_entries(run_dir) if record is None and not results else []
         if foreign:
