@@ -261,3 +261,12 @@ def test_every_pcc_carries_its_n_and_p_and_a_non_significant_one_is_marked():
     assert fmt_pcc({"pcc_total": 0.3, "pcc_total_p": 0.2}, "pcc_total") == "0.300" + NOT_SIGNIFICANT
     assert fmt_pcc({"pcc_total": None, "pcc_total_p": None}, "pcc_total") == "n/a"
     assert coverage(m)[2] == "4/5"  # the column beside the PCCs: parsed APA answers / answers
+
+
+def test_an_empty_predictions_file_is_an_error_not_an_empty_score(tmp_path):
+    path = tmp_path / "predictions.jsonl"
+    path.write_text("\n")
+    done = subprocess.run([sys.executable, "evaluate.py", f"predictions={path}"], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 2 and "holds no prediction: nothing to score" in done.stderr
+    assert not (tmp_path / "metrics.json").exists()

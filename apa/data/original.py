@@ -34,6 +34,11 @@ def read_corpus_text(path: Path) -> str:
 
 def _read_kaldi_map(path: Path) -> dict[str, str]:
     if not path.is_file():
+        root, split = path.parent.parent, path.parent.name
+        splits = sorted(p.parent.name for p in root.glob(f"*/{path.name}")) if root.is_dir() else []
+        if splits:  # the corpus is there, the split is not: name the ones it has
+            raise DataError(f"the corpus at {root} has no split {split!r} ({path} not found): its splits are "
+                            f"{', '.join(splits)} (data.train_split, data.test_split)")
         raise DataError(f"{path} not found: data.path must point at the corpus root (WAVE/, train/, test/, resource/)")
     out: dict[str, str] = {}
     # lines end at "\n" only (as Kaldi reads them), so that line numbers are an editor's; "\r" is stripped with the

@@ -163,6 +163,9 @@ def read_predictions(path: Path) -> list[dict]:
                                       "prediction may appear once (were two evaluations written into one file?)")
             seen[key] = n
             records.append(rec)
+    if not records:
+        raise EvaluationError(f"{path} holds no prediction: nothing to score (an evaluation that was stopped before "
+                              "its first batch? run it again)")
     return records
 
 

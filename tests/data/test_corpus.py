@@ -206,3 +206,10 @@ def test_words_that_do_not_spell_the_text_or_have_no_phones_are_a_counted_skip(c
     utts = load_split("local", str(corpus), "train", max_bad_fraction=0.1, report=report)
     assert "000010113" not in {u.id for u in utts} and report.reasons == {"bad labels": 1}
     assert "000010113" in caplog.text and detail in caplog.text
+
+
+def test_an_unknown_split_names_the_splits_the_corpus_has(corpus):
+    with pytest.raises(DataError, match=r"has no split 'trian' .*: its splits are test, train \(data.train_split"):
+        load_split("local", str(corpus), "trian", max_bad_fraction=0.1)
+    with pytest.raises(DataError, match="data.path must point at the corpus root"):  # not a corpus at all
+        load_split("local", str(corpus / "WAVE"), "train", max_bad_fraction=0.1)
