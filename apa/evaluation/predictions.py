@@ -41,17 +41,26 @@ def _done_keys(path: Path) -> set[tuple[str, str]]:
     if not path.exists():
         return set()
     keys, good_bytes = set(), 0
-    with path.open("rb") as f:
-        for line in f:
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
+    lines = path.read_bytes().split(b"\n")
+    for n, line in enumerate(lines, 1):
+        last = n == len(lines)  # the text after the final newline: empty, or a torn write
+        try:
+            rec = json.loads(line) if line.strip() else None
+            key = None if rec is None else (rec["id"], rec["task"])
+        except (ValueError, KeyError, TypeError):
+            if last:
                 break
-            if not line.endswith(b"\n"):
-                break
-            keys.add((rec["id"], rec["task"]))
-            good_bytes += len(line)
+            raise EvaluationError(
+                f"{path}:{n}: not a prediction record, and not the last line (a crash tears only the last): the file "
+                "is damaged. Delete it to generate the predictions again") from None
+        if last and line.strip():
+            break  # a whole record without its newline: written, but not known to be complete
+        if key is not None:
+            keys.add(key)
+        good_bytes += len(line) + (0 if last else 1)
     if good_bytes != path.stat().st_size:
+        log.warning("%s: cutting off a torn last line (%d bytes; an evaluation stopped mid-write): its batch is "
+                    "generated again", path, path.stat().st_size - good_bytes)
         with path.open("r+b") as f:
             f.truncate(good_bytes)
     return keys

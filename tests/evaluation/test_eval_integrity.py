@@ -87,3 +87,20 @@ def test_a_predictions_file_with_a_repeated_or_malformed_line_is_an_error(tmp_pa
     path.write_text(json.dumps({"id": "u1"}) + "\n")
     with pytest.raises(EvaluationError, match=r"predictions.jsonl:1: not a prediction record"):
         score_file(path)
+
+
+def test_a_garbage_line_mid_file_stops_the_resume_and_a_torn_last_line_is_cut_with_a_warning(tmp_path, caplog):
+    from apa.evaluation.predictions import EvaluationError, _done_keys
+
+    def record(i):
+        return json.dumps({"id": str(i), "task": "apa", "reference": {}, "prediction": None, "raw": ""}) + "\n"
+
+    path = tmp_path / "predictions.jsonl"
+    path.write_text(record(1) + "garbage\n" + record(2))
+    with pytest.raises(EvaluationError, match=r"predictions.jsonl:2: not a prediction record, and not the last line"):
+        _done_keys(path)
+    assert path.read_text() == record(1) + "garbage\n" + record(2)  # nothing cut: the user decides
+    caplog.set_level("WARNING")
+    path.write_text(record(1) + record(2) + '{"id": "3", "ta')
+    assert _done_keys(path) == {("1", "apa"), ("2", "apa")}
+    assert path.read_text() == record(1) + record(2) and "cutting off a torn last line" in caplog.text
