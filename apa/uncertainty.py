@@ -148,15 +148,35 @@ def intervals(predictions: list[dict], speakers: dict[str, str] | None, resample
               seed: int = SEED, unit: str = SPEAKER, level: float = LEVEL) -> dict:
     """metrics.json's `ci95` (metric -> [low, high], null where undefined) and `ci_method` (how: unit, resamples,
     seed, level, units counted). Without speakers a speaker bootstrap is refused: the utterance one is named."""
-    if unit == SPEAKER and not speakers:
-        unit = UTTERANCE
     table = utterance_table(predictions, speakers)
+    unit, note = bootstrap_unit(table, unit, bool(speakers))
+    if note is not None and unit is None:  # too few utterances for any interval
+        return {"ci95": dict.fromkeys(CI_METRICS), "ci_method": {"method": None, "note": note}}
     weights = resample_weights(table, resamples, seed, unit)
     stats = statistics(table, weights)
     return {"ci95": {k: _interval(v, level) for k, v in stats.items()},
             "ci_method": {"method": f"{unit} bootstrap, percentile interval", "unit": unit, "resamples": resamples,
                           "seed": seed, "level": level, "speakers": len(set(table.speakers)),
-                          "utterances": len(table.ids)}}
+                          "utterances": len(table.ids), **({"note": note} if note else {})}}
+
+
+MIN_UNITS = 5  # fewer speakers (or utterances) than this: the bootstrap would only reshuffle a handful
+
+
+def bootstrap_unit(table: UtteranceTable, unit: str, have_speakers: bool) -> tuple[str | None, str | None]:
+    """The unit the bootstrap can honestly resample, and why it is not the one asked for (None: as asked).
+    Speakers need the split's speaker list and at least MIN_UNITS of them; with fewer (the bundled sample's test
+    split is one speaker), utterances are resampled and the note says so; with fewer than MIN_UNITS utterances, no
+    interval at all (unit None)."""
+    speakers, utterances = len(set(table.speakers)), len(table.ids)
+    if utterances < MIN_UNITS:
+        return None, f"{utterances} utterance(s): too few for an interval (at least {MIN_UNITS})"
+    if unit == SPEAKER and not have_speakers:
+        return UTTERANCE, "the test split's speakers are not recorded: utterances resampled as if independent"
+    if unit == SPEAKER and speakers < MIN_UNITS:
+        return UTTERANCE, (f"{speakers} speaker(s): too few to resample speakers (at least {MIN_UNITS}); utterances "
+                           "resampled as if independent, so the interval ignores the speaker effect")
+    return unit, None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -225,9 +245,10 @@ def paired(a: list[dict], b: list[dict], speakers: dict[str, str] | None, resamp
     paired bootstrap (the same resampled speakers for both) and a two-sided p-value; for each PCC also Zou's interval
     and Steiger's p over the utterances whose APA answer parsed in both. Raises NotPaired for different test sets."""
     _same_test_set(a, b)
-    if unit == SPEAKER and not speakers:
-        unit = UTTERANCE
     ta, tb = utterance_table(a, speakers), utterance_table(b, speakers)
+    unit, note = bootstrap_unit(ta, unit, bool(speakers))
+    if unit is None:
+        raise NotPaired(note)
     weights = resample_weights(ta, resamples, seed, unit)
     ones = np.ones((1, len(ta.ids)))
     point_a, point_b = statistics(ta, ones), statistics(tb, ones)
@@ -245,11 +266,14 @@ def paired(a: list[dict], b: list[dict], speakers: dict[str, str] | None, resamp
             if both.sum() > 3 and min(np.std(h), np.std(x), np.std(y)) > 0:
                 r12, r13, r23 = (float(np.corrcoef(u, v)[0, 1]) for u, v in ((h, x), (h, y), (x, y)))
                 n = int(both.sum())
+                if max(abs(r12), abs(r13)) > 1 - 1e-12:  # a perfect correlation: Fisher's z is infinite, no test
+                    out[metric].update(n_both=n)
+                    continue
                 out[metric].update(zou_ci95=zou_interval(r12, r13, r23, n, level),
                                    steiger_p=steiger_p(r12, r13, r23, n), n_both=n)
     out["method"] = {"method": f"paired {unit} bootstrap, percentile interval", "unit": unit,
                      "resamples": resamples, "seed": seed, "level": level, "speakers": len(set(ta.speakers)),
-                     "utterances": len(ta.ids)}
+                     "utterances": len(ta.ids), **({"note": note} if note else {})}
     return out
 
 
@@ -257,7 +281,7 @@ def verdict(name: str, result: dict, metric: str = "pcc_total") -> str:
     """One sentence: 'r320 - r64, PCC total: +0.013 [-0.008, 0.034], p = 0.22: no evidence of a difference'."""
     r = result[metric]
     if r["ci95"] is None or r["p"] is None:
-        return f"{name}, {metric}: undefined (too few answers parsed)"
+        return f"{name}, {metric}: undefined here (too few answers, or constant scores in many resamples)"
     low, high = r["ci95"]
     words = "no evidence of a difference" if low <= 0 <= high else (
         "higher" if low > 0 else "lower") + f" ({result['method']['unit']} bootstrap)"

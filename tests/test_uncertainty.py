@@ -176,6 +176,9 @@ def test_paired_comparison_of_two_evaluations_and_its_verdict():
     assert total["difference"] == pytest.approx(total["a"] - total["b"]) and total["difference"] > 0
     assert total["ci95"][0] > 0 and total["p"] < 0.05 and total["zou_ci95"][0] > 0 and total["steiger_p"] < 0.05
     assert verdict("a - b", result).startswith(f"a - b, pcc_total: +{total['difference']:.3f} [")
+    perfect = [dict(r, prediction=dict(r["reference"])) if r["task"] == "apa" else r for r in a]
+    both_perfect = paired(perfect, perfect, speakers, resamples=200)["pcc_total"]  # r = 1: no Zou/Steiger, no crash
+    assert both_perfect["difference"] == 0 and "zou_ci95" not in both_perfect and both_perfect["n_both"] > 0
     same = paired(a, a, speakers, resamples=200)["pcc_total"]
     assert same["difference"] == 0 and same["ci95"] == [0.0, 0.0]
     assert "no evidence of a difference" in verdict("a - a", paired(a, a, speakers, resamples=200))
@@ -188,3 +191,20 @@ def test_evaluations_of_different_test_sets_are_not_paired():
     other = [dict(r, reference={**r["reference"], "word_transcript": "X"}) if r["task"] == "mdd" else r for r in a]
     with pytest.raises(NotPaired, match="different references"):
         paired(a, other, speakers)
+
+
+def test_too_few_speakers_fall_back_to_utterances_and_say_so_and_too_few_utterances_give_no_interval():
+    """One speaker (the bundled sample's test split): a speaker bootstrap would redraw the same utterances every
+    time, a zero-width interval and a certain verdict; the utterances are resampled instead, and ci_method says why."""
+    predictions, _ = _predictions(n_speakers=1, per_speaker=12)
+    one = {r["id"]: "spk0" for r in predictions}
+    result = intervals(predictions, one, resamples=300)
+    assert result["ci_method"]["unit"] == UTTERANCE and "1 speaker(s): too few" in result["ci_method"]["note"]
+    low, high = result["ci95"]["wer"]
+    assert low < high  # a real interval, not [x, x]
+    assert paired(predictions, predictions, one, resamples=100)["method"]["unit"] == UTTERANCE
+    tiny, speakers = _predictions(n_speakers=1, per_speaker=3)
+    none = intervals(tiny, speakers, resamples=100)
+    assert set(none["ci95"].values()) == {None} and "too few for an interval" in none["ci_method"]["note"]
+    with pytest.raises(NotPaired, match="too few"):
+        paired(tiny, tiny, speakers)

@@ -134,8 +134,14 @@ def _settings(eval_dir: Path) -> dict:
 
 def compare_evaluations(a: Path, b: Path, label: str) -> list[Row]:
     """One row per HEADLINE metric: evaluation `a` minus `b` (same test set), or one row saying why not paired."""
+    answers_a, answers_b = read_answers(a), read_answers(b)
+    empty = [e for e, answers in ((a, answers_a), (b, answers_b)) if not answers]
+    if empty:
+        return [Row({"pair": label, "checkpoint": a.name, "metric": "",
+                     "verdict": "not paired: no answers to pair in "
+                                + ", ".join(str(Path(*e.parts[-3:])) for e in empty)})]  # <run>/eval/<checkpoint>
     try:
-        result = paired(read_answers(a), read_answers(b), _speakers(a), **_settings(a))
+        result = paired(answers_a, answers_b, _speakers(a), **_settings(a))
     except NotPaired as e:
         return [Row({"pair": label, "checkpoint": a.name, "metric": "", "verdict": f"not paired: {e}"})]
     rows = []
@@ -153,7 +159,7 @@ def compare_evaluations(a: Path, b: Path, label: str) -> list[Row]:
 
 def _words(low, high) -> str:
     if low is None:
-        return "undefined (too few answers parsed)"
+        return "undefined here (too few answers, or constant scores in many resamples)"
     return "no evidence of a difference" if low <= 0 <= high else ("a higher" if low > 0 else "a lower")
 
 
@@ -198,7 +204,8 @@ def difference_table(rows: list[Row]) -> Table:
 
 
 DIFFERENCE_NOTE = ("a − b: the first run's figure minus the second's on the same test set; its 95 % interval and p "
-                   "from a paired bootstrap over the test speakers (the same resampled speakers for both runs); for "
+                   "from a paired bootstrap over the test speakers (the same resampled speakers for both runs; "
+                   "utterances where the split has fewer than 5 speakers: the CSV's method column says which); for "
                    "PCCs also Zou's (2007) interval and Steiger's (1980) test over the utterances both parsed "
                    "(docs/metrics.md, Uncertainty). Lower is better for WER and PER.")
 

@@ -64,7 +64,8 @@ COVERAGE_NOTE = ("Evaluated: utterances and canonical phones with an answer, par
 # Each metric's 95 % interval as the CSVs spell it: <metric>_ci95_low, <metric>_ci95_high (apa.uncertainty)
 CI_SUFFIXES = ("_ci95_low", "_ci95_high")
 CI_KEYS = tuple(f"{key}{suffix}" for key in TABLE_COLUMNS for suffix in CI_SUFFIXES)
-CI_NOTE = ("[low, high]: 95 % interval of our figure, by a bootstrap over the test speakers (method, resamples and "
+CI_NOTE = ("[low, high]: 95 % interval of our figure, by a bootstrap over the test speakers, or over its utterances "
+           "where the test split has fewer than 5 speakers (which one, resamples and "
            f"seed: ci_method in each {METRICS}; docs/metrics.md, Uncertainty).")
 
 # What a row is: an evaluated checkpoint of ours, the paper's, or a run of ours not evaluated yet (no metrics)
