@@ -76,7 +76,12 @@ def test_non_ascii_text_is_normalised_and_survives_tokenisation(corpus, make_con
 
     victim = _train_ids(corpus)[0]
     decomposed = "CAFE\u0301 NAI\u0308VE"  # combining accents; NFC gives "CAFÉ NAÏVE"
-    edit_scores(corpus, lambda scores: scores[victim].update(text=decomposed))
+    def edit(scores):  # the words spell the text, as a well-formed entry's do (two words kept, renamed)
+        scores[victim].update(text=decomposed, words=scores[victim]["words"][:2])
+        for word, text in zip(scores[victim]["words"], decomposed.split(), strict=True):
+            word["text"] = text
+
+    edit_scores(corpus, edit)
     utt = next(u for u in load_split("local", str(corpus), "train", max_bad_fraction=0) if u.id == victim)
     assert utt.text == "CAF\u00c9 NA\u00cfVE"
     cfg = make_config("experiment=demo", "prompts=terse")
