@@ -111,6 +111,23 @@ class BackgroundRun:
 
         threading.Thread(target=watch, daemon=True).start()
 
+    def signal_ranks_once(self, ready: Path, sig: int, timeout: float = 600) -> None:
+        """Send `sig` to the processes torchrun started (the ranks, not torchrun itself, which would relay a second
+        one) as soon as `ready` appears."""
+        import psutil
+
+        def watch():
+            deadline = time.monotonic() + timeout
+            while not ready.exists():
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    return
+                time.sleep(0.02)
+            for child in psutil.Process(self.proc.pid).children():
+                child.send_signal(sig)
+            self.killed.set()
+
+        threading.Thread(target=watch, daemon=True).start()
+
     def wait(self, expected_code: int = 0, timeout: float = 600) -> Path:
         """The run's folder, once its command has ended with `expected_code`."""
         try:
@@ -145,14 +162,30 @@ def _demo_sweep(out_dir: Path) -> BackgroundRun:
     ], REPO, out_dir)
 
 
+# 2 ranks x batch 2 over 8 examples: 2 optimizer steps an epoch, 2 epochs
+TORCHRUN = (sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", str(REPO / "train.py"))
+TWO_RANK_OVERRIDES = ("experiment=demo", "lora=fresh_r64", "prompts=terse", "data.limit=4",
+                      "trainer.num_train_epochs=2", "trainer.per_device_train_batch_size=2", "trainer.report_to=[]")
+
+
 def _torchrun_two_ranks(out_dir: Path) -> BackgroundRun:
     """torchrun with 2 CPU ranks (gloo) and no hydra.run.dir: each rank composes the default, timestamped
     outputs/runs/<time>_fresh_r64 under the working directory, and they must agree on it."""
-    return BackgroundRun([
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", str(REPO / "train.py"),
-        "experiment=demo", "lora=fresh_r64", "prompts=terse", "data.limit=4", "trainer.num_train_epochs=2",
-        "trainer.per_device_train_batch_size=2", "trainer.report_to=[]",
-    ], out_dir, out_dir)
+    return BackgroundRun([*TORCHRUN, *TWO_RANK_OVERRIDES], out_dir, out_dir)
+
+
+def _deepspeed_zero2(out_dir: Path) -> BackgroundRun:
+    """torchrun_two_ranks's run under DeepSpeed ZeRO-2 (+trainer/deepspeed=zero2), in <out_dir>/run."""
+    return BackgroundRun([*TORCHRUN, *TWO_RANK_OVERRIDES, "+trainer/deepspeed=zero2",
+                          f"hydra.run.dir={out_dir / 'run'}"], REPO, out_dir)
+
+
+def _deepspeed_zero2_sigint(out_dir: Path) -> BackgroundRun:
+    """The same ZeRO-2 run, its ranks sent SIGINT as its epoch-1 checkpoint appears: during step 3, the first of
+    epoch 2's two steps (each takes ~0.3 s here; the ranks agree on the step to stop after)."""
+    run = _deepspeed_zero2(out_dir)
+    run.signal_ranks_once(out_dir / "run" / "checkpoint-epoch-1", signal.SIGINT)
+    return run
 
 
 def _sigkilled_in_epoch_2(out_dir: Path) -> BackgroundRun:
@@ -180,8 +213,10 @@ def _table3_sweep(out_dir: Path) -> BackgroundRun:
 BACKGROUND = {
     "demo_sweep": (("e2e/test_cli.py", "evaluation/test_evaluation.py", "serve/test_predict.py",
                     "reporting/test_report.py", "serve/test_app.py"), _demo_sweep),
-    "torchrun_two_ranks": (("e2e/test_distributed.py",), _torchrun_two_ranks),
+    "torchrun_two_ranks": (("e2e/test_distributed.py", "e2e/test_deepspeed.py"), _torchrun_two_ranks),
     "sigkilled_in_epoch_2": (("training/test_resume.py",), _sigkilled_in_epoch_2),
+    "deepspeed_zero2": (("e2e/test_deepspeed.py",), _deepspeed_zero2),
+    "deepspeed_zero2_sigint": (("e2e/test_deepspeed.py",), _deepspeed_zero2_sigint),
     "table3_sweep": (("reporting/test_table3.py",), _table3_sweep),
 }
 _RUNS: dict[str, BackgroundRun] = {}
@@ -254,4 +289,17 @@ def sigkilled_in_epoch_2():
     run = _RUNS["sigkilled_in_epoch_2"]
     out_dir = run.wait(expected_code=-signal.SIGKILL)
     assert run.killed.is_set(), "the run ended before it could be killed in epoch 2"
+    return out_dir / "run"
+
+
+@pytest.fixture(scope="session")
+def deepspeed_zero2():
+    return _RUNS["deepspeed_zero2"].wait() / "run"
+
+
+@pytest.fixture(scope="session")
+def deepspeed_zero2_sigint():
+    run = _RUNS["deepspeed_zero2_sigint"]
+    out_dir = run.wait(expected_code=1)  # torchrun's own status when a rank exits non-zero (130: stopped by SIGINT)
+    assert run.killed.is_set(), "the run ended before its ranks could be sent SIGINT"
     return out_dir / "run"

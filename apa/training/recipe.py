@@ -6,7 +6,6 @@ Run folder (a contract other tools read; see docs/architecture.md):
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import shutil
@@ -46,6 +45,7 @@ from apa.run_folder import (
 from apa.sft.collate import SpeechSFTCollator
 from apa.sft.lengths import example_lengths, summarize
 from apa.sft.prompts import build_examples
+from apa.training.engine import training_engine
 from apa.versions import library_versions
 
 log = logging.getLogger(__name__)
@@ -63,10 +63,8 @@ def _git_commit() -> str | None:
 def sft_arguments(cfg: DictConfig, run_dir: Path):
     from trl import SFTConfig
 
+    training_engine(cfg)
     kwargs = trainer_kwargs(cfg.trainer)
-    if kwargs.get("deepspeed") and importlib.util.find_spec("deepspeed") is None:
-        raise UserError("trainer.deepspeed is set (+trainer/deepspeed=zero2) but DeepSpeed is not installed: "
-                         "`pip install deepspeed`, or drop the option to train with plain DDP")
     if kwargs.get("bf16") and not (torch.cuda.is_available() and torch.cuda.is_bf16_supported()):
         log.warning("trainer.bf16=true but this machine has no bf16 GPU: training in float32 instead")
         kwargs["bf16"] = False
@@ -103,6 +101,13 @@ class StopOnSignal(TrainerCallback):
                 self._previous[sig] = signal.signal(sig, self._handle)
 
     def on_step_end(self, args, state, control, **kwargs):
+        if args.world_size > 1 and torch.distributed.is_initialized():
+            # Ranks stop after the same step, whichever got the signal (a signal reaches the ranks at different
+            # moments; a rank that stopped alone would leave the others waiting in the next collective, and a
+            # sharded checkpoint needs them all): the largest signal number any rank holds.
+            flag = torch.tensor([self.received or 0], device=args.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            self.received = int(flag.item()) or None
         if self.received is not None:
             control.should_save = True
             control.should_training_stop = True
@@ -178,6 +183,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, resume_from: Path | None = Non
     from apa.training.trainer import PronunciationTrainer  # imports TRL
 
     run_dir.mkdir(parents=True, exist_ok=True)
+    engine = training_engine(cfg)
     args = sft_arguments(cfg, run_dir)  # sets up torch.distributed under torchrun / accelerate launch
     main_process = args.process_index == 0  # only rank 0 writes files
     set_seed(cfg.seed)
@@ -199,6 +205,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, resume_from: Path | None = Non
         "model_path": model_path,
         "control_token_ids": control_ids,
         "parameters": params,
+        "engine": engine,
         "data": data_record,
         "library_versions": library_versions(),
         "git_commit": _git_commit(),

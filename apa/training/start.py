@@ -9,6 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from apa.config import RunConfig, check_config
 from apa.run_folder import RunLock, check_run_dir
+from apa.training.engine import training_engine
 
 
 def start(cfg: DictConfig, run_dir: Path) -> tuple[RunLock | None, Path | None]:
@@ -18,6 +19,7 @@ def start(cfg: DictConfig, run_dir: Path) -> tuple[RunLock | None, Path | None]:
     from apa.distributed import rank
 
     check_config(cfg, RunConfig)
+    training_engine(cfg)  # DeepSpeed asked for but missing, or a ZeRO stage this model cannot train
     requested = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     lock = RunLock(run_dir, "training") if rank() == 0 else None
     if lock is not None:
