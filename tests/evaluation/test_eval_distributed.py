@@ -113,20 +113,32 @@ def test_two_gloo_ranks_write_the_files_one_process_writes(single_process, tmp_p
     assert {k: v for k, v in ours.items() if k != "launches"} == {k: v for k, v in theirs.items() if k != "launches"}
 
 
-def test_a_sigkilled_rank_loses_no_finished_batch_and_the_same_command_resumes(single_process, tmp_path):
-    run = _copy(single_process, tmp_path)
-    held = _kill_after_first_batch(run, 1, tmp_path / "killed.log")
+@pytest.fixture(scope="module")
+def killed(single_process, tmp_path_factory):
+    """The run evaluated by 2 ranks until rank 0 (the one that holds the lock and merges) was SIGKILLed right after
+    a first batch was on disk; and what the shards held then. Each test resumes a copy of it."""
+    out = tmp_path_factory.mktemp("killed")
+    run = _copy(single_process, out)
+    return run, _kill_after_first_batch(run, 0, out / "killed.log")
+
+
+def _resumable_copy(killed, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(killed[0], tmp_path / killed[0].name))
+
+
+def test_a_sigkilled_rank_loses_no_finished_batch_and_the_same_command_resumes(killed, single_process, tmp_path):
+    run = _resumable_copy(killed, tmp_path)
     log = _finish(_evaluate(run, 2, tmp_path / "resumed.log"), tmp_path / "resumed.log")
     assert "predictions already there" in log  # the finished batches were kept, not generated again
     merged = (run / "eval" / "checkpoint-epoch-1" / "predictions.jsonl").read_bytes().splitlines(keepends=True)
-    assert held and all(line in merged for line in held.splitlines(keepends=True) if line.endswith(b"\n"))
+    held = [line for line in killed[1].splitlines(keepends=True) if line.endswith(b"\n")]
+    assert held and all(line in merged for line in held)
     _assert_same_files(run, single_process)
     assert _launches(run) == [2, 2]
 
 
-def test_a_two_rank_evaluation_killed_mid_way_resumes_in_one_process(single_process, tmp_path):
-    run = _copy(single_process, tmp_path)
-    _kill_after_first_batch(run, 0, tmp_path / "killed.log")  # rank 0: the one that holds the lock and merges
+def test_a_two_rank_evaluation_killed_mid_way_resumes_in_one_process(killed, single_process, tmp_path):
+    run = _resumable_copy(killed, tmp_path)
     log = _finish(_evaluate(run, None, tmp_path / "resumed.log"), tmp_path / "resumed.log")
     assert "predictions already there" in log
     _assert_same_files(run, single_process)
