@@ -44,10 +44,10 @@ from apa.run_folder.manifest import manifest_problems, newest_intact_checkpoint,
 
 __all__ = [
     "EPOCH_CHECKPOINT", "EVAL_DIR", "EVAL_SETTINGS", "FINAL_MODEL", "FINGERPRINT", "FORMAT_VERSION", "LOCK",
-    "MANIFEST", "METRICS", "PREDICTION_SHARD", "PREDICTIONS", "RESUME_KEYS", "SPLIT_FILE", "STEP_CHECKPOINT", "TRAIN_MEANS",
-    "TRAINER_STATE", "TRAINING_RECORD", "RunFolderError", "RunLock", "check_run_dir", "checkpoint_order",
-    "config_differences", "epoch_checkpoints", "epoch_of", "evaluations", "find_runs", "loss_history",
-    "manifest_problems", "newest_intact_checkpoint", "prediction_shards", "read_fingerprint", "read_metrics", "read_record",
-    "remove_evaluation", "resolved_config", "resumable_checkpoints", "saved_record", "validation_loss_history",
-    "write_atomic", "write_hydra_record", "write_json", "write_manifest", "write_record",
+    "MANIFEST", "METRICS", "PREDICTION_SHARD", "PREDICTIONS", "RESUME_KEYS", "SPLIT_FILE", "STEP_CHECKPOINT",
+    "TRAIN_MEANS", "TRAINER_STATE", "TRAINING_RECORD", "RunFolderError", "RunLock", "check_run_dir",
+    "checkpoint_order", "config_differences", "epoch_checkpoints", "epoch_of", "evaluations", "find_runs",
+    "loss_history", "manifest_problems", "newest_intact_checkpoint", "prediction_shards", "read_fingerprint",
+    "read_metrics", "read_record", "remove_evaluation", "resolved_config", "resumable_checkpoints", "saved_record",
+    "validation_loss_history", "write_atomic", "write_hydra_record", "write_json", "write_manifest", "write_record",
 ]
