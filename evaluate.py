@@ -4,8 +4,10 @@
     python evaluate.py run_dir=<run> checkpoint=all                   every epoch + final_model, epochs.md/csv
     python evaluate.py model=tiny data=sample                          the untrained (base) model
     python evaluate.py predictions=<run>/eval/final_model/predictions.jsonl
+    torchrun --nproc_per_node=4 evaluate.py run_dir=<run> checkpoint=all    data parallel: the same files, 4 ranks
 """
 
+import sys
 from pathlib import Path
 
 import hydra
@@ -13,6 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from apa.config import register_configs
+from apa.distributed import export_submitit_environment, launch_overrides
 from apa.errors import one_line_errors
 
 register_configs(trainer=False)  # the run's trainer settings are only read back, never composed
@@ -21,18 +24,23 @@ register_configs(trainer=False)  # the run's trainer settings are only read back
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 @one_line_errors
 def main(cfg: DictConfig) -> None:
+    from apa.distributed import rank
     from apa.evaluation.evaluate import evaluate
     from apa.reporting.epochs import report_evaluation
 
+    export_submitit_environment()  # RANK etc. inside a multi-task SLURM job, before the ranks join
     hydra_cfg = HydraConfig.get()
     out = Path(hydra_cfg.runtime.output_dir)
     try:
-        report_evaluation(evaluate(cfg, list(hydra_cfg.overrides.task), out))
+        results = evaluate(cfg, list(hydra_cfg.overrides.task), out)
+        if rank() == 0:  # under a data-parallel launch, rank 0 holds the metrics
+            report_evaluation(results)
     finally:  # a refused or re-scoring evaluation leaves no empty folder that Hydra made for it
-        for folder in (out, out.parent if cfg.run_dir and out.parent == Path(cfg.run_dir) else None):
+        for folder in (out, out.parent if cfg.run_dir and out.parent == Path(cfg.run_dir) else None) * (rank() == 0):
             if folder is not None and folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()
 
 
 if __name__ == "__main__":
+    sys.argv += one_line_errors(launch_overrides)(sys.argv[1:])  # torchrun: one folder, rank 0's log only
     main()

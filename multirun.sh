@@ -3,7 +3,8 @@
 # report.html: the comparison with curves and an utterance browser, opened offline in any browser).
 #   ./multirun.sh experiment=demo                       the CPU demo (tiny model, bundled sample)
 #   ./multirun.sh trainer.num_train_epochs=4 hydra.sweep.dir=outputs/my-sweep      (full corpus from the hub)
-#   GPUS=4 ./multirun.sh                each config data parallel on 4 GPUs (torchrun; LAUNCHER="accelerate launch
+#   GPUS=4 ./multirun.sh                each config data parallel on 4 GPUs, then each run's checkpoints evaluated
+#                                       data parallel on 4 GPUs (torchrun; LAUNCHER="accelerate launch --multi_gpu
 #                                       --num_processes 4" to use accelerate instead)
 # Every argument goes to train.py; exits non-zero as soon as a step fails.
 set -euo pipefail
@@ -32,7 +33,8 @@ if [ "$GPUS" -le 1 ]; then
 fi
 
 # Several GPUs: each LoRA config in turn trains data parallel through the launcher (one process per GPU), into
-# <sweep>/<lora>_<n> as a Hydra sweep would name it; then one evaluation process and the comparison.
+# <sweep>/<lora>_<n> as a Hydra sweep would name it; then each run is evaluated through the same launcher (every
+# rank generates whole batches, rank 0 merges and scores: the files one process would write); then the comparison.
 read -r -a launcher <<< "${LAUNCHER:-$PY -m torch.distributed.run --standalone --nproc_per_node=$GPUS}"
 n=0
 runs=()
@@ -43,8 +45,10 @@ for lora in pretrained_r320 fresh_r64; do
   runs+=("$run_dir")
   n=$((n + 1))
 done
-echo "== evaluate every checkpoint"
-"$PY" evaluate.py -m "run_dir=$(IFS=,; echo "${runs[*]}")" checkpoint=all
+for run_dir in "${runs[@]}"; do
+  echo "== evaluate every checkpoint of $run_dir on $GPUS GPUs"
+  "${launcher[@]}" evaluate.py "run_dir=$run_dir" checkpoint=all
+done
 echo "== compare"
 "$PY" -m apa compare "$sweep_dir"
 echo "== report"

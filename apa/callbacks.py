@@ -58,6 +58,7 @@ class EvaluateAndCompare(Callback):
         import torch
         from hydra import compose
 
+        from apa.distributed import rank
         from apa.evaluation.evaluate import evaluate
         from apa.reporting.epochs import report_evaluation
         from apa.run_folder import EVAL_DIR
@@ -67,7 +68,9 @@ class EvaluateAndCompare(Callback):
             torch.cuda.empty_cache()
         overrides = [f"run_dir={hydra_value(run_dir)}", f"checkpoint={self.checkpoint}", *self.overrides]
         cfg = compose(config_name="evaluate", overrides=overrides)
-        report_evaluation(evaluate(cfg, list(self.overrides), run_dir / EVAL_DIR))
+        results = evaluate(cfg, list(self.overrides), run_dir / EVAL_DIR)  # data parallel in a multi-task SLURM job
+        if rank() == 0:
+            report_evaluation(results)
 
     def _remember_base_model(self, config: DictConfig) -> None:
         from omegaconf import OmegaConf

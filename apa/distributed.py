@@ -26,6 +26,92 @@ def rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+# how long a rank waits for the others at a barrier: a rank that is done waits there for the slowest one's last
+# batches and for rank 0's merge and scoring (a lost rank is noticed by the launcher, which stops the others)
+GROUP_TIMEOUT = timedelta(hours=2)
+
+
+def join_process_group() -> bool:
+    """Under a multi-process launch (WORLD_SIZE > 1), join the launcher's torch.distributed group, as training's
+    Trainer does: NCCL with this rank's GPU (LOCAL_RANK) when there are GPUs, else gloo. True when there are several
+    ranks; a group that is already up (the sweep callback after training) is used as it is."""
+    if world_size() <= 1:
+        return False
+    import torch
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        return dist.get_world_size() > 1
+    if "MASTER_ADDR" not in os.environ or "MASTER_PORT" not in os.environ:
+        raise UserError(f"WORLD_SIZE={world_size()} without MASTER_ADDR / MASTER_PORT: the processes cannot find each "
+                        "other; launch with torchrun, accelerate launch or a SLURM job of several tasks")
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank())
+        dist.init_process_group("nccl", timeout=GROUP_TIMEOUT, device_id=torch.device("cuda", local_rank()))
+    else:
+        dist.init_process_group("gloo", timeout=GROUP_TIMEOUT)
+    return True
+
+
+def group_size() -> int:
+    """Ranks of the joined torch.distributed group (1 when none was joined)."""
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def group_rank() -> int:
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def broadcast(obj):
+    """Rank 0's `obj` on every rank (picklable; as it is without a group)."""
+    if group_size() == 1:
+        return obj
+    import torch.distributed as dist
+
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def barrier() -> None:
+    if group_size() > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def on_rank_zero(fn):
+    """fn() on rank 0 alone (what writes or locks a shared folder); its result there, None elsewhere. If it fails,
+    every rank fails: rank 0 with its own error, the others with its message (a UserError, so one line each),
+    instead of waiting at the next barrier."""
+    if group_size() == 1:
+        return fn()
+    result, failure, message = None, None, None
+    if group_rank() == 0:
+        try:
+            result = fn()
+        except Exception as exc:  # noqa: BLE001 - re-raised below, after the others are told
+            from apa.errors import as_user_error
+
+            failure = exc
+            known = as_user_error(exc)
+            message = str(known) if known is not None else f"rank 0 failed ({type(exc).__name__}): see its traceback"
+    message = broadcast(message)
+    if failure is not None:
+        raise failure
+    if message is not None:
+        raise UserError(message)
+    return result
+
+
 def run_stamp() -> str:
     """The time stamp of a new run folder: the shared one under a multi-process launch, else now."""
     return os.environ.get(RUN_STAMP_ENV) or time.strftime(STAMP_FORMAT)

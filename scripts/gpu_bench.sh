@@ -17,7 +17,7 @@
 #   APA_BENCH_MODEL=tiny bash scripts/gpu_bench.sh    dry run of the same matrix on a CPU: the tiny model, every
 #                                                     batch divided by 8 (accumulation kept), small budgets
 # Environment: OUT, STEPS (measured optimizer steps, 2), WARMUP (1), DEADLINE_S (420), BUDGETS ("8192 32768
-# 131072"), ANSWERS (512), COMPILE_TRAIN=1, DATA_BENCH=1 to also time the data pipeline, PYTHON (python3). Where the
+# 131072"), ANSWERS (512), EVAL_GPUS (8: the ranks the data-parallel evaluation line projects for), COMPILE_TRAIN=1, DATA_BENCH=1 to also time the data pipeline, PYTHON (python3). Where the
 # project is not installed (a bare GPU image), wheels in .whl/ are put on PYTHONPATH first.
 # Output: $OUT/results.jsonl (one JSON object per case: name, mode, overrides, ok, result or error, wall_s),
 # $OUT/summary.md (the tables for docs/benchmarks.md), $OUT/cases.txt, $OUT/bench.log, $OUT/versions.txt.
@@ -105,6 +105,23 @@ timeout -k 10 "$((deadline + 60))" /usr/bin/time -v "$py" -m apa bench "${common
 code=$?; echo "exit $code$([ "$code" = 124 ] && echo ' (stopped at the deadline; the finished cases are kept)')"
 grep -E "Maximum resident|Elapsed" "$out/bench.log"
 cat "$out/summary.md" 2>/dev/null
+
+# Data-parallel evaluation (torchrun evaluate.py): each rank generates whole batches on its own GPU and shares
+# nothing until its checkpoint is done, so a rank's answers/s is a single process's. The projection for a Table-3
+# sweep (9 checkpoints x 5,000 answers: 4 epochs x 2 settings + the baseline) on EVAL_GPUS (8) ranks follows from it;
+# the last batch of each checkpoint leaves the other ranks idle for up to one batch (not in the projection).
+"$py" - "$out/results.jsonl" "${EVAL_GPUS:-8}" <<'PROJECTION' | tee -a "$out/summary.md"
+import json, sys
+gpus, budget = int(sys.argv[2]), "32768"  # evaluate.yaml's max_batch_tokens
+print(f"\n| data-parallel evaluation (budget {budget}) | answers/s per rank | 9 x 5,000 answers on 1 rank | "
+      f"on {gpus} ranks |\n|---|---|---|---|")
+for line in open(sys.argv[1]):
+    case = json.loads(line)
+    rate = case["ok"] and case["mode"] == "generate" and case["result"]["budgets"].get(budget, {}).get("answers_per_s")
+    if rate and not case["result"]["config"].get("cache_implementation"):
+        minutes = 9 * 5000 / rate / 60
+        print(f"| {case['name']} | {rate:.1f} | {minutes:.0f} min | {minutes / gpus:.0f} min |")
+PROJECTION
 
 if [ "${DATA_BENCH:-0}" = 1 ]; then
   echo "== data pipeline"

@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -36,6 +37,7 @@ from apa.run_folder import (
     RunLock,
     epoch_checkpoints,
     manifest_problems,
+    prediction_shards,
     read_fingerprint,
     read_record,
     resolved_config,
@@ -142,17 +144,22 @@ def fingerprint(rows: list[dict], weights: str, cfg: DictConfig, model: dict, da
 
 
 def check_fingerprint(out_dir: Path, expected: dict) -> None:
-    """Write `expected` into a fresh folder; refuse a folder whose predictions came from something else."""
+    """Write `expected` into a fresh folder; refuse a folder whose predictions came from something else. Beside the
+    fingerprint, `launches` records each launch that evaluated into the folder (its world size: how many ranks
+    generated), which may differ between a launch and its resume without changing a prediction."""
+    from apa.distributed import group_size
+
     path, predictions = out_dir / FINGERPRINT, out_dir / PREDICTIONS
-    if predictions.exists() and predictions.stat().st_size:
-        saved = read_fingerprint(out_dir)
+    held = [p for p in (predictions, *prediction_shards(out_dir)) if p.exists() and p.stat().st_size]
+    saved = read_fingerprint(out_dir) if held else None
+    if held:
         if saved is None:
-            raise EvaluationError(f"{predictions} has no readable {FINGERPRINT} beside it, so what it was generated "
+            raise EvaluationError(f"{held[0]} has no readable {FINGERPRINT} beside it, so what it was generated "
                                   f"from cannot be checked: delete {out_dir} to evaluate again")
         from apa.versions import version_differences
 
         # versions: only the libraries that change predictions (apa.versions.NUMERIC_LIBRARIES) must agree
-        differ = sorted(k for k in (expected.keys() | saved.keys()) - {"versions", "training_versions"}
+        differ = sorted(k for k in (expected.keys() | saved.keys()) - {"versions", "training_versions", "launches"}
                         if expected.get(k) != saved.get(k))
         changed = version_differences(saved.get("versions"), expected["versions"])
         if changed:
@@ -162,25 +169,47 @@ def check_fingerprint(out_dir: Path, expected: dict) -> None:
                 f"{out_dir} holds predictions of another evaluation (different {', '.join(differ)}): continuing "
                 f"would mix the two. Delete {out_dir} to evaluate anew, or evaluate as that one was")
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(path, expected)
+    launches = [*((saved or {}).get("launches") or []), {"world_size": group_size()}]
+    write_json(path, {**expected, "launches": launches})
 
 
-def evaluate_one(model, processor, rows: list[dict], means: dict[str, float], cfg: DictConfig, out_dir: Path,
-                 split: dict | None = None, fingerprint_of: dict | None = None) -> dict:
+def evaluate_one(model, processor, rows: list[dict], means: dict, cfg: DictConfig, out_dir: Path,
+                 split: dict | None = None, fingerprint_of: dict | None = None) -> dict | None:
     """predictions.jsonl (resumable) and metrics.json for one model in `out_dir`; `split` (the test split's record)
     is written beside them as test_split.json; `fingerprint_of` (see `fingerprint`) is checked against a folder that
-    already holds predictions and written beside them."""
-    if fingerprint_of is not None:
-        check_fingerprint(out_dir, fingerprint_of)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / TRAIN_MEANS, means)
-    if split is not None:
-        write_split_record(out_dir, split)
+    already holds predictions and written beside them. Under a data-parallel launch every rank generates its share
+    and rank 0 alone writes the files and returns the metrics (None on the others)."""
+    from apa.distributed import group_rank, on_rank_zero
+
+    def prepare() -> None:
+        if fingerprint_of is not None:
+            check_fingerprint(out_dir, fingerprint_of)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_json(out_dir / TRAIN_MEANS, means)
+        if split is not None:
+            write_split_record(out_dir, split)
+
+    on_rank_zero(prepare)
     generate_predictions(model, processor, rows, out_dir / PREDICTIONS, cfg.batch_size,
                          dict(cfg.max_new_tokens), cfg.data.feature_cache_mb, **generation_options(cfg))
+    if group_rank() != 0:
+        return None
     metrics = score_file(out_dir / PREDICTIONS, means, cfg.bootstrap)
     log.info("%s: %s", out_dir, format_metrics(metrics))
     return metrics
+
+
+@contextmanager
+def evaluation_lock(folder: Path):
+    """One evaluation per folder (RunLock), held by rank 0 for all ranks of a data-parallel launch."""
+    from apa.distributed import on_rank_zero
+
+    lock = RunLock(folder, "evaluation")
+    on_rank_zero(lock.acquire)
+    try:
+        yield
+    finally:
+        lock.release()  # a no-op on ranks that hold nothing
 
 
 # model.* overrides a run's evaluation may take: how it runs, not what it is
@@ -236,22 +265,30 @@ def evaluate(cfg: DictConfig, overrides: list[str], fallback_dir: Path) -> Resul
         print(metrics_json(metrics))
         return Results({path.parent.name: metrics}, path.parent, checkpoint=path.parent.name, own=False)
     from apa.checkpoint.hub import check_config_hub_access
+    from apa.distributed import group_rank, join_process_group, on_rank_zero
 
+    join_process_group()  # under torchrun / accelerate launch / a SLURM job of several tasks: data parallel
     if not cfg.run_dir:
         check_config_hub_access(cfg)
         out_dir = fallback_dir / "base_model"
-        with RunLock(fallback_dir, "evaluation"):
+        with evaluation_lock(fallback_dir):
             from apa.checkpoint.adapters import load_baseline
 
             model, processor, path = load_baseline(cfg.model, cfg.baseline, cfg.seed)
-            out_dir.mkdir(parents=True, exist_ok=True)
             settings = {"model": path, "revision": cfg.model.get("revision"), **OmegaConf.to_container(cfg.baseline)}
-            write_json(out_dir / EVAL_SETTINGS, settings)
-            log.info("untrained baseline: %s", settings)
+
+            def record() -> None:
+                out_dir.mkdir(parents=True, exist_ok=True)
+                write_json(out_dir / EVAL_SETTINGS, settings)
+                log.info("untrained baseline: %s", settings)
+
+            on_rank_zero(record)
             rows, split = evaluation_set(cfg, processor.tokenizer.audio_token, cfg.baseline.control_tokens)
             weights = "untrained:" + _digest(settings)
             metrics = evaluate_one(model, processor, rows, train_means(cfg), cfg, out_dir, split,
                                    fingerprint(rows, weights, cfg, OmegaConf.to_container(cfg.model), cfg.data))
+        if group_rank() != 0:
+            return Results({}, fallback_dir, checkpoint="base_model", own=False)
         print(format_metrics(metrics))
         return Results({"base_model": metrics}, fallback_dir, checkpoint="base_model", own=False)
     run_dir = Path(cfg.run_dir)
@@ -265,8 +302,10 @@ def evaluate(cfg: DictConfig, overrides: list[str], fallback_dir: Path) -> Resul
     if holder:
         raise EvaluationError(f"{run_dir} is still being trained by {holder}: evaluate it when training has ended")
     check_config_hub_access(test_cfg)
-    with RunLock(eval_root, "evaluation"):
+    with evaluation_lock(eval_root):
         results = _evaluate_checkpoints(cfg, test_cfg, run_dir, eval_root)
+    if group_rank() != 0:  # rank 0 holds the metrics and writes the tables
+        return Results({}, eval_root, run_dir, cfg.checkpoint, own=not other)
     unparsed = any((m.get("parse_rate_apa") or 0) < 0.5 for m in results.values())
     if unparsed and (trained.model.get("tiny") or trained.model.get("random")):
         log.warning("%s used a generated miniature with random weights: its answers rarely parse, so PCC and MDD "
@@ -291,6 +330,8 @@ def _trained_versions(run_dir: Path) -> dict | None:
 
 
 def _evaluate_checkpoints(cfg: DictConfig, test_cfg: DictConfig, run_dir: Path, eval_root: Path) -> dict:
+    from apa.distributed import group_rank
+
     rows = means = split = None
     results = {}
     evaluated: dict[str, Path] = {}  # weights digest -> eval folder
@@ -302,6 +343,8 @@ def _evaluate_checkpoints(cfg: DictConfig, test_cfg: DictConfig, run_dir: Path, 
     for checkpoint in checkpoints_to_evaluate(run_dir, cfg.checkpoint):
         out_dir = eval_root / checkpoint.name
         digest = weights_digest(checkpoint)
+        if digest in evaluated and group_rank() != 0:
+            continue
         if digest in evaluated:
             # final_model usually holds the very weights of the last epoch checkpoint: greedy decoding would repeat
             # itself, so its predictions are copied (and re-scored) instead of generated again

@@ -24,7 +24,17 @@ from tqdm.auto import tqdm
 from apa.data.records import APA_ASPECTS
 from apa.errors import UserError
 from apa.metrics import compute_metrics
-from apa.run_folder import METRICS, PREDICTIONS, SPLIT_FILE, TRAIN_MEANS, read_file, write_atomic, write_json
+from apa.run_folder import (
+    METRICS,
+    PREDICTION_SHARD,
+    PREDICTIONS,
+    SPLIT_FILE,
+    TRAIN_MEANS,
+    prediction_shards,
+    read_file,
+    write_atomic,
+    write_json,
+)
 from apa.sft.lengths import audio_tokens, clip_seconds
 from apa.sft.prompts import PARSERS
 from apa.uncertainty import RESAMPLES, SEED, SPEAKER, intervals
@@ -36,14 +46,16 @@ class EvaluationError(UserError, RuntimeError):
     """Evaluation cannot run as asked; the message names the fix."""
 
 
-def _done_keys(path: Path) -> set[tuple[str, str]]:
-    """Keys already written; a torn last line (a crash mid-write) is cut off so the file stays valid JSONL."""
+def _complete_lines(path: Path, cut: bool = True) -> dict[tuple[str, str], bytes]:
+    """(id, task) -> line of the complete lines of a predictions file (or shard), in file order; a torn last line (a
+    crash mid-write) is left out and, with `cut`, cut off so the file stays valid JSONL."""
     if not path.exists():
-        return set()
-    keys, good_bytes = set(), 0
-    lines = path.read_bytes().split(b"\n")
-    for n, line in enumerate(lines, 1):
-        last = n == len(lines)  # the text after the final newline: empty, or a torn write
+        return {}
+    lines: dict[tuple[str, str], bytes] = {}
+    good_bytes = 0
+    raw = path.read_bytes().split(b"\n")
+    for n, line in enumerate(raw, 1):
+        last = n == len(raw)  # the text after the final newline: empty, or a torn write
         try:
             rec = json.loads(line) if line.strip() else None
             key = None if rec is None else (rec["id"], rec["task"])
@@ -56,14 +68,19 @@ def _done_keys(path: Path) -> set[tuple[str, str]]:
         if last and line.strip():
             break  # a whole record without its newline: written, but not known to be complete
         if key is not None:
-            keys.add(key)
+            lines.setdefault(key, line + b"\n")
         good_bytes += len(line) + (0 if last else 1)
-    if good_bytes != path.stat().st_size:
+    if cut and good_bytes != path.stat().st_size:
         log.warning("%s: cutting off a torn last line (%d bytes; an evaluation stopped mid-write): its batch is "
                     "generated again", path, path.stat().st_size - good_bytes)
         with path.open("r+b") as f:
             f.truncate(good_bytes)
-    return keys
+    return lines
+
+
+def _done_keys(path: Path) -> set[tuple[str, str]]:
+    """Keys already written; a torn last line is cut off."""
+    return set(_complete_lines(path))
 
 
 def prompt_lengths(rows: list[dict], batcher) -> list[int]:
@@ -114,25 +131,83 @@ def generation_options(cfg) -> dict:
     return {"max_batch_tokens": cfg.get("max_batch_tokens"), "generate_kwargs": kwargs}
 
 
+def batch_cost(batch: list[dict], length: dict[tuple[str, str], int], max_new_tokens: dict[str, int]) -> int:
+    """A batch's tokens as plan_batches counts them: rows x (its longest prompt + the task's max_new_tokens)."""
+    return len(batch) * (max(length[(r["id"], r["task"])] for r in batch) + max_new_tokens.get(batch[0]["task"], 0))
+
+
+def deal_batches(costs: list[int], todo: list[int], ranks: int) -> list[list[int]]:
+    """Whole batches (indices into the plan) for each of `ranks` ranks, balanced by cost: the costliest batch first,
+    each to the rank with the least so far (ties: the earlier batch, the lower rank); each rank's batches in plan
+    order. A function of its arguments alone, so every rank deals the same."""
+    shares: list[list[int]] = [[] for _ in range(ranks)]
+    load = [0] * ranks
+    for i in sorted(todo, key=lambda i: (-costs[i], i)):
+        least = min(range(ranks), key=lambda r: (load[r], r))
+        shares[least].append(i)
+        load[least] += costs[i]
+    return [sorted(share) for share in shares]
+
+
 def generate_predictions(model, processor, rows: list[dict], path: Path, batch_size: int,
                          max_new_tokens: dict[str, int], feature_cache_mb: float = 1024,
                          max_batch_tokens: int | None = None, generate_kwargs: dict | None = None) -> list[dict]:
     """predictions.jsonl for `rows`, batch by batch (plan_batches: at most `batch_size` rows and, if given,
-    `max_batch_tokens` tokens each); lines already in the file are kept and their batches skipped."""
+    `max_batch_tokens` tokens each); lines already in the file are kept and their batches skipped.
+
+    Data parallel (a torch.distributed group of several ranks, apa.distributed): every rank plans the same batches;
+    rank 0 finds the batches still to do (in predictions.jsonl and every rank's shard, whatever world size wrote
+    them) and deals them to the ranks (`deal_batches`); each rank appends its answers to its own shard
+    (predictions.rank-<R>.jsonl), a whole batch per write; rank 0 merges, once all are done. Every batch is composed
+    as in one process, so the merged file is the one a single process writes. Returns the records on rank 0 (the
+    only rank with a single process), [] on the others."""
+    from apa import distributed
     from apa.sft.collate import SpeechSFTCollator
-    from apa.sft.generation import generate_answers
 
     batcher = SpeechSFTCollator(processor, feature_cache_mb=feature_cache_mb)  # one cache for both tasks' batches
-    path.parent.mkdir(parents=True, exist_ok=True)
-    done = _done_keys(path)
     lengths = prompt_lengths(rows, batcher)
     batches = plan_batches(rows, batch_size, lengths, max_batch_tokens, max_new_tokens)
-    todo = [b for b in batches if any((r["id"], r["task"]) not in done for r in b)]
-    if done:
-        log.info("%s: %d predictions already there, %d batches to go", path, len(done), len(todo))
-    with path.open("a") as out, tqdm(total=sum(len(b) for b in batches), initial=len(done),
-                                     desc=f"generating {path.parent.name}", unit="ex") as bar:
-        for batch in todo:
+    rank, ranks = distributed.group_rank(), distributed.group_size()
+
+    def survey() -> tuple[list[int], bool]:  # rank 0, before anyone writes: what is done, and whether to shard
+        path.parent.mkdir(parents=True, exist_ok=True)
+        done = set(_complete_lines(path))
+        shards = prediction_shards(path.parent)
+        for shard in shards:
+            done |= set(_complete_lines(shard))
+        todo = [i for i, b in enumerate(batches) if any((r["id"], r["task"]) not in done for r in b)]
+        if done:
+            log.info("%s: %d predictions already there, %d of %d batches to go (%d rank(s))", path, len(done),
+                     len(todo), len(batches), ranks)
+        return todo, done, ranks > 1 or bool(shards)
+
+    todo, done, sharded = distributed.on_rank_zero(survey) or (None, None, None)
+    todo, sharded = distributed.broadcast((todo, sharded))
+    if not sharded:  # one process, no shards of an earlier data-parallel launch: straight into predictions.jsonl
+        _generate(model, processor, [batches[i] for i in todo], path, done, batcher, max_new_tokens, generate_kwargs,
+                  total=len(rows), desc=f"generating {path.parent.name}")
+        return read_predictions(path)
+    length = {(r["id"], r["task"]): n for r, n in zip(rows, lengths, strict=True)}
+    mine = deal_batches([batch_cost(b, length, max_new_tokens) for b in batches], todo, ranks)[rank]
+    shard = path.with_name(PREDICTION_SHARD.format(rank))
+    log.info("%s: rank %d of %d generates %d of the %d batches to go", path.parent.name, rank, ranks, len(mine),
+             len(todo))
+    _generate(model, processor, [batches[i] for i in mine], shard, set(), batcher, max_new_tokens, generate_kwargs,
+              total=sum(len(batches[i]) for i in mine), desc=f"generating {path.parent.name} (rank {rank})")
+    distributed.barrier()  # every shard complete
+    distributed.on_rank_zero(lambda: merge_shards(path, batches))
+    return read_predictions(path) if rank == 0 else []
+
+
+def _generate(model, processor, batches: list[list[dict]], path: Path, done: set, batcher, max_new_tokens: dict,
+              generate_kwargs: dict | None, total: int, desc: str) -> None:
+    """Append the answers of `batches` to `path`, one write per batch, each on disk before the next starts."""
+    from apa.sft.generation import generate_answers
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    todo_rows = sum(1 for b in batches for r in b if (r["id"], r["task"]) not in done)
+    with path.open("a") as out, tqdm(total=total, initial=total - todo_rows, desc=desc, unit="ex") as bar:
+        for batch in batches:
             task = batch[0]["task"]
             raws = generate_answers(model, processor, batch, max_new_tokens=max_new_tokens[task], batcher=batcher,
                                     **(generate_kwargs or {}))
@@ -147,7 +222,27 @@ def generate_predictions(model, processor, rows: list[dict], path: Path, batch_s
             out.flush()
             os.fsync(out.fileno())
             bar.update(len(lines))
-    return read_predictions(path)
+
+
+def merge_shards(path: Path, batches: list[list[dict]]) -> None:
+    """predictions.jsonl from itself and every shard beside it, in plan order (a single process's order), written
+    atomically; then the shards are removed. Each answer is taken once (a line the file already has wins)."""
+    lines: dict[tuple[str, str], bytes] = {}
+    shards = prediction_shards(path.parent)
+    for source in (path, *shards):
+        for key, line in _complete_lines(source, cut=False).items():
+            lines.setdefault(key, line)
+    order = [(r["id"], r["task"]) for b in batches for r in b]
+    missing = [key for key in order if key not in lines]
+    if missing:
+        raise EvaluationError(f"{path.parent}: {len(missing)} answers are in no shard after every rank finished "
+                              f"(first: {missing[0][1]} of {missing[0][0]}); rerun the same command to generate them")
+    merged = b"".join(lines[key] for key in order)
+    if not shards and path.exists() and path.read_bytes() == merged:
+        return
+    write_atomic(path, merged.decode("utf-8"))
+    for shard in shards:
+        shard.unlink()
 
 
 def read_predictions(path: Path) -> list[dict]:

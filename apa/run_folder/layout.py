@@ -8,6 +8,8 @@
       checkpoint-step-<N>/     after an interruption mid-epoch
       final_model/             the adapter, tokenizer and the base checkpoint's processor files
       eval/<checkpoint>/       predictions.jsonl, metrics.json, fingerprint.json, test_split.json, train_means.json
+                               (predictions.rank-<R>.jsonl: one rank's answers while several generate; merged
+                               into predictions.jsonl, then removed)
       eval-<data>-<digest>/    evaluations on other data or prompts
       .lock                    while a training or evaluation holds the folder
 
@@ -38,6 +40,9 @@ MANIFEST = "apa_manifest.json"
 LOCK = ".lock"
 EVAL_DIR = "eval"
 PREDICTIONS = "predictions.jsonl"
+# one rank's share of a data-parallel evaluation (apa.evaluation.predictions), resumable like predictions.jsonl;
+# rank 0 merges the shards into predictions.jsonl (in the single-process order) and removes them
+PREDICTION_SHARD = "predictions.rank-{}.jsonl"
 METRICS = "metrics.json"
 FINGERPRINT = "fingerprint.json"
 SPLIT_FILE = "test_split.json"  # what the test split held (utterances, phones, skips)
@@ -216,6 +221,13 @@ def evaluations(run_dir: Path, root: str = EVAL_DIR) -> list[Path]:
 def read_metrics(eval_dir: Path) -> dict:
     return read_file(Path(eval_dir) / METRICS,
                      f"Re-score it: `python evaluate.py predictions={Path(eval_dir) / PREDICTIONS}` rewrites it")
+
+
+def prediction_shards(eval_dir: Path) -> list[Path]:
+    """The per-rank prediction files in an evaluation folder, by rank (those of any earlier world size too)."""
+    found = [p for p in Path(eval_dir).glob(PREDICTION_SHARD.format("*"))
+             if p.name[len("predictions.rank-"):-len(".jsonl")].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[len("predictions.rank-"):-len(".jsonl")]))
 
 
 def read_fingerprint(eval_dir: Path) -> dict | None:

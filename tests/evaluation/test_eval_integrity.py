@@ -34,12 +34,15 @@ def test_a_second_evaluation_with_other_settings_is_refused_not_mixed(run_dir):
     before = predictions.read_bytes()
     fingerprint = json.loads((run_dir / "eval" / "final_model" / "fingerprint.json").read_text())
     assert set(fingerprint) == {"test_set", "prompts", "weights", "model", "generation", "data", "versions",
-                                "training_versions"}
+                                "training_versions", "launches"}
+    assert fingerprint["launches"] == [{"world_size": 1}]  # how it ran, not what it is: never compared
     with pytest.raises(EvaluationError, match="holds predictions of another evaluation .different generation"):
         _evaluate(run_dir, "max_new_tokens.apa=7")
     assert predictions.read_bytes() == before
     again = _evaluate(run_dir)["final_model"]  # the same evaluation again: resumes (nothing to do), same numbers
     assert again["n_apa"] == first["n_apa"] and predictions.read_bytes() == before
+    launches = json.loads((run_dir / "eval" / "final_model" / "fingerprint.json").read_text())["launches"]
+    assert launches == [{"world_size": 1}, {"world_size": 1}]
 
 
 def test_other_data_goes_to_its_own_folder_and_the_override_is_applied(run_dir):
