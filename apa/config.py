@@ -35,9 +35,11 @@ OmegaConf.register_new_resolver("apa_sample_root", lambda: str(SAMPLE_ROOT), rep
 # experiment=table3's job folders: table3_lora_only_0, table3_unfreeze_1
 OmegaConf.register_new_resolver("apa_table3_setting", lambda unfreeze: "unfreeze" if unfreeze else "lora_only",
                                 replace=True)
-# evaluate.py logs into <run_dir>/eval, or a fresh outputs/eval/<time> folder for the base model / re-scoring.
+# evaluate.py logs into <run_dir>/eval; beside the predictions file it re-scores (where its metrics.json goes); or, for
+# the base model, into a fresh outputs/eval/<time> folder.
 OmegaConf.register_new_resolver(
-    "apa_eval_dir", lambda run_dir, stamp: f"{run_dir}/eval" if run_dir else f"outputs/eval/{stamp}", replace=True
+    "apa_eval_dir", lambda run_dir, predictions, stamp: f"{run_dir}/eval" if run_dir else
+    str(Path(predictions).parent) if predictions else f"outputs/eval/{stamp}", replace=True
 )
 
 

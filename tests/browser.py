@@ -1,7 +1,8 @@
 """Headless Chromium for the browser tests: Debian's `chromium` driven by Playwright, no browser download.
 
 .ci/run installs the package; a missing browser fails the tests (it never skips them). APA_CHROMIUM names another
-binary; screenshots go to tests/artifacts/ (gitignored; APA_TEST_ARTIFACTS names another folder).
+binary; screenshots go to <temp>/apa-test-artifacts/ (APA_TEST_ARTIFACTS names another folder): the tests write
+nothing into the checkout.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,7 +18,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-ARTIFACTS = Path(os.environ.get("APA_TEST_ARTIFACTS", REPO / "tests" / "artifacts"))
+ARTIFACTS = Path(os.environ.get("APA_TEST_ARTIFACTS", Path(tempfile.gettempdir()) / "apa-test-artifacts"))
 # What works in a container without a display, a GPU or a network (and never phones home); Playwright adds
 # --headless and a fresh profile (--user-data-dir) of its own
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",

@@ -26,7 +26,7 @@ CONF = REPO / "conf"
 RESUME_OVERRIDES = ("experiment=demo", "prompts=terse", "lora=fresh_r64", "data.limit=4", "trainer.num_train_epochs=2",
                     "trainer.per_device_train_batch_size=2", "trainer.report_to=[]", "trainer.logging_steps=1")
 FAST_EVAL = ("batch_size=3", "max_new_tokens.apa=6", "max_new_tokens.mdd=6")  # short answers: decoding is slow here
-os.environ.setdefault("APA_CACHE_DIR", str(REPO / ".cache" / "apa"))
+# Generated tiny checkpoints go where the project keeps them (~/.cache/apa, or $APA_CACHE_DIR): never into the checkout
 register_configs()
 
 
@@ -227,11 +227,29 @@ def _start(name: str) -> None:
         _RUNS[name] = BACKGROUND[name][1](Path(tempfile.mkdtemp(prefix=f"apa-{name}-")))
 
 
+def _checkout_files() -> set[str] | None:
+    """Untracked and ignored paths in the checkout, less Python's and pytest's own caches (None outside a git
+    checkout). The suite must leave this set as it found it: every file a test writes goes to a temporary folder."""
+    try:
+        listed = subprocess.run(["git", "status", "--porcelain", "--ignored", "--untracked-files=all", "-z"],
+                                cwd=REPO, capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    paths = {entry[3:] for entry in listed.split("\0") if entry[:2] in ("??", "!!")}
+    return {p for p in paths if "__pycache__/" not in p and not p.startswith(".pytest_cache/")}
+
+
+_CHECKOUT_BEFORE: set[str] | None = None
+
+
 def pytest_sessionstart(session):
-    """Start the runs whose test files are among the paths asked for (before collection, which takes ~25 s)."""
+    """Note the checkout's untracked files; start the runs whose test files are among the paths asked for (before
+    collection, which takes ~25 s)."""
+    global _CHECKOUT_BEFORE
     config = session.config
     if config.option.collectonly:
         return
+    _CHECKOUT_BEFORE = _checkout_files()
     asked = [(config.invocation_params.dir / arg.split("::")[0]).resolve() for arg in config.args]
     for name, (files, _) in BACKGROUND.items():
         if any(p == f or p in f.parents for p in asked for f in (REPO / "tests" / n for n in files)):
@@ -240,6 +258,12 @@ def pytest_sessionstart(session):
 
 def _background_needs(item) -> set[str]:
     return BACKGROUND.keys() & set(getattr(item, "fixturenames", ()))
+
+
+def pytest_itemcollected(item):
+    """A test that waits for a background run is end-to-end: marked `slow` (`pytest -m "not slow"` leaves it out)."""
+    if _background_needs(item):
+        item.add_marker(pytest.mark.slow)
 
 
 @pytest.hookimpl(trylast=True)  # after -k / -m deselection, so that `items` is what will run
@@ -267,6 +291,13 @@ def pytest_sessionfinish(session, exitstatus):
         run.stop()
         if exitstatus == 0:
             shutil.rmtree(run.out_dir, ignore_errors=True)
+    after = _checkout_files() if _CHECKOUT_BEFORE is not None else None
+    written = sorted(after - _CHECKOUT_BEFORE) if after is not None else []
+    if written:  # a test wrote into the checkout: the session fails, naming what appeared
+        shown = "\n  ".join(written[:20]) + (f"\n  … and {len(written) - 20} more" if len(written) > 20 else "")
+        print(f"\nerror: the tests wrote {len(written)} file(s) into the checkout {REPO}; write to tmp_path "
+              f"instead:\n  {shown}", file=sys.stderr)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")

@@ -28,8 +28,9 @@ from apa.metrics import (
 )
 from apa.sft.prompts import format_answer, parse_apa, parse_mdd
 
-FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-SLOWER = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# database=None: Hypothesis keeps no .hypothesis/ folder in the checkout (the tests write nothing there)
+FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
+SLOWER = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
 
 # What read_entry turns into a counted skip ("bad labels"); anything else escaping parse_labels would be a crash.
 LABEL_ERRORS = (KeyError, TypeError, ValueError)
