@@ -212,3 +212,25 @@ def test_the_sampler_follows_the_epoch_even_behind_skip_first_batches(short_run,
     trainer._run_epoch(None, 3)
     assert seen == [(3, 3)]
 
+
+def test_an_unfrozen_run_exports_with_its_trained_modules_in_place(unfrozen, tmp_path):
+    """The Unfreeze row's adapter carries whole trained modules (PEFT modules_to_save) beside the LoRA: `apa export`
+    puts the trained copies in the base's place, so plain transformers computes the trained model's logits."""
+    from transformers import AutoModelForCausalLM
+
+    from apa.publish.export import export
+
+    out = export(unfrozen["final"], tmp_path / "merged")
+    merged = AutoModelForCausalLM.from_pretrained(str(out)).eval()
+    base, _, _ = load_base(unfrozen["cfg"].model)
+    base_weights = base.state_dict()
+    trained = [name for name, tensor in merged.state_dict().items()
+               if "audio_embed.encoder" in name and not torch.equal(tensor, base_weights[name])]
+    assert trained, "the trained audio encoder must be in the export, not the base's"
+    trainer = unfrozen["trainer"]
+    batch = SpeechSFTCollator(load_processor(str(out)))([trainer.train_dataset[i] for i in range(2)])
+    batch.pop("labels")
+    with torch.no_grad():
+        expected = trainer.model.eval()(**batch).logits
+        got = merged(**batch).logits
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-3)
