@@ -8,7 +8,7 @@ with lora=pretrained_r320 the checkpoint's own speech LoRA as trained further, t
 unfrozen modules), merges it (`merge_and_unload`) and saves the weights in `--dtype` (auto: the base checkpoint's own,
 bfloat16 for the released model), with the config, the tokenizer and the base's processor files, and the model
 card. `AutoModelForCausalLM.from_pretrained(<out>)` loads it (Phi4MultimodalForCausalLM, no remote code). The merge
-itself runs in float32 on the CPU: about 4 bytes a parameter of memory, 22 GB for the released model.
+itself runs in float32 on the CPU: 4 bytes a parameter, about 24 GB for the released model and its r=320 LoRA.
 
 The folder appears complete or not at all: it is written into a temporary folder beside `--out` and renamed into
 place at the end. An `--out` that exists and is not empty is refused before anything loads.
