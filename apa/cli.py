@@ -7,6 +7,8 @@ at the top of the repository, where Hydra composes their configs).
     apa predict --adapter <final_model> --audio <wav> --text "..."
     apa app --adapter <final_model>              the scoring page (Gradio, pip install -e '.[app]')
     apa check <checkpoint folder or hub id>      the load-time checks, without weights
+    apa export <run> --out DIR [--dtype ...]     the adapter merged into its base: a plain transformers checkpoint
+    apa push <run> --repo-id USER/NAME [--public]  final_model/ and its card to the Hugging Face hub (private)
     apa bench [hydra overrides] [--mode ...]     throughput, memory, padding, generation
 
 `apa <command> --help` describes each; `python -m apa` is the same program.
@@ -25,6 +27,8 @@ COMMANDS = {
     "predict": ("apa.serve.predict", "score one recording with a trained adapter"),
     "app": ("apa.serve.app", "the scoring page on localhost (Gradio)"),
     "check": ("apa.checkpoint.check", "check a Phi-4-multimodal checkpoint without loading its weights"),
+    "export": ("apa.publish.export", "merge a run's adapter into its base: a standalone transformers checkpoint"),
+    "push": ("apa.publish.push", "upload a run's final_model/ with its model card to the Hugging Face hub"),
     "bench": ("apa.bench.cli", "benchmarks: training, collation, sampler, generation"),
 }
 

@@ -22,7 +22,8 @@ LAYERS = [
     ("examples", r"apa\.sft(\..*)?"),
     ("training and evaluation", r"apa\.training(\..*)?|apa\.evaluation(\..*)?"),
     ("reporting", r"apa\.reporting(\..*)?"),
-    ("entry points", r"apa\.serve(\..*)?|apa\.bench(\..*)?|apa\.callbacks|apa\.cli|apa\.__main__"),
+    ("entry points",
+     r"apa\.serve(\..*)?|apa\.publish(\..*)?|apa\.bench(\..*)?|apa\.callbacks|apa\.cli|apa\.__main__"),
 ]
 MAX_LINES = 400
 # file name -> the one module that spells it (as a string of its own, docstrings aside)

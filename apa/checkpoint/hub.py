@@ -37,7 +37,7 @@ def _cached(repo_id: str, repo_type: str) -> bool:
     return folder.is_dir() and any(folder.glob("snapshots/*/*"))
 
 
-def _reachable(timeout: float = 3.0) -> str | None:
+def unreachable_reason(timeout: float = 3.0) -> str | None:
     """None when the hub's host accepts a connection, else why not."""
     endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
     host, port = endpoint.hostname or "huggingface.co", endpoint.port or (443 if endpoint.scheme == "https" else 80)
@@ -59,7 +59,7 @@ def check_hub_access(needed: list[tuple[str, str, str]]) -> None:
         if _cached(repo_id, repo_type):
             continue
         if reason is None:
-            reason = _reachable() or ""
+            reason = unreachable_reason() or ""
         if reason:
             local = ("model.path=<folder>: huggingface-cli download " + repo_id + " --local-dir <folder>"
                      if repo_type == "model" else "data.source=local data.path=<corpus root>")

@@ -12,6 +12,7 @@ from apa.run_folder.layout import (
     LOCK,
     MANIFEST,
     METRICS,
+    MODEL_CARD,
     PREDICTION_SHARD,
     PREDICTIONS,
     SPLIT_FILE,
@@ -46,8 +47,8 @@ from apa.run_folder.manifest import manifest_problems, newest_intact_checkpoint,
 
 __all__ = [
     "EPOCH_CHECKPOINT", "EVAL_DIR", "EVAL_SETTINGS", "FINAL_MODEL", "FINGERPRINT", "FORMAT_VERSION", "LOCK",
-    "MANIFEST", "METRICS", "PREDICTION_SHARD", "PREDICTIONS", "RESUME_KEYS", "SPLIT_FILE", "STEP_CHECKPOINT",
-    "TRAIN_MEANS", "TRAINER_STATE", "TRAINING_RECORD", "RunFolderError", "RunLock", "check_run_dir",
+    "MANIFEST", "METRICS", "MODEL_CARD", "PREDICTION_SHARD", "PREDICTIONS", "RESUME_KEYS", "SPLIT_FILE",
+    "STEP_CHECKPOINT", "TRAIN_MEANS", "TRAINER_STATE", "TRAINING_RECORD", "RunFolderError", "RunLock", "check_run_dir",
     "checkpoint_order", "config_differences", "epoch_checkpoints", "epoch_of", "evaluations", "find_runs",
     "loss_history", "manifest_problems", "newest_intact_checkpoint", "prediction_shards", "read_file",
     "read_fingerprint", "read_metrics", "read_record", "read_yaml", "remove_evaluation", "resolved_config",

@@ -6,7 +6,7 @@
       parameters.txt  train.log  logs/  README.md (model card)
       checkpoint-epoch-<N>/    complete epoch checkpoints (renamed into place, with apa_manifest.json)
       checkpoint-step-<N>/     after an interruption mid-epoch
-      final_model/             the adapter, tokenizer and the base checkpoint's processor files
+      final_model/             the adapter, tokenizer, the base checkpoint's processor files and README.md (its card)
       eval/<checkpoint>/       predictions.jsonl, metrics.json, fingerprint.json, test_split.json, train_means.json
                                (predictions.rank-<R>.jsonl: one rank's answers while several generate; merged
                                into predictions.jsonl, then removed)
@@ -36,6 +36,7 @@ TRAINING_RECORD = "training_config.json"
 EPOCH_CHECKPOINT = "checkpoint-epoch-{}"
 STEP_CHECKPOINT = "checkpoint-step-{}"  # saved mid-epoch when a SIGTERM/SIGINT stops training
 FINAL_MODEL = "final_model"
+MODEL_CARD = "README.md"  # this project's card, in the run folder and in final_model/ (apa.reporting.model_card)
 MANIFEST = "apa_manifest.json"
 LOCK = ".lock"
 EVAL_DIR = "eval"

@@ -32,6 +32,7 @@ from apa.data.stats import phone_stats
 from apa.errors import Interrupted, UserError, override_arg
 from apa.run_folder import (
     FINAL_MODEL,
+    MODEL_CARD,
     TRAINING_RECORD,
     RunFolderError,
     RunLock,
@@ -272,6 +273,8 @@ def fit(trainer, resume_from: Path | None, record: dict) -> Path:
     trainer.save_model(str(tmp))  # every rank calls it (sharded optimizers need them all); rank 0 writes
     trainer.accelerator.wait_for_everyone()
     if trainer.args.should_save:
+        # PEFT's blank model card: the project's card takes its place (apa.reporting.model_card, once training ends)
+        (tmp / MODEL_CARD).unlink(missing_ok=True)
         if final_dir.exists():  # extend=true: the run's earlier final model gives way to the new one
             old = run_dir / f".{FINAL_MODEL}.old"
             shutil.rmtree(old, ignore_errors=True)

@@ -12,6 +12,7 @@ from transformers import AutoProcessor
 
 from apa.checkpoint.layout import load_processor
 from apa.checkpoint.loading import load_base, resolve_model_path
+from apa.reporting.model_card import is_generic_card
 from apa.run_folder import RunFolderError, check_run_dir
 from apa.sft.collate import SpeechSFTCollator
 from apa.sft.generation import generate_answers
@@ -93,6 +94,8 @@ def test_the_overfit_experiment_learns_and_its_evaluation_says_so(overfit):
     assert metrics["per"] == 0 and metrics["n_utterances_scored"] == 3
     card = (run_dir / "README.md").read_text()
     assert "LoRA `fresh_r64`" in card and "| final_model | final | 1.000 | 1.000" in card
+    adapter_card = (run_dir / "final_model" / "README.md").read_text()  # the adapter's own card, as pushed
+    assert "library_name: peft" in adapter_card and "| final_model | final | 1.000 | 1.000" in adapter_card
 
 
 def test_overfit_run_reproduces_every_answer_greedily(overfit):
@@ -124,6 +127,8 @@ def test_final_model_reloads_with_plain_peft_and_identical_logits(request, run_n
     for name in ("processor_config.json", "chat_template.jinja"):
         assert (run["final"] / name).read_bytes() == (base_path / name).read_bytes()
     assert "ImageProcessingMixin" not in "".join(p.read_text() for p in run["final"].glob("*.json"))
+    card = run["final"] / "README.md"  # never PEFT's blank template: the project's card, once train.py writes it
+    assert not card.exists() or not is_generic_card(card)
     # plain Hugging Face code: AutoProcessor does on final_model exactly what it does on the base checkpoint (loads
     # where torchvision imports; here, with the CPU torch wheel, raises the same ImportError naming torchvision)
     on_base, on_final = auto_processor_outcome(base_path), auto_processor_outcome(run["final"])
@@ -206,3 +211,26 @@ def test_the_sampler_follows_the_epoch_even_behind_skip_first_batches(short_run,
         (epoch, sampler.epoch)))
     trainer._run_epoch(None, 3)
     assert seen == [(3, 3)]
+
+
+def test_an_unfrozen_run_exports_with_its_trained_modules_in_place(unfrozen, tmp_path):
+    """The Unfreeze row's adapter carries whole trained modules (PEFT modules_to_save) beside the LoRA: `apa export`
+    puts the trained copies in the base's place, so plain transformers computes the trained model's logits."""
+    from transformers import AutoModelForCausalLM
+
+    from apa.publish.export import export
+
+    out = export(unfrozen["final"], tmp_path / "merged")
+    merged = AutoModelForCausalLM.from_pretrained(str(out)).eval()
+    base, _, _ = load_base(unfrozen["cfg"].model)
+    base_weights = base.state_dict()
+    trained = [name for name, tensor in merged.state_dict().items()
+               if "audio_embed.encoder" in name and not torch.equal(tensor, base_weights[name])]
+    assert trained, "the trained audio encoder must be in the export, not the base's"
+    trainer = unfrozen["trainer"]
+    batch = SpeechSFTCollator(load_processor(str(out)))([trainer.train_dataset[i] for i in range(2)])
+    batch.pop("labels")
+    with torch.no_grad():
+        expected = trainer.model.eval()(**batch).logits
+        got = merged(**batch).logits
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-3)
