@@ -64,8 +64,10 @@ def _local_or_hub(path: str, filename: str, revision: str | None) -> Path | None
     except RemoteEntryNotFoundError:  # the hub answered: the file is not there
         return None
     except LocalEntryNotFoundError as err:  # no answer (offline, HF_HUB_OFFLINE=1) and nothing cached
+        from apa.offline import download_hint
+
         raise OSError(f"cannot read {filename} of {path} from the hub or its local cache: check the network or "
-                      "HF_HUB_OFFLINE, or pass a local folder (huggingface-cli download … --local-dir <dir>)") from err
+                      f"HF_HUB_OFFLINE, or pass a local folder (`{download_hint(path, revision)}`)") from err
 
 
 def _tensor_shapes(path: str, filename: str, revision: str | None) -> dict[str, list[int]] | None:
@@ -109,7 +111,7 @@ def _weight_names(path: str, revision: str | None) -> set[str]:
 def check(path: str, revision: str | None, adapter: str, report: Report) -> None:
     from apa.checkpoint.hub import check_hub_access, looks_like_hub_id
 
-    check_hub_access([(path, "model", "checkpoint")])  # offline and not cached: one line, before heavy imports
+    check_hub_access([(path, "model", "checkpoint", revision)])  # no hub, nothing cached: one line, before any import
 
     import torch
     from transformers import AutoConfig, Phi4MultimodalForCausalLM
