@@ -64,6 +64,8 @@ def shared_keys(jobs: list[list[str]]) -> list[str]:
 
 
 class SweepSummary(Callback):
+    label = "the sweep"  # in the last line when a step after training failed
+
     def __init__(self) -> None:
         self.jobs: list[JobResult] = []
         self.failures: list[str] = []  # steps after training that failed (EvaluateAndCompare)
@@ -76,8 +78,10 @@ class SweepSummary(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from hydra.utils import get_class
 
-        targets = [get_class(c._target_) for c in (OmegaConf.select(config, "hydra.callbacks") or {}).values()]
-        self.active = not any(issubclass(t, type(self)) and t is not type(self) for t in targets)
+        entries = (OmegaConf.select(config, "hydra.callbacks") or {}).values()
+        targets = [OmegaConf.select(entry, "_target_") for entry in entries if isinstance(entry, DictConfig)]
+        classes = [get_class(t) for t in targets if isinstance(t, str) and t.startswith("apa.")]
+        self.active = not any(issubclass(c, type(self)) and c is not type(self) for c in classes)
         if not self.active:
             return  # another callback (EvaluateAndCompare) does all this, once
         self.sweep_dir = Path(config.hydra.sweep.dir)
@@ -92,8 +96,8 @@ class SweepSummary(Callback):
                 raise
             print(f"error: {error}", file=sys.stderr, flush=True)
             raise SystemExit(EXIT_USAGE) from None
-        if len(jobs) > 1:  # job folders name what sets each job apart: the shared keys are left out
-            exclude = [*config.hydra.job.config.override_dirname.exclude_keys, *shared_keys(jobs)]
+        if jobs:  # job folders name what sets each job apart: the shared keys are left out
+            exclude = dict.fromkeys([*config.hydra.job.config.override_dirname.exclude_keys, *shared_keys(jobs)])
             with read_write(config.hydra.overrides):
                 config.hydra.overrides.hydra.append("hydra.job.config.override_dirname.exclude_keys=["
                                                     + ",".join(f"'{k}'" for k in exclude) + "]")
@@ -124,8 +128,8 @@ class SweepSummary(Callback):
         if not self.active:
             return
         folder = Path(config.hydra.runtime.output_dir)
-        result = JobResult(folder.name, folder, list(config.hydra.overrides.task),
-                           log=folder / f"{config.hydra.job.name}.log")
+        result = JobResult(folder.name, folder, list(OmegaConf.select(config, "hydra.overrides.task", default=[])),
+                           log=folder / f"{OmegaConf.select(config, 'hydra.job.name', default='train')}.log")
         if job_return.status != JobStatus.COMPLETED:
             exc = getattr(job_return, "_return_value", None)  # what the job raised (Hydra re-raises it later)
             known = as_user_error(exc) if isinstance(exc, BaseException) else None
@@ -134,11 +138,13 @@ class SweepSummary(Callback):
             if known is None and self.bug is None:
                 self.bug = exc
         self.jobs.append(result)
-        if int(config.hydra.job.num) in self.batch_ends and any(job.error for job in self.jobs):
+        last_of_batch = OmegaConf.select(config, "hydra.job.num", default=None) in self.batch_ends
+        if last_of_batch and any(job.error is not None for job in self.jobs):
             self._end(interrupted=True)  # Hydra would end the sweep in the first failed job's traceback
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.active:
+            self.sweep_dir = self.sweep_dir or Path(OmegaConf.select(config, "hydra.sweep.dir", default=".") or ".")
             self._end(interrupted=False)
 
     def next_steps(self, sweep: str) -> list[str]:
@@ -167,9 +173,12 @@ class SweepSummary(Callback):
         if self.bug is not None:  # not one of our errors: its traceback, as Python would print it
             traceback.print_exception(self.bug)
             raise SystemExit(1)
+        if failed:
+            print(f"error: {len(failed)} of {len(self.jobs)} jobs failed: {', '.join(j.name for j in failed)} (see "
+                  "above)", file=sys.stderr)
+        elif self.failures:
+            print(f"error: {self.label} failed for: {', '.join(self.failures)} (see the log above)", file=sys.stderr)
         if failed or self.failures:
-            what = [f"{len(failed)} of {len(self.jobs)} jobs"] if failed else []
-            print(f"error: the sweep failed for: {', '.join(what + self.failures)} (see above)", file=sys.stderr)
             raise SystemExit(EXIT_USAGE)
 
     @staticmethod
@@ -185,6 +194,8 @@ class SweepSummary(Callback):
 
 
 class EvaluateAndCompare(SweepSummary):
+    label = "evaluate_and_compare"
+
     def __init__(self, checkpoint: str = "all", overrides: list[str] | None = None, compare: bool = True,
                  table3: bool = False, report: bool = True) -> None:
         super().__init__()
@@ -311,6 +322,5 @@ class EvaluateAndCompare(SweepSummary):
 
     def _exit_on_failures(self) -> None:
         if self.failures:
-            print(f"error: evaluate_and_compare failed for: {', '.join(self.failures)} (see the log above)",
-                  file=sys.stderr)
+            print(f"error: {self.label} failed for: {', '.join(self.failures)} (see the log above)", file=sys.stderr)
             raise SystemExit(2)

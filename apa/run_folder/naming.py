@@ -21,14 +21,14 @@ import re
 from apa.errors import UserError
 
 MAX_OVERRIDES = 80  # characters of the overrides part; a longer one is cut and ends in a digest of the whole
-_UNSAFE = re.compile(r"[^\w.,=+@-]+", re.ASCII)  # a path separator, space, quote, bracket, ...: one '_'
+_UNSAFE = re.compile(r"[^\w.,=+@-]+", re.ASCII)  # a path separator, space, bracket, ...: one '_'
 RUN_NAME = re.compile(r"[A-Za-z0-9][\w.+@-]*", re.ASCII)
 
 
 def safe_overrides(overrides: str | None, limit: int = MAX_OVERRIDES) -> str:
-    """`overrides` (Hydra's `k=v,k2=v2`) as part of a folder name: unsafe characters replaced, at most `limit`
-    characters (a cut one ends in 8 hex digits of the whole, so that two long ones stay apart)."""
-    text = _UNSAFE.sub("_", str(overrides or "")).strip("_")
+    """`overrides` (Hydra's `k=v,k2=v2`) as part of a folder name: quotes dropped, other unsafe characters replaced
+    by '_', at most `limit` characters (a cut one ends in 8 hex digits of the whole: two long ones stay apart)."""
+    text = _UNSAFE.sub("_", str(overrides or "").replace("'", "").replace('"', "")).strip("_")
     if len(text) <= limit:
         return text
     return f"{text[:limit - 9].rstrip('_,')}_{hashlib.sha256(text.encode()).hexdigest()[:8]}"
