@@ -56,7 +56,7 @@ def test_long_overrides_are_capped_and_two_long_ones_stay_apart(folders):
     assert len(part) == MAX_OVERRIDES and re.search(r"_[0-9a-f]{8}$", part), part
     other, _ = folders("experiment=demo", *many[:-1], "trainer.gradient_accumulation_steps=8")
     assert other.split("_pretrained_r320_", 1)[1] != part  # cut at the same place, told apart by the digest
-    assert safe_overrides("a=1,b='x y'/z") == "a=1,b=x_y_z"
+    assert safe_overrides("a=1,b='x y'/z,c=[u,v]") == "a=1,b=x_y_z,c=u,v"
 
 
 def test_a_run_name_that_is_not_a_plain_folder_name_is_refused_in_one_line(tmp_path):

@@ -26,9 +26,9 @@ RUN_NAME = re.compile(r"[A-Za-z0-9][\w.+@-]*", re.ASCII)
 
 
 def safe_overrides(overrides: str | None, limit: int = MAX_OVERRIDES) -> str:
-    """`overrides` (Hydra's `k=v,k2=v2`) as part of a folder name: quotes dropped, other unsafe characters replaced
-    by '_', at most `limit` characters (a cut one ends in 8 hex digits of the whole: two long ones stay apart)."""
-    text = _UNSAFE.sub("_", str(overrides or "").replace("'", "").replace('"', "")).strip("_")
+    """`overrides` (Hydra's `k=v,k2=v2`) as part of a folder name: quotes and brackets dropped, other unsafe ones
+    made '_', at most `limit` characters (a cut one ends in 8 hex digits of the whole: two long ones stay apart)."""
+    text = _UNSAFE.sub("_", re.sub(r"['\"\[\]]", "", str(overrides or ""))).strip("_")
     if len(text) <= limit:
         return text
     return f"{text[:limit - 9].rstrip('_,')}_{hashlib.sha256(text.encode()).hexdigest()[:8]}"
