@@ -28,13 +28,11 @@ from apa.constants import SPEECH_LORA_TARGET_REGEX, cache_root
 from apa.data import SAMPLE_ROOT
 from apa.distributed import run_stamp
 from apa.errors import UserError
-from apa.run_folder.naming import check_run_name, job_folder_name, run_folder_name, sweep_folder_name
+from apa.run_folder.naming import RESOLVERS, check_run_name
 
 # A new run folder's time stamp: rank 0's under torchrun / accelerate launch (apa.distributed), else now.
 OmegaConf.register_new_resolver("apa_run_stamp", run_stamp, replace=True)
-# Run, sweep and sweep-job folder names (apa.run_folder.naming; conf/hydra/default.yaml)
-for _name, _resolver in (("apa_run_name", run_folder_name), ("apa_sweep_name", sweep_folder_name),
-                         ("apa_job_name", job_folder_name)):
+for _name, _resolver in RESOLVERS.items():  # run, sweep and sweep-job folder names (conf/hydra/default.yaml)
     OmegaConf.register_new_resolver(_name, _resolver, replace=True)
 OmegaConf.register_new_resolver("apa_sample_root", lambda: str(SAMPLE_ROOT), replace=True)
 # experiment=table3's job folders: table3_lora_only_0, table3_unfreeze_1

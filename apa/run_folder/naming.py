@@ -51,6 +51,10 @@ def job_folder_name(lora: str, overrides: str | None, num: int | str) -> str:
     return "_".join(part for part in (lora, safe_overrides(overrides), str(num)) if part)
 
 
+# the resolvers conf/hydra/default.yaml names the folders with (registered in apa.config)
+RESOLVERS = {"apa_run_name": run_folder_name, "apa_sweep_name": sweep_folder_name, "apa_job_name": job_folder_name}
+
+
 def check_run_name(value: object) -> None:
     """A run name is one plain folder name (it is typed again in `run_dir=` and `hydra.run.dir=`)."""
     if value is not None and not RUN_NAME.fullmatch(str(value)):
