@@ -23,12 +23,15 @@ if [ -d "$sweep_dir" ] && [ -n "$(ls -A "$sweep_dir")" ]; then
   echo "error: $sweep_dir already holds results; choose another hydra.sweep.dir (or leave it unset)" >&2
   exit 2
 fi
+# a sweep refused before any job wrote anything (no hub, say) leaves no empty folder behind (only an empty one goes)
+[ -e "$sweep_dir" ] || trap 'rmdir "$sweep_dir" 2>/dev/null || true' EXIT
 
 GPUS="${GPUS:-1}"
 if [ "$GPUS" -le 1 ]; then
   echo "== train both LoRA configs, evaluate every checkpoint of each, compare: $sweep_dir"
   # One process: the evaluate_and_compare callback (conf/hydra/callbacks/) runs evaluate.py's and apa.reporting.compare's
-  # code after each job and after the sweep, so the libraries are imported once.
+  # code after each job and after the sweep, so the libraries are imported once. It checks the model and data sources
+  # before the first job (no hub: one error line, exit 2, no sweep folder) and ends with the sweep's summary.
   exec "$PY" train.py -m lora=pretrained_r320,fresh_r64 hydra/callbacks=evaluate_and_compare "$@"
 fi
 

@@ -1,13 +1,19 @@
-"""Hydra callback: evaluate each training job as soon as it ends, and compare the sweep when it ends.
+"""Hydra callbacks: what every sweep gets (SweepSummary), and evaluation as each training job ends (EvaluateAndCompare).
 
+    python train.py -m experiment=demo lora=pretrained_r320,fresh_r64                    (SweepSummary: train.yaml)
     python train.py -m experiment=demo lora=pretrained_r320,fresh_r64 hydra/callbacks=evaluate_and_compare
 
+SweepSummary, before the first job: the model and data sources of every job are checked once (no hub and nothing
+cached: one `error:` line, exit 2, no sweep folder), and the keys every job shares are left out of the job folders'
+names (apa.run_folder.naming). At the end: one line per job (ok or failed, and where), then what to run next. A job
+refused with one of our errors (apa.errors) does not end the sweep in Hydra's traceback: the sweep ends with the
+summary and exit 2 (the folder removed if it holds nothing but Hydra's multirun.yaml).
+
+EvaluateAndCompare (a SweepSummary) also evaluates each job's checkpoints as the job ends, then compares the sweep.
 With `table3: true` (experiment=table3_lora_only / table3_unfreeze set it) it also evaluates the untrained model once
 (the paper's epoch-0 row) into <sweep or run>/baseline/ and writes table3.md / table3.csv there (apa.reporting.table3).
-
-It does what `evaluate.py run_dir=<job> checkpoint=all`, `apa compare <sweep>` and `apa report
-<sweep>` do, in the training process, so the libraries are imported once instead of three times (about half of the
-CPU demo's wall time).
+It does what `evaluate.py run_dir=<job> checkpoint=all`, `apa compare <sweep>` and `apa report <sweep>` do, in the
+training process, so the libraries are imported once instead of three times (about half of the CPU demo's wall time).
 Hydra only warns when a callback raises, so failures are remembered and turned into a non-zero exit at the end.
 """
 
@@ -15,34 +21,198 @@ from __future__ import annotations
 
 import gc
 import logging
+import shlex
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, read_write
 
-from apa.errors import hydra_value, override_arg
+from apa.errors import EXIT_USAGE, as_user_error, full_traceback_wanted, hydra_value, override_arg
+from apa.reporting.sweep import JobResult, shown, sweep_summary
 
 log = logging.getLogger(__name__)
 
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"  # jobs run here, one after another
+SOURCE_KEYS = ("model", "data", "experiment")  # the overrides that can change where the model and data come from
+HYDRA_WROTE = {"multirun.yaml"}  # what a sweep folder holds before any job writes into it
 
-class EvaluateAndCompare(Callback):
+
+def sweep_jobs(config: DictConfig) -> list[list[list[str]]] | None:
+    """The sweep's batches of jobs (each job its list of overrides), as Hydra's basic sweeper splits them; None
+    for another sweeper."""
+    if OmegaConf.select(config, "hydra.sweeper._target_") != BASIC_SWEEPER:
+        return None
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = [f"{k}={v}" for k, v in (OmegaConf.select(config, "hydra.sweeper.params") or {}).items()]
+    overrides = OverridesParser.create().parse_overrides([*params, *config.hydra.overrides.task])
+    return BasicSweeper.split_arguments(overrides, OmegaConf.select(config, "hydra.sweeper.max_batch_size"))
+
+
+def shared_keys(jobs: list[list[str]]) -> list[str]:
+    """The override keys whose value is the same in every job (typed once, not swept)."""
+    from apa.config import override_keys
+
+    values = [dict(zip(override_keys(job), job, strict=True)) for job in jobs]
+    return sorted(k for k in values[0] if all(v.get(k) == values[0][k] for v in values))
+
+
+class SweepSummary(Callback):
+    label = "the sweep"  # in the last line when a step after training failed
+
+    def __init__(self) -> None:
+        self.jobs: list[JobResult] = []
+        self.failures: list[str] = []  # steps after training that failed (EvaluateAndCompare)
+        self.active = True
+        self.sweep_dir: Path | None = None
+        self.created = False  # the sweep folder did not exist before this sweep
+        self.batch_ends: set[int] = set()  # in-process jobs: the number of each batch's last job
+        self.bug: BaseException | None = None  # the first job failure that is not one of our errors
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from hydra.utils import get_class
+
+        entries = (OmegaConf.select(config, "hydra.callbacks") or {}).values()
+        targets = [OmegaConf.select(entry, "_target_") for entry in entries if isinstance(entry, DictConfig)]
+        classes = [get_class(t) for t in targets if isinstance(t, str) and t.startswith("apa.")]
+        self.active = not any(issubclass(c, type(self)) and c is not type(self) for c in classes)
+        if not self.active:
+            return  # another callback (EvaluateAndCompare) does all this, once
+        self.sweep_dir = Path(config.hydra.sweep.dir)
+        self.created = not self.sweep_dir.exists()
+        batches = sweep_jobs(config)
+        jobs = [job for batch in batches for job in batch] if batches else []
+        try:
+            self._check_sources(jobs, kwargs.get("config_name") or "train", config)
+        except Exception as exc:
+            error = as_user_error(exc)
+            if error is None or full_traceback_wanted():
+                raise
+            print(f"error: {error}", file=sys.stderr, flush=True)
+            raise SystemExit(EXIT_USAGE) from None
+        if jobs:  # job folders name what sets each job apart: the shared keys are left out
+            exclude = dict.fromkeys([*config.hydra.job.config.override_dirname.exclude_keys, *shared_keys(jobs)])
+            with read_write(config.hydra.overrides):
+                config.hydra.overrides.hydra.append("hydra.job.config.override_dirname.exclude_keys=["
+                                                    + ",".join(f"'{k}'" for k in exclude) + "]")
+        if OmegaConf.select(config, "hydra.launcher._target_") == BASIC_LAUNCHER and batches:
+            ends = [sum(map(len, batches[:n + 1])) - 1 for n in range(len(batches))]
+            self.batch_ends = set(ends)
+
+    @staticmethod
+    def _check_sources(jobs: list[list[str]], config_name: str, config: DictConfig) -> None:
+        """Every distinct model and data source among the jobs, once: a hub id that cannot be had is refused now."""
+        from hydra import compose
+
+        from apa.checkpoint.hub import check_config_hub_access
+        from apa.config import override_keys
+
+        if not jobs:  # another sweeper: its jobs are not known in advance
+            check_config_hub_access(config)
+            return
+        seen = set()
+        for job in jobs:
+            keys = override_keys(job)
+            sources = tuple(o for o, k in zip(job, keys, strict=True) if k.split(".")[0].split("/")[0] in SOURCE_KEYS)
+            if sources not in seen:
+                seen.add(sources)
+                check_config_hub_access(compose(config_name=config_name, overrides=job))
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        if not self.active:
+            return
+        folder = Path(config.hydra.runtime.output_dir)
+        result = JobResult(folder.name, folder, list(OmegaConf.select(config, "hydra.overrides.task", default=[])),
+                           log=folder / f"{OmegaConf.select(config, 'hydra.job.name', default='train')}.log")
+        if job_return.status != JobStatus.COMPLETED:
+            exc = getattr(job_return, "_return_value", None)  # what the job raised (Hydra re-raises it later)
+            known = as_user_error(exc) if isinstance(exc, BaseException) else None
+            result.error = str(known) if known is not None else f"{type(exc).__name__}: {exc}"
+            result.foreseeable = known is not None
+            if known is None and self.bug is None:
+                self.bug = exc
+        self.jobs.append(result)
+        last_of_batch = OmegaConf.select(config, "hydra.job.num", default=None) in self.batch_ends
+        if last_of_batch and any(job.error is not None for job in self.jobs):
+            self._end(interrupted=True)  # Hydra would end the sweep in the first failed job's traceback
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.active:
+            self.sweep_dir = self.sweep_dir or Path(OmegaConf.select(config, "hydra.sweep.dir", default=".") or ".")
+            self._end(interrupted=False)
+
+    def next_steps(self, sweep: str) -> list[str]:
+        return [f"Next: apa compare {sweep}   (tables and plots; apa report {sweep} writes report.html)"]
+
+    def _end(self, interrupted: bool) -> None:
+        """The summary; then exit 2 if a job or a later step failed (1 with its traceback if a job hit a bug)."""
+        from apa.run_folder import TRAINING_RECORD
+
+        sweep = self.sweep_dir or Path(".")
+        if not self.jobs:  # the jobs ran in other processes (submitit, joblib): the runs they left
+            self.jobs = [JobResult(p.parent.name, p.parent, [])
+                         for p in sorted(sweep.glob(f"*/{TRAINING_RECORD}"))]
+        removed = self.created and sweep.is_dir() and {p.name for p in sweep.iterdir()} <= HYDRA_WROTE
+        if removed:  # nothing but Hydra's multirun.yaml: no sweep folder is left behind
+            for path in sweep.iterdir():
+                path.unlink()
+            sweep.rmdir()
+        failed = [job for job in self.jobs if job.error is not None]
+        steps = [self._retry(failed[0], removed)] if failed else self.next_steps(shlex.quote(shown(sweep)))
+        if removed:
+            steps.append(f"(no job wrote anything: {shown(sweep)} is removed)")
+        print(sweep_summary(sweep, self.jobs, steps), flush=True)
+        if full_traceback_wanted() and interrupted:
+            return  # Hydra raises the first failure with its whole traceback
+        if self.bug is not None:  # not one of our errors: its traceback, as Python would print it
+            traceback.print_exception(self.bug)
+            raise SystemExit(1)
+        if failed:
+            print(f"error: {len(failed)} of {len(self.jobs)} jobs failed: {', '.join(j.name for j in failed)} (see "
+                  "above)", file=sys.stderr)
+        elif self.failures:
+            print(f"error: {self.label} failed for: {', '.join(self.failures)} (see the log above)", file=sys.stderr)
+        if failed or self.failures:
+            raise SystemExit(EXIT_USAGE)
+
+    @staticmethod
+    def _retry(job: JobResult, removed: bool) -> str:
+        """How to train a failed job alone once its error is fixed: into its own folder, or on from its checkpoints."""
+        from apa.run_folder import TRAINING_RECORD
+
+        where = "" if removed else " " + override_arg("hydra.run.dir", shown(job.folder))
+        if (job.folder / TRAINING_RECORD).exists():
+            return f"Once fixed, continue the failed job {job.name}: python train.py resume=true{where}"
+        return f"Once fixed, train the failed job alone: python train.py {' '.join(map(shlex.quote, job.overrides))}" \
+            + where
+
+
+class EvaluateAndCompare(SweepSummary):
+    label = "evaluate_and_compare"
+
     def __init__(self, checkpoint: str = "all", overrides: list[str] | None = None, compare: bool = True,
                  table3: bool = False, report: bool = True) -> None:
+        super().__init__()
         self.checkpoint = checkpoint
         self.overrides = list(overrides or [])
         self.compare = compare
         self.table3 = table3
         self.report = report
-        self.failures: list[str] = []
         self.runs: list[Path] = []
         self.base_model: dict | None = None  # model/data/prompts of the jobs, for the untrained baseline
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
-        if job_return.status != JobStatus.COMPLETED:
-            return  # Hydra reports the training failure itself
+        if job_return.status == JobStatus.COMPLETED:
+            self._job_trained(config)
+        super().on_job_end(config, job_return, **kwargs)  # the sweep's record of the job (a failure: its summary)
+
+    def _job_trained(self, config: DictConfig) -> None:
         run_dir = Path(config.hydra.runtime.output_dir)
         self.runs.append(run_dir)
         if self.table3:
@@ -143,10 +313,14 @@ class EvaluateAndCompare(Callback):
             except (Exception, SystemExit):
                 log.exception("the report of %s failed; rerun it with `apa report %s`", sweep_dir, sweep_dir)
                 self.failures.append(f"report {sweep_dir}")
-        self._exit_on_failures()
+        super().on_multirun_end(config, **kwargs)  # the summary, then exit 2 if anything failed
+
+    def next_steps(self, sweep: str) -> list[str]:
+        if self.report:
+            return [f"Next: open {sweep}/report.html in a browser (apa report {sweep} writes it again)"]
+        return super().next_steps(sweep)
 
     def _exit_on_failures(self) -> None:
         if self.failures:
-            print(f"error: evaluate_and_compare failed for: {', '.join(self.failures)} (see the log above)",
-                  file=sys.stderr)
+            print(f"error: {self.label} failed for: {', '.join(self.failures)} (see the log above)", file=sys.stderr)
             raise SystemExit(2)

@@ -28,9 +28,12 @@ from apa.constants import SPEECH_LORA_TARGET_REGEX, cache_root
 from apa.data import SAMPLE_ROOT
 from apa.distributed import run_stamp
 from apa.errors import UserError
+from apa.run_folder.naming import RESOLVERS, check_run_name
 
 # A new run folder's time stamp: rank 0's under torchrun / accelerate launch (apa.distributed), else now.
 OmegaConf.register_new_resolver("apa_run_stamp", run_stamp, replace=True)
+for _name, _resolver in RESOLVERS.items():  # run, sweep and sweep-job folder names (conf/hydra/default.yaml)
+    OmegaConf.register_new_resolver(_name, _resolver, replace=True)
 OmegaConf.register_new_resolver("apa_sample_root", lambda: str(SAMPLE_ROOT), replace=True)
 # experiment=table3's job folders: table3_lora_only_0, table3_unfreeze_1
 OmegaConf.register_new_resolver("apa_table3_setting", lambda unfreeze: "unfreeze" if unfreeze else "lora_only",
@@ -188,6 +191,7 @@ class RunConfig:
     data: DataConfig = MISSING
     prompts: PromptsConfig = MISSING
     seed: int = 42
+    run_name: str | None = None  # the run (or sweep) folder's name; unset: <time>_<lora>_<overrides> (naming.py)
     resume: bool = False  # continue hydra.run.dir=<run> from its newest intact checkpoint, with the run's own config
     extend: bool = False  # with resume: train a (finished) run on to a larger trainer.num_train_epochs
     allow_other_versions: bool = False  # with resume: continue under library versions other than the run's (listed)
@@ -369,6 +373,9 @@ def check_command_line(overrides: list[str]) -> None:
             folder = Path(str(override.value()))
             if folder.exists() and not folder.is_dir():
                 raise UserError(f"{override.key_or_group}={folder} is a file, not a folder: choose another folder")
+        if override.key_or_group == "run_name":  # before Hydra makes a folder of it
+            for value in override.sweep_string_iterator() if override.is_sweep_override() else [override.value()]:
+                check_run_name(value)
     check_renamed_choices(overrides, parsed)
 
 

@@ -170,7 +170,7 @@ TWO_RANK_OVERRIDES = ("experiment=demo", "lora=fresh_r64", "prompts=terse", "dat
 
 def _torchrun_two_ranks(out_dir: Path) -> BackgroundRun:
     """torchrun with 2 CPU ranks (gloo) and no hydra.run.dir: each rank composes the default, timestamped
-    outputs/runs/<time>_fresh_r64 under the working directory, and they must agree on it."""
+    outputs/runs/<time>_fresh_r64_<overrides> under the working directory, and they must agree on it."""
     return BackgroundRun([*TORCHRUN, *TWO_RANK_OVERRIDES], out_dir, out_dir)
 
 

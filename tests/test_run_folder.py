@@ -231,7 +231,8 @@ def test_no_hub_fails_at_once_naming_the_three_ways_forward(tmp_path):
     assert done.returncode == 2, done.stderr[-2000:]
     line = done.stderr.strip()
     assert line.startswith("error: model.path=microsoft/Phi-4-multimodal-instruct is not in the local hub cache")
-    assert "model.path=<folder>" in line and "HF_HUB_OFFLINE=1" in line and "experiment=demo" in line
+    assert ("model.path=<dir> after `hf download microsoft/Phi-4-multimodal-instruct --revision refs/pr/70 --local-dir "
+            "<dir>`") in line and "HF_HUB_OFFLINE=1" in line and "experiment=demo" in line
     offline = _train_py(f"hydra.run.dir={tmp_path / 'run'}", env={"HF_HOME": str(tmp_path / "hf"),
                                                                    "HF_HUB_OFFLINE": "1"})
     assert offline.returncode == 2 and "(HF_HUB_OFFLINE=1)" in offline.stderr

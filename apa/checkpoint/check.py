@@ -64,21 +64,40 @@ def _local_or_hub(path: str, filename: str, revision: str | None) -> Path | None
     except RemoteEntryNotFoundError:  # the hub answered: the file is not there
         return None
     except LocalEntryNotFoundError as err:  # no answer (offline, HF_HUB_OFFLINE=1) and nothing cached
+        from apa.offline import download_hint
+
         raise OSError(f"cannot read {filename} of {path} from the hub or its local cache: check the network or "
-                      "HF_HUB_OFFLINE, or pass a local folder (huggingface-cli download … --local-dir <dir>)") from err
+                      f"HF_HUB_OFFLINE, or pass a local folder (`{download_hint(path, revision)}`)") from err
+
+
+def _header(file: Path) -> dict[str, list[int]]:
+    """{tensor name: shape} from a safetensors file's header (no tensor is read)."""
+    from safetensors import safe_open
+
+    with safe_open(str(file), "pt") as f:
+        return {key: list(f.get_slice(key).get_shape()) for key in f.keys()}
+
+
+def _cached_file(path: str, filename: str, revision: str | None, err: Exception) -> Path:
+    """A hub id's file at `revision` from the local hub cache, when the hub cannot be asked (offline, no network)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(path, filename, revision=revision)
+    if not isinstance(found, str):
+        from apa.offline import download_hint
+
+        raise OSError(f"{filename} of {path} at revision {revision} is not in the local hub cache and the hub cannot "
+                      f"be asked ({type(err).__name__}): connect, or pass a local folder "
+                      f"(`{download_hint(path, revision)}`)") from err
+    return Path(found)
 
 
 def _tensor_shapes(path: str, filename: str, revision: str | None) -> dict[str, list[int]] | None:
     """{tensor name: shape} of one safetensors file, read from its header only (a hub id: the file's own header
-    through the hub's metadata API, at `revision`); None when the file is not there."""
+    through the hub's metadata API, at `revision`; offline, the cached file's); None when the file is not there."""
     local = Path(path).expanduser()
     if local.exists():
-        if not (local / filename).is_file():
-            return None
-        from safetensors import safe_open
-
-        with safe_open(str(local / filename), "pt") as f:
-            return {key: list(f.get_slice(key).get_shape()) for key in f.keys()}
+        return _header(local / filename) if (local / filename).is_file() else None
     from huggingface_hub import HfApi
     from huggingface_hub.errors import EntryNotFoundError
 
@@ -86,6 +105,8 @@ def _tensor_shapes(path: str, filename: str, revision: str | None) -> dict[str, 
         metadata = HfApi().parse_safetensors_file_metadata(path, filename, revision=revision)
     except EntryNotFoundError:
         return None
+    except ConnectionError as err:  # offline (HF_HUB_OFFLINE, or apa.offline found no network): the cache
+        return _header(_cached_file(path, filename, revision, err))
     return {name: list(info.shape) for name, info in metadata.tensors.items()}
 
 
@@ -93,23 +114,25 @@ def _weight_names(path: str, revision: str | None) -> set[str]:
     """The tensor names of a checkpoint's root weight files (model.safetensors or its shards), headers only."""
     local = Path(path).expanduser()
     if local.exists():
-        from safetensors import safe_open
-
-        names: set[str] = set()
-        for file in sorted(local.glob("*.safetensors")):
-            with safe_open(str(file), "pt") as f:
-                names.update(f.keys())
-        return names
+        return {name for file in sorted(local.glob("*.safetensors")) for name in _header(file)}
     from huggingface_hub import HfApi
 
-    files = HfApi().get_safetensors_metadata(path, revision=revision).files_metadata
+    try:
+        files = HfApi().get_safetensors_metadata(path, revision=revision).files_metadata
+    except ConnectionError as err:  # offline: the cached shards named by the cached index, or the one file
+        try:
+            index = json.loads(_cached_file(path, "model.safetensors.index.json", revision, err).read_text())
+            shards = sorted(set(index["weight_map"].values()))
+        except OSError:
+            shards = ["model.safetensors"]
+        return {name for shard in shards for name in _header(_cached_file(path, shard, revision, err))}
     return {name for metadata in files.values() for name in metadata.tensors}
 
 
 def check(path: str, revision: str | None, adapter: str, report: Report) -> None:
     from apa.checkpoint.hub import check_hub_access, looks_like_hub_id
 
-    check_hub_access([(path, "model", "checkpoint")])  # offline and not cached: one line, before heavy imports
+    check_hub_access([(path, "model", "checkpoint", revision)])  # no hub, nothing cached: one line, before any import
 
     import torch
     from transformers import AutoConfig, Phi4MultimodalForCausalLM

@@ -11,13 +11,15 @@ import torch
 
 from apa.constants import CONTROL_TOKENS
 from apa.errors import UserError
+from apa.offline import download_hint
 
 log = logging.getLogger(__name__)
 
+RELEASED_ID, NATIVE_REVISION = "microsoft/Phi-4-multimodal-instruct", "refs/pr/70"  # where the native weights sit
 CONVERT_HINT = (
-    "Use the native transformers checkpoint: model.path=microsoft/Phi-4-multimodal-instruct with "
-    "model.revision=refs/pr/70 (where transformers' own tests load it), or a local folder made by "
-    "`huggingface-cli download microsoft/Phi-4-multimodal-instruct --revision refs/pr/70 --local-dir <dir>`. "
+    f"Use the native transformers checkpoint: model.path={RELEASED_ID} with "
+    f"model.revision={NATIVE_REVISION} (where transformers' own tests load it), or a local folder made by "
+    f"`{download_hint(RELEASED_ID, NATIVE_REVISION)}`. "
     "A remote-code checkpoint converts with transformers' "
     "models/phi4_multimodal/convert_phi4_multimodal_weights_to_hf.py."
 )
@@ -64,7 +66,8 @@ def check_checkpoint(path: str, revision: str | None = None) -> None:
             config_file = Path(hf_hub_download(path, "config.json", revision=revision))
         except LocalEntryNotFoundError as err:
             raise ModelLoadError(f"{path}: config.json at revision {revision} is neither in the local hub cache nor "
-                                 "downloadable (HF_HUB_OFFLINE=1, or no network)") from err
+                                 "downloadable (HF_HUB_OFFLINE=1, or no network): connect, or make a local copy "
+                                 f"(`{download_hint(path, revision)}`, then model.path=<dir>)") from err
         except EntryNotFoundError as err:
             raise ModelLoadError(f"{path} has no config.json at revision {revision}. {CONVERT_HINT}") from err
     problem = native_format_problem(json.loads(config_file.read_text()))
@@ -122,10 +125,12 @@ def load_base(model_cfg):
     of problem stops the run in one line."""
     from transformers import AutoConfig, Phi4MultimodalForCausalLM
 
+    from apa.checkpoint.hub import check_hub_access
     from apa.checkpoint.layout import load_processor, loaded_weight_problems
 
     path = resolve_model_path(model_cfg)
     revision = model_cfg.get("revision")
+    check_hub_access([(path, "model", "model.path", revision)])  # no hub: the cache at once, or one line
     check_checkpoint(path, revision)
     config = AutoConfig.from_pretrained(path, revision=revision)
     processor = load_processor(path, revision)
@@ -298,8 +303,14 @@ def adapter_folder(model_path: str, subfolder: str, revision: str | None = None)
     if Path(model_path).exists():
         raise ModelLoadError(f"{local} not found: lora.init_from={subfolder} needs the checkpoint's adapter folder")
     from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
 
-    root = snapshot_download(model_path, revision=revision, allow_patterns=[f"{subfolder}/*"])
+    try:
+        root = snapshot_download(model_path, revision=revision, allow_patterns=[f"{subfolder}/*"])
+    except LocalEntryNotFoundError as err:  # offline (or no network) and not in the cache
+        raise ModelLoadError(f"{model_path}: {subfolder}/ at revision {revision} is neither in the local hub cache nor "
+                             f"downloadable (HF_HUB_OFFLINE=1, or no network): connect, or make a local copy "
+                             f"(`{download_hint(model_path, revision)}`, then model.path=<dir>)") from err
     return str(Path(root) / subfolder)
 
 

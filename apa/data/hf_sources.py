@@ -72,11 +72,21 @@ def read_hf_split(dataset, cache_tag: str, split: str, report: SkipReport,
 
 def read_hub(hub_id: str, revision: str | None, split: str, report: SkipReport,
              on_label_mismatch: str = "error") -> list[Utterance]:
+    from apa.offline import download_hint, go_offline, hub_unreachable
+
+    unreachable = hub_unreachable() if not Path(hub_id).expanduser().exists() else None
+    if unreachable:
+        go_offline()  # the local cache only, at once: the client would retry for half a minute
     from datasets import load_dataset
 
     try:
         dataset = load_dataset(hub_id, split=split, revision=revision)
     except (FileNotFoundError, ValueError, OSError) as err:  # no such dataset, revision or split (datasets' own types)
+        if unreachable:
+            raise DataError(f"data.hub_id={hub_id} at data.revision={revision} is not in the local cache and the hub "
+                            f"cannot be reached ({unreachable}): connect, or make a local copy "
+                            f"(`{download_hint(hub_id, revision, 'dataset')}`, then data.hub_id=<dir>), "
+                            "or use data.source=local data.path=<corpus root>") from err
         raise DataError(f"data.hub_id={hub_id} at data.revision={revision}, split {split!r}, cannot be read "
                         f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}): check the id, "
                         "the commit and data.train_split/test_split") from err

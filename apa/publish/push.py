@@ -43,7 +43,7 @@ def hub_token(repo_id: str) -> str:
     from huggingface_hub.errors import HFValidationError
     from huggingface_hub.utils import validate_repo_id
 
-    from apa.checkpoint.hub import unreachable_reason
+    from apa.offline import hub_unreachable
 
     try:
         validate_repo_id(repo_id)
@@ -55,7 +55,7 @@ def hub_token(repo_id: str) -> str:
     if token is None:
         raise PushError("no Hugging Face token: log in with `hf auth login` (a token with write access), or set "
                         "HF_TOKEN")
-    reason = unreachable_reason()
+    reason = hub_unreachable()
     if reason is not None:
         raise PushError(f"the hub ({constants.ENDPOINT}) cannot be reached ({reason}); nothing was uploaded. Push "
                         "again once online")

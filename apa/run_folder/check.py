@@ -22,7 +22,7 @@ from apa.run_folder.manifest import newest_intact_checkpoint
 log = logging.getLogger(__name__)
 
 # Keys that may differ between a run's saved config and the command that resumes it.
-RESUME_KEYS = frozenset({"resume", "extend", "allow_other_versions"})
+RESUME_KEYS = frozenset({"resume", "extend", "allow_other_versions", "run_name"})  # none changes what trains
 
 
 def _results(run_dir: Path) -> list[Path]:
@@ -77,7 +77,8 @@ def check_run_dir(run_dir: Path, resume: bool, requested: dict | None = None, ex
             raise RunFolderError(
                 f"{run_dir} already holds a run ({found}). Either continue it with `resume=true "
                 f"{override_arg('hydra.run.dir', run_dir)}` (its own overrides are reused), or start a new run in "
-                "another folder (leave hydra.run.dir unset for a fresh timestamped one)")
+                "another folder (another run_name=, or leave run_name and hydra.run.dir unset for a fresh timestamped "
+                "one)")
         return None
     if record is None:
         raise RunFolderError(f"resume=true but {run_dir} holds no run ({TRAINING_RECORD} missing): check "

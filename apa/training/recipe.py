@@ -202,6 +202,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, resume_from: Path | None = Non
         write_atomic(run_dir / "parameters.txt", table + "\n")
 
     record = {
+        "run_name": run_dir.name,  # the folder's name when it trained (config.run_name: the one asked for, or null)
         "config": OmegaConf.to_container(cfg, resolve=True),
         "model_path": model_path,
         "control_token_ids": control_ids,

@@ -98,6 +98,25 @@ def test_check_on_an_uncached_hub_id_without_the_hub_fails_in_one_line_within_5_
     assert "HF_HUB_OFFLINE" in error and seconds < 5
 
 
+def test_check_on_a_cached_hub_id_without_the_hub_reads_the_cache_then_names_what_is_missing(released_miniature,
+                                                                                            tmp_path):
+    """The real hub client (no mock), the endpoint refusing connections: the headers come from the cached files at
+    the revision (before: 20 s of retries, then a traceback); a file missing from the cache is one line."""
+    cache = hub_cache(tmp_path / "hub", released_miniature, "refs/pr/70")
+    unreachable = {"HF_HUB_OFFLINE": "", "HF_ENDPOINT": "http://127.0.0.1:9"}
+    done, seconds = run(CHECK, cache, "-", REPO_ID, "--revision", "refs/pr/70", **unreachable)
+    print(f"checked from the cache in {seconds:.1f} s")
+    assert done.returncode == 0 and "no problems found" in done.stdout, done.stdout[-2000:] + done.stderr[-3000:]
+    assert "16 LoRA tensors of rank 320" in done.stdout
+    (cache / f"models--{REPO_ID.replace('/', '--')}" / "snapshots" / COMMIT / "speech-lora" /
+     "adapter_model.safetensors").unlink()
+    done, _ = run(CHECK, cache, "-", REPO_ID, "--revision", "refs/pr/70", **unreachable)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr[-3000:]
+    assert done.stderr.startswith("error: speech-lora/adapter_model.safetensors of microsoft/Phi-4-multimodal-instruct "
+                                  "at revision refs/pr/70 is not in the local hub cache")
+    assert f"`hf download {REPO_ID} --revision refs/pr/70 --local-dir <dir>`" in done.stderr
+
+
 def test_loading_refuses_a_remote_code_config_at_the_hub_revision(released_miniature, tmp_path):
     """model.revision=main, where the hub's config is the remote-code one: refused before transformers would ask
     to trust remote code."""

@@ -31,8 +31,10 @@ def test_remote_code_checkpoint_is_refused_with_the_fix(tmp_path):
 
 
 def test_missing_model_path_names_the_fix(tmp_path):
-    with pytest.raises(ModelLoadError, match="does not exist.*huggingface-cli download"):
+    with pytest.raises(ModelLoadError, match="does not exist") as refused:
         check_checkpoint(str(tmp_path / "no-such-model"))
+    assert ("`hf download microsoft/Phi-4-multimodal-instruct --revision refs/pr/70 --local-dir <dir>`"
+            in str(refused.value))  # the installed huggingface_hub's command (no huggingface-cli), at the revision
 
 
 def test_tiny_checkpoint_has_the_native_layout(base):

@@ -1,6 +1,7 @@
 """Data-parallel training with torchrun on CPU (gloo), and what a multi-process launch without a rendezvous gets."""
 
 import json
+import re
 
 import pytest
 
@@ -10,7 +11,9 @@ from apa.errors import UserError
 
 def test_torchrun_two_ranks_share_one_run_folder_and_split_the_batches(torchrun_two_ranks):
     runs = list((torchrun_two_ranks / "outputs" / "runs").iterdir())
-    assert len(runs) == 1 and runs[0].name.endswith("_fresh_r64")
+    # <time>_<lora>_<the overrides typed, capped>: the same for both ranks, which compose it each
+    name = r"[\d_-]{19}_fresh_r64_data\.limit=4,prompts=terse,trainer\.[\w.=,]+_[0-9a-f]{8}"
+    assert len(runs) == 1 and re.fullmatch(name, runs[0].name), runs
     run = runs[0]
     record = json.loads((run / "training_config.json").read_text())
     # 8 examples, 2 ranks x batch 2: each rank takes 2 of the 4 batches of an epoch; 2 optimizer steps per epoch

@@ -1,0 +1,62 @@
+"""Run folder names: what `ls outputs/runs` and a sweep folder show.
+
+    python train.py run_name=baseline                    outputs/runs/baseline
+    python train.py lora=fresh_r64 trainer.num_train_epochs=3
+                                                         outputs/runs/<time>_fresh_r64_trainer.num_train_epochs=3
+    python train.py -m run_name=lr lora=pretrained_r320,fresh_r64 trainer.learning_rate=1e-4,2e-5 data.limit=8
+                                                         outputs/multirun/lr/fresh_r64_trainer.learning_rate=2e-5_3
+
+A named run's folder is its name (so `run_name=baseline resume=true` finds it again); a named sweep's folder is its
+name. Otherwise a run folder is its time stamp, its LoRA choice (typed or not) and the overrides typed, as Hydra's
+own `hydra.job.override_dirname` writes them (conf/hydra/default.yaml sets the keys left out and the separators);
+a sweep job's folder is its LoRA choice, the overrides that set it apart from the other jobs (apa.callbacks leaves
+the shared ones out) and its job number. Here the overrides are made safe for a folder name and capped in length.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from apa.errors import UserError
+
+MAX_OVERRIDES = 80  # characters of the overrides part; a longer one is cut and ends in a digest of the whole
+_UNSAFE = re.compile(r"[^\w.,=+@-]+", re.ASCII)  # a path separator, space, bracket, ...: one '_'
+RUN_NAME = re.compile(r"[A-Za-z0-9][\w.+@-]*", re.ASCII)
+
+
+def safe_overrides(overrides: str | None, limit: int = MAX_OVERRIDES) -> str:
+    """`overrides` (Hydra's `k=v,k2=v2`) as part of a folder name: quotes and brackets dropped, other unsafe ones
+    made '_', at most `limit` characters (a cut one ends in 8 hex digits of the whole: two long ones stay apart)."""
+    text = _UNSAFE.sub("_", re.sub(r"['\"\[\]]", "", str(overrides or ""))).strip("_")
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit - 9].rstrip('_,')}_{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+
+
+def run_folder_name(run_name: str | None, stamp: str, lora: str, overrides: str | None) -> str:
+    """A single run's folder: its name, else `<time>_<lora>[_<overrides>]`."""
+    if run_name:
+        return str(run_name)
+    return "_".join(part for part in (stamp, lora, safe_overrides(overrides)) if part)
+
+
+def sweep_folder_name(run_name: str | None, stamp: str) -> str:
+    """A sweep's folder: its name, else its time stamp."""
+    return str(run_name) if run_name else stamp
+
+
+def job_folder_name(lora: str, overrides: str | None, num: int | str) -> str:
+    """A sweep job's folder: `<lora>[_<its own overrides>]_<job number>` (the number last, as every reader expects)."""
+    return "_".join(part for part in (lora, safe_overrides(overrides), str(num)) if part)
+
+
+# the resolvers conf/hydra/default.yaml names the folders with (registered in apa.config)
+RESOLVERS = {"apa_run_name": run_folder_name, "apa_sweep_name": sweep_folder_name, "apa_job_name": job_folder_name}
+
+
+def check_run_name(value: object) -> None:
+    """A run name is one plain folder name (it is typed again in `run_dir=` and `hydra.run.dir=`)."""
+    if value is not None and not RUN_NAME.fullmatch(str(value)):
+        raise UserError(f"run_name={value} is not a plain folder name: use letters, digits and _ . + @ - (starting "
+                        "with a letter or digit), e.g. run_name=fresh-r64_lr2e-5")

@@ -1,0 +1,98 @@
+"""Every `-m` sweep (apa.callbacks.SweepSummary, on by default in conf/train.yaml), run as a user runs it: job folders
+named by their own overrides, a summary at the end, a foreseeable job failure without Hydra's traceback, and no hub
+refused before the first job in one line, leaving no sweep folder."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from apa.callbacks import EvaluateAndCompare, SweepSummary
+from apa.reporting.sweep import JobResult
+from tests.conftest import REPO
+
+SWEEP = (sys.executable, str(REPO / "train.py"), "-m", "experiment=demo", "lora=fresh_r64", "prompts=terse",
+         "trainer.num_train_epochs=1", "trainer.report_to=[]")
+HINT = "`hf download microsoft/Phi-4-multimodal-instruct --revision refs/pr/70 --local-dir <dir>`"
+
+
+def run(cmd, **env: str) -> subprocess.CompletedProcess:
+    """`cmd` in the repository (every folder it writes is given: hydra.sweep.dir in a tmp_path)."""
+    environ = {k: v for k, v in {**os.environ, "HYDRA_FULL_ERROR": "", **env}.items() if v != ""}
+    return subprocess.run(list(cmd), cwd=REPO, capture_output=True, text=True, env=environ, check=False)
+
+
+def test_a_sweep_names_jobs_by_their_own_overrides_and_ends_with_a_summary_not_a_traceback(tmp_path):
+    """One job trains, one is refused (data.limit=0): the sweep goes on, then ends with one line per job, how to
+    train the failed one alone, and exit 2."""
+    sweep = tmp_path / "sweep"
+    done = run([*SWEEP, "data.limit=2,0", f"hydra.sweep.dir={sweep}"])
+    assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-3000:]
+    assert "Traceback" not in done.stderr and "Error executing job" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: data.limit=0 must be at least 1, or null for the whole split",
+                      "error: 1 of 2 jobs failed: fresh_r64_data.limit=0_1 (see above)"]
+    summary = done.stdout[done.stdout.rindex("Sweep "):].splitlines()
+    assert summary[0] == f"Sweep {sweep}: 2 job(s), 1 ok, 1 failed"
+    assert summary[1].split() == ["ok", "fresh_r64_data.limit=2_0", str(sweep / "fresh_r64_data.limit=2_0")]
+    assert summary[2].split()[:2] == ["failed", "fresh_r64_data.limit=0_1"]
+    assert "data.limit=0 must be at least 1" in summary[2]
+    assert summary[2].endswith("(no log: it stopped before logging)")
+    assert summary[3] == ("Once fixed, train the failed job alone: python train.py experiment=demo lora=fresh_r64 "
+                          "prompts=terse trainer.num_train_epochs=1 'trainer.report_to=[]' data.limit=0 "
+                          f"\"hydra.run.dir='{sweep}/fresh_r64_data.limit=0_1'\"")
+    # only the swept key names the jobs: the shared ones are in the sweep's multirun.yaml
+    assert sorted(p.name for p in sweep.iterdir()) == ["fresh_r64_data.limit=2_0", "multirun.yaml"]
+    assert (sweep / "fresh_r64_data.limit=2_0" / "final_model").is_dir()
+
+
+def test_a_sweep_whose_jobs_all_fail_leaves_no_sweep_folder(tmp_path):
+    sweep = tmp_path / "sweep"
+    done = run([*SWEEP, "data.limit=0,-1", f"hydra.sweep.dir={sweep}"])
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert f"(no job wrote anything: {sweep} is removed)" in done.stdout
+    assert "2 job(s), 0 ok, 2 failed" in done.stdout and not sweep.exists()
+
+
+def test_a_sweep_never_removes_a_folder_it_did_not_make(tmp_path):
+    sweep = tmp_path / "mine"
+    sweep.mkdir()
+    done = run([*SWEEP, "data.limit=0,-1", f"hydra.sweep.dir={sweep}"])
+    assert done.returncode == 2 and sweep.is_dir() and "is removed" not in done.stdout
+
+
+@pytest.mark.parametrize("env", [{"HF_HUB_OFFLINE": "1"}, {"HF_HUB_OFFLINE": "", "HF_ENDPOINT": "http://127.0.0.1:9"}],
+                         ids=["HF_HUB_OFFLINE", "unreachable"])
+@pytest.mark.parametrize("how", ["train.py -m", "multirun.sh"])
+def test_a_sweep_without_the_hub_is_refused_before_its_first_job_in_one_line(tmp_path, env, how):
+    """The default model is the hub id; nothing is cached: one `error:` line naming `hf download`, exit 2, no
+    sweep folder (checked once before the first job, not once per job and then Hydra's traceback)."""
+    sweep = tmp_path / "sweep"
+    cmd = ([sys.executable, str(REPO / "train.py"), "-m", "lora=pretrained_r320,fresh_r64"] if how == "train.py -m"
+           else ["bash", str(REPO / "multirun.sh")])
+    done = run([*cmd, f"hydra.sweep.dir={sweep}"], HF_HUB_CACHE=str(tmp_path / "empty-cache"),
+               PYTHON=sys.executable, **env)
+    assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-3000:]
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    error = done.stderr.strip()
+    assert error.startswith("error: model.path=microsoft/Phi-4-multimodal-instruct is not in the local hub cache")
+    assert HINT in error and "huggingface-cli" not in error
+    assert "Launching" not in done.stdout and not sweep.exists()
+
+
+def test_the_summary_of_a_sweep_that_went_well_names_the_next_command(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    sweep = tmp_path / "outputs" / "multirun" / "lr"
+    callback = SweepSummary()
+    callback.sweep_dir = sweep
+    callback.jobs = [JobResult("fresh_r64_0", sweep / "fresh_r64_0", ["lora=fresh_r64"]),
+                     JobResult("pretrained_r320_1", sweep / "pretrained_r320_1", ["lora=pretrained_r320"])]
+    callback.on_multirun_end(None)
+    assert capsys.readouterr().out.splitlines() == [
+        "Sweep outputs/multirun/lr: 2 job(s), 2 ok",
+        "  ok      fresh_r64_0        outputs/multirun/lr/fresh_r64_0",
+        "  ok      pretrained_r320_1  outputs/multirun/lr/pretrained_r320_1",
+        "Next: apa compare outputs/multirun/lr   (tables and plots; apa report outputs/multirun/lr writes report.html)"]
+    assert EvaluateAndCompare().next_steps("s") == ["Next: open s/report.html in a browser (apa report s writes it "
+                                                     "again)"]
