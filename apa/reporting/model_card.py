@@ -12,6 +12,7 @@ from pathlib import Path
 from apa.data.release import describe as describe_data
 from apa.errors import override_arg
 from apa.metrics import fmt
+from apa.reporting.runs import random_weights
 from apa.reporting.table import Column, Row, Table, coverage_columns, metric_columns, value
 from apa.run_folder import epoch_of, evaluations, read_metrics, read_record, write_atomic
 
@@ -35,7 +36,7 @@ def model_card(run_dir: Path) -> str:
     cfg = record["config"]
     model, lora, trainer, data = cfg["model"], cfg["lora"], cfg["trainer"], cfg["data"]
     base = model.get("path") or record.get("model_path")
-    tiny = bool(model.get("tiny")) or bool(model.get("random"))
+    tiny = random_weights(model)
     lines = [
         f"# {run_dir.name}: Phi-4-multimodal LoRA for pronunciation assessment",
         "",
