@@ -5,6 +5,7 @@ at the top of the repository, where Hydra composes their configs).
     apa report <sweep or runs> [--out DIR]       report.html, offline
     apa table3 <sweep or runs> [--baseline DIR]  Table 3 beside the paper's rows
     apa predict --adapter <final_model> --audio <wav> --text "..."
+    apa predict --adapter <final_model> --audio <folder|'glob'|wav.scp> --out scores.jsonl   (many, batched)
     apa app --adapter <final_model>              the scoring page (Gradio, pip install -e '.[app]')
     apa check <checkpoint folder or hub id>      the load-time checks, without weights
     apa export <run> --out DIR [--dtype ...]     the adapter merged into its base: a plain transformers checkpoint
@@ -24,7 +25,7 @@ COMMANDS = {
     "compare": ("apa.reporting.compare", "compare run folders: comparison.md/csv and plots"),
     "report": ("apa.reporting.report", "report.html: tables, curves and the utterance browser, offline"),
     "table3": ("apa.reporting.table3", "the paper's Table 3 with this project's rows"),
-    "predict": ("apa.serve.predict", "score one recording with a trained adapter"),
+    "predict": ("apa.serve.predict", "score a recording, or many (folder, glob, wav.scp), with a trained adapter"),
     "app": ("apa.serve.app", "the scoring page on localhost (Gradio)"),
     "check": ("apa.checkpoint.check", "check a Phi-4-multimodal checkpoint without loading its weights"),
     "export": ("apa.publish.export", "merge a run's adapter into its base: a standalone transformers checkpoint"),

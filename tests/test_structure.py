@@ -127,6 +127,8 @@ WRITERS = {
     "apa.data.hf_sources": "decoded hub audio: a per-process temporary name, then os.replace",
     "apa.config": "the cached SFTConfig field list: a temporary name, then os.replace",
     "apa.bench.cases": "results.jsonl: one line per finished case, appended, so that a deadline kill keeps them",
+    "apa.serve.batch": "apa predict --out: a new file (never overwritten), appended batch by batch with fsync; "
+                       "--resume cuts off a torn last line",
 }
 
 

@@ -32,7 +32,9 @@ def read_corpus_text(path: Path) -> str:
                         ) from None
 
 
-def _read_kaldi_map(path: Path) -> dict[str, str]:
+def read_kaldi_map(path: Path) -> dict[str, str]:
+    """A Kaldi table (wav.scp, text, utt2spk): id -> the rest of its line; a repeated id stops the run, naming
+    `path:line`."""
     if not path.is_file():
         root, split = path.parent.parent, path.parent.name
         splits = sorted(p.parent.name for p in root.glob(f"*/{path.name}")) if root.is_dir() else []
@@ -89,8 +91,8 @@ def read_original_layout(root: str | Path, split: str, report: SkipReport,
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"data.path={root} is not a folder: point it at a SpeechOcean762 copy in the original layout")
-    wavs = _read_kaldi_map(root / split / "wav.scp")
-    speakers = _read_kaldi_map(root / split / "utt2spk") if (root / split / "utt2spk").is_file() else {}
+    wavs = read_kaldi_map(root / split / "wav.scp")
+    speakers = read_kaldi_map(root / split / "utt2spk") if (root / split / "utt2spk").is_file() else {}
     scores_path = root / "resource" / "scores.json"
     if not scores_path.is_file():
         raise DataError(f"{scores_path} not found: the original layout keeps the labels in resource/scores.json")

@@ -16,6 +16,23 @@ log = logging.getLogger(__name__)
 NOT_EVALUATED = "(not evaluated)"  # the checkpoint of a run's one row while none of its checkpoints is evaluated
 
 
+def random_weights(model: dict) -> bool:
+    """Whether a run's base model had random weights (its `config.model`): a generated miniature (`model=tiny`,
+    `tiny_released`) or the full-size architecture left random (`model=phi4mm_random`). Such a run checks the
+    pipeline; its scores mean nothing."""
+    return bool(model.get("tiny") or model.get("random"))
+
+
+def run_identity(run: Path) -> dict:
+    """What a run trained, from its record: its name, LoRA (name, r, alpha), base model (the checkpoint it loaded,
+    its revision) and whether that base had random weights."""
+    record = read_record(run)
+    model, lora = record["config"]["model"], record["config"]["lora"]
+    return {"run": run.name, "lora": lora["name"], "r": lora["r"], "alpha": lora["alpha"],
+            "base": model.get("path") or record.get("model_path") or model.get("name"), "model": model.get("name"),
+            "revision": model.get("revision"), "random_weights": random_weights(model)}
+
+
 def read_answers(eval_dir: Path) -> list[dict]:
     """The records of an evaluation's predictions ([] if it has none); a torn line (evaluation stopped mid-write)
     is left out with a warning. (apa.evaluation's reader refuses such a file: it is about to be resumed.)"""
@@ -62,7 +79,7 @@ def collect(run: Path) -> list[dict]:
         "trainable_params": record["parameters"]["trainable"],
         "train_seconds": record.get("train_seconds"),
         "final_train_loss": record.get("final_train_loss"),
-        "random_weights": bool(model.get("tiny") or model.get("random")),
+        "random_weights": random_weights(model),
     }
     evaluated = evaluations(run)
     if not evaluated:

@@ -5,7 +5,8 @@ phones compared with the sentence's canonical pronunciation (CMUdict), as `apa p
     apa app --adapter outputs/runs/<run>/final_model              http://127.0.0.1:7860
     apa app --adapter <run>/final_model --port 8000 --host 0.0.0.0   (reachable from the network: on purpose)
 
-Only localhost by default; `--share` (a public gradio.live link) is off unless asked for. Bad input (no recording, an
+Only localhost by default; `--share` (a public gradio.live link) is off unless asked for. The page names the adapter
+and its run (LoRA, base model) and says so when the base had random weights (a toy). Bad input (no recording, an
 unknown word, an unreadable or too long file) is shown on the page as a message, never as a stack trace.
 """
 
@@ -15,6 +16,7 @@ import argparse
 import html
 import logging
 import os
+import shlex
 from pathlib import Path
 
 from apa.data import SAMPLE_ROOT
@@ -26,6 +28,7 @@ log = logging.getLogger(__name__)
 CSS = """
 .apa-msg { padding: 8px 12px; border-radius: 6px; background: #fdecea; color: #611a15; border: 1px solid #f5c2bd; }
 .apa-note { color: #5f6b76; font-size: 0.9em; }
+.apa-toy { padding: 8px 12px; border-radius: 6px; background: #fff4d6; color: #5c4400; border: 1px solid #f0d58c; }
 table.apa-scores td, table.apa-scores th { padding: 4px 10px; text-align: center; border: 1px solid #d8dee4; }
 table.apa-scores td.score { font-size: 1.4em; font-weight: 600; }
 table.apa-phones td, table.apa-phones th { padding: 2px 5px; text-align: center; border: 1px solid #d8dee4;
@@ -91,12 +94,27 @@ def score_page(predictor, audio_path: str | None, text: str) -> tuple[str, str, 
     return "", scores_html(result), phones_html(result)
 
 
+def adapter_html(adapter: Path, who: dict) -> str:
+    """Which adapter answers (its path; `who`, the run's name, LoRA and base model: apa.reporting.runs.run_identity),
+    and a notice when that base had random weights."""
+    base = str(who["base"]) + (f" at {who['revision']}" if who.get("revision") else "")
+    out = (f'<p class="apa-note" id="apa-adapter">Adapter <code>{html.escape(str(adapter))}</code>: run '
+           f'<b>{html.escape(who["run"])}</b>, LoRA <b>{html.escape(who["lora"])}</b> (r={who["r"]}, '
+           f'alpha={who["alpha"]}), base model <code>{html.escape(base)}</code>.</p>')
+    if who["random_weights"]:
+        out += ('<div class="apa-toy" id="apa-toy"><b>A toy:</b> this run was trained on a generated miniature with '
+                f'random weights (<code>model={html.escape(str(who["model"]))}</code>), to check the pipeline. Its '
+                "scores and phones mean nothing.</div>")
+    return out
+
+
 def build(predictor, title: str = "Pronunciation assessment"):
     import gradio as gr
 
     with gr.Blocks(title=title, analytics_enabled=False) as page:
         gr.Markdown(f"# {title}\nRecord yourself reading an English sentence (or upload a recording), give the "
                     "sentence, and press **Score**.")
+        gr.HTML(adapter_html(predictor.adapter, predictor.identity), elem_id="apa-adapter-box")
         with gr.Row():
             with gr.Column():
                 audio = gr.Audio(sources=["microphone", "upload"], type="filepath", label="recording",
@@ -132,7 +150,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: localhost only)")
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
-    parser.add_argument("--max-new-tokens", type=int, default=200, help="longest answer generated per task")
+    parser.add_argument("--max-new-tokens", type=int,
+                        help="longest answer per task (default: evaluation's, 40 for APA and 160 for MDD)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -145,7 +164,21 @@ def main(argv: list[str] | None = None) -> None:
         predictor = Predictor(args.adapter, args.max_new_tokens)
     except PredictError as e:
         raise SystemExit(f"error: {e}") from None
-    build(predictor).launch(server_name=args.host, server_port=args.port, share=args.share, css=CSS, ssr_mode=False)
+    page = build(predictor)
+    # quiet: Gradio's own lines would tell to set `share=True` in launch(); this command's flag is --share
+    _, local_url, _ = page.launch(server_name=args.host, server_port=args.port, share=args.share, css=CSS,
+                                  ssr_mode=False, quiet=True, prevent_thread_lock=True)
+    print(launch_message(local_url, args), flush=True)
+    page.block_thread()  # until Ctrl-C
+
+
+def launch_message(local_url: str, args: argparse.Namespace) -> str:
+    """What the command prints once the page is up (Gradio itself prints the public link when --share made one)."""
+    lines = [f"* Running on local URL:  {local_url}"]
+    if not args.share:
+        lines.append(f"* For a public link too (gradio.live; anyone who has it can use the page): apa app --adapter "
+                     f"{shlex.quote(str(args.adapter))} --share")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -79,6 +79,10 @@ def test_app_in_chromium_scores_an_uploaded_wav(app_url, browser):
     page = Page(browser, height=900)
     p = page.page
     p.goto(app_url)
+    # which adapter answers, and that it is a toy (the demo's base model is a random miniature)
+    adapter = p.locator("#apa-adapter").inner_text()
+    assert "fresh_r64_1" in adapter and "LoRA fresh_r64 (r=64, alpha=128)" in adapter and "final_model" in adapter
+    assert "random weights" in p.locator("#apa-toy").inner_text()
     p.locator('#apa-audio button[aria-label="Upload file"]').click()
     p.locator("#apa-audio input[type=file]").set_input_files(str(WAV))
     p.locator("#apa-audio audio, #apa-audio [data-testid='waveform-Audio']").first.wait_for(state="attached")
@@ -118,3 +122,66 @@ def test_a_port_in_use_is_one_line_before_the_model_loads(tmp_path):
             main(["--adapter", str(tmp_path), "--port", str(port)])  # no adapter there: never reached
     assert str(stopped.value).startswith(f"error: cannot serve on 127.0.0.1:{port}")
     assert f"--port {port + 1}" in str(stopped.value)
+
+
+def test_the_page_names_the_adapter_and_marks_a_toy(demo_sweep, tmp_path):
+    """The run's record says what was trained: the demo's tiny base has random weights (a notice on the page); the
+    same record with the released base (a hub id, no miniature) has none."""
+    import json
+
+    from apa.reporting.runs import run_identity
+    from apa.serve.app import adapter_html
+
+    run = demo_sweep / "fresh_r64_1"
+    toy = run_identity(run)
+    assert toy["run"] == "fresh_r64_1" and toy["lora"] == "fresh_r64" and toy["random_weights"]
+    page = adapter_html(run / "final_model", toy)
+    assert 'id="apa-toy"' in page and "model=tiny" in page and str(run / "final_model") in page
+    real = tmp_path / "real_run"
+    real.mkdir()
+    record = json.loads((run / "training_config.json").read_text())
+    record["config"]["model"] = {**record["config"]["model"], "name": "phi4mm", "tiny": None,
+                                 "path": "microsoft/Phi-4-multimodal-instruct", "revision": "refs/pr/70"}
+    (real / "training_config.json").write_text(json.dumps(record))
+    released = run_identity(real)
+    assert not released["random_weights"]
+    page = adapter_html(real / "final_model", released)
+    assert "apa-toy" not in page and "microsoft/Phi-4-multimodal-instruct at refs/pr/70" in page
+
+
+def test_launch_names_the_projects_share_flag_not_gradios(demo_sweep, tmp_path):
+    """`apa app` as a user starts it: once the page is up it prints its address and how to get a public link with
+    this command (`apa app … --share`), and not Gradio's own hint to set `share=True` in `launch()`; Ctrl-C stops it."""
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import urllib.request
+
+    from tests.conftest import REPO
+
+    adapter = demo_sweep / "fresh_r64_1" / "final_model"
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+           "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "apa", "app", "--adapter", str(adapter), "--port", str(port),
+                             "--max-new-tokens", "8"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    guard = threading.Timer(600, proc.kill)  # a hung start fails the test instead of the session
+    guard.start()
+    printed = []
+    try:
+        for line in proc.stdout:
+            printed.append(line)
+            if "--share" in line:
+                break
+        page = urllib.request.urlopen(f"http://127.0.0.1:{port}/config").read().decode()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=120)
+        guard.cancel()
+    output = "".join(printed) + rest
+    assert f"* Running on local URL:  http://127.0.0.1:{port}" in output, output
+    assert f"apa app --adapter {adapter} --share" in output, output
+    assert "share=True" not in output and "launch()" not in output, output
+    assert "apa-adapter" in page and proc.returncode == 0
