@@ -3,6 +3,7 @@ library versions), or says exactly how it differs."""
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import os
 import shutil
@@ -158,3 +159,34 @@ def write_hydra_record(run_dir: Path, files: dict[str, str]) -> None:
     if target.exists():
         shutil.rmtree(target)
     os.replace(tmp, target)
+
+
+# What `apa compare`, `apa report` and `apa table3` write: a folder holding only these (and run folders) is theirs
+REPORT_OUTPUTS = ("comparison*.md", "comparison*.csv", "*.png", "report.html", "table3*.md", "table3*.csv",
+                  ".*.tmp", "multirun.yaml")
+
+
+def _holds_runs(folder: Path) -> bool:
+    return (folder / TRAINING_RECORD).exists() or any(
+        (child / TRAINING_RECORD).exists() for child in folder.iterdir() if child.is_dir())
+
+
+def output_folder(out: Path, flag: str = "--out") -> Path:
+    """`out`, checked before a report is written into it: a new or empty folder, a run or sweep folder, or one that
+    holds only what the reporting commands write. A file, a folder of someone else's files, or one this process may
+    not write into is refused in one line (nothing is written)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise RunFolderError(f"{flag} {out} is a file, not a folder: name a folder (it is created if missing)")
+    if out.is_dir():
+        foreign = [p.name for p in sorted(out.iterdir())
+                   if not (p.is_dir() and (p / TRAINING_RECORD).exists())
+                   and not any(fnmatch.fnmatch(p.name, pattern) for pattern in REPORT_OUTPUTS)]
+        if foreign and not _holds_runs(out):
+            shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+            raise RunFolderError(f"{out} holds files that are not this project's ({shown}): nothing is written into "
+                                 f"it. Pass {flag} <a new or empty folder>")
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    if not os.access(existing, os.W_OK):
+        raise RunFolderError(f"{existing} cannot be written (read-only): pass {flag} <a folder you can write>")
+    return out
