@@ -102,6 +102,21 @@ def test_a_refused_extend_leaves_the_finished_run_byte_identical(finished_run, t
     assert _files(run) == before
 
 
+def test_resume_when_every_checkpoint_is_damaged_is_refused_and_changes_nothing(finished_run, tmp_path):
+    """An interrupted run whose only epoch checkpoint lost its manifest (or a file) used to start over from scratch,
+    writing over it, and record a resume: nothing can be resumed, so nothing is done and the damage is named."""
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    shutil.rmtree(run / "final_model")
+    (run / "checkpoint-epoch-1" / MANIFEST).unlink()
+    before = _files(run)
+    refused = _train_py("resume=true", f"hydra.run.dir={run}")
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr[-2000:]
+    assert f"no checkpoint in {run} is intact (checkpoint-epoch-1: {MANIFEST} is missing)" in refused.stderr
+    assert "rm -r" in refused.stderr
+    assert _files(run) == before
+
+
 def test_resume_with_a_conflicting_override_is_refused_with_the_differences(finished_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(finished_run, run)

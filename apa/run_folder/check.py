@@ -102,15 +102,24 @@ def check_run_dir(run_dir: Path, resume: bool, requested: dict | None = None, ex
     if (run_dir / FINAL_MODEL).exists() and not extend:
         raise RunFolderError(f"{run_dir} already holds a finished run ({FINAL_MODEL}/): nothing to resume. To "
                              "train it for more epochs: `resume=true extend=true trainer.num_train_epochs=<N>`")
-    checkpoint = newest_intact_checkpoint(run_dir)
+    skipped: list[tuple[Path, list[str]]] = []
+    checkpoint = newest_intact_checkpoint(run_dir, skipped)
     if checkpoint is None and (run_dir / FINAL_MODEL).exists():  # extend: nothing to continue from
         raise RunFolderError(
             f"extend=true continues a finished run from its last intact epoch checkpoint, and {run_dir} has none "
             f"(deleted, or damaged: see the log). Nothing was changed; its {FINAL_MODEL}/ stays. Train a new run with "
             "the epochs you want instead")
+    if checkpoint is None and skipped:  # starting over would write over them: the user decides
+        named = "; ".join(f"{p.name}: {', '.join(problems[:2])}" for p, problems in skipped[:3])
+        raise RunFolderError(
+            f"resume=true: no checkpoint in {run_dir} is intact ({named}), so nothing can be resumed, and starting "
+            "over would write over them. Restore them from a backup, or delete them to train this run again from "
+            "its first step (rm -r " + " ".join(str(p) for p, _ in skipped) + ")")
+    for damaged, problems in skipped:
+        log.warning("checkpoint %s is damaged (%s): skipping it, resuming from the one before", damaged,
+                    "; ".join(problems[:3]))
     if checkpoint is None:
-        log.warning("resume=true but %s has no complete checkpoint: starting from scratch with the run's config",
-                    run_dir)
+        log.warning("resume=true but %s has no checkpoint yet: starting from scratch with the run's config", run_dir)
         return None
     log.info("Resuming from %s", checkpoint)
     return checkpoint
