@@ -134,3 +134,35 @@ def test_every_case_of_the_reliability_catalogue_names_a_test_that_exists():
                 missing.append(f"{file}::{name}")
     assert not missing, missing
     assert sorted(int(row.split("|")[1]) for row in rows) == list(range(1, len(rows) + 1))
+
+
+def test_float_audio_far_outside_unit_range_is_decoded_with_a_warning_naming_the_file(tmp_path, caplog):
+    t = np.linspace(0, 1.0, 16000, endpoint=False)
+    path = tmp_path / "unnormalised.wav"
+    sf.write(path, (40 * np.sin(2 * np.pi * 200 * t)).astype(np.float32), 16000, subtype="FLOAT")
+    with caplog.at_level("WARNING", logger="apa.data.audio"):
+        audio = decode_audio(path)
+        decode_audio(path)  # once per file, not once per epoch
+    assert audio.size == 16000
+    warned = [r.getMessage() for r in caplog.records if "outside [-1, 1]" in r.getMessage()]
+    assert len(warned) == 1 and str(path) in warned[0] and "samples reach 40" in warned[0]
+
+
+def test_a_wav_header_that_declares_less_than_the_file_holds_is_named(tmp_path, caplog):
+    import struct
+
+    t = np.linspace(0, 1.0, 16000, endpoint=False)
+    whole = tmp_path / "whole.wav"
+    sf.write(whole, (0.3 * np.sin(2 * np.pi * 200 * t)).astype(np.float32), 16000, subtype="PCM_16")
+    data = bytearray(whole.read_bytes())
+    at = data.index(b"data")
+    size = struct.unpack("<I", data[at + 4:at + 8])[0]
+    data[at + 4:at + 8] = struct.pack("<I", size // 4)  # the header says 0.25 s; the file holds 1 s
+    cut = tmp_path / "cut_header.wav"
+    cut.write_bytes(bytes(data))
+    with caplog.at_level("WARNING", logger="apa.data.audio"):
+        assert decode_audio(whole).size == 16000
+        assert not caplog.records
+        assert decode_audio(cut).size == 4000
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert str(cut) in message and "more than its WAV header declares" in message and "0.25 s are read" in message
