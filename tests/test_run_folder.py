@@ -102,6 +102,23 @@ def test_a_refused_extend_leaves_the_finished_run_byte_identical(finished_run, t
     assert _files(run) == before
 
 
+def test_a_start_that_fails_before_any_run_began_leaves_no_folder(corpus, tmp_path):
+    """Bad data found after the start wrote its .hydra record (and its log): the failed start is undone, so no
+    half-made run folder is left to be mistaken for a run; a folder that existed keeps what it held."""
+    from tests.conftest import edit_scores
+
+    edit_scores(corpus, lambda scores: scores.clear())  # no utterance has labels: nothing to train on
+    run = tmp_path / "run"
+    failed = _train_py(*DEMO, f"data.path={corpus}", f"hydra.run.dir={run}")
+    assert failed.returncode == 2, failed.stderr[-2000:]
+    assert failed.stderr.strip().splitlines()[-1].startswith("error: train split: skipped 20 of 20 utterances")
+    assert not run.exists()
+    kept = tmp_path / "kept"
+    (kept / "eval").mkdir(parents=True)  # not a run folder's start: refused before anything is written
+    assert _train_py(*DEMO, f"data.path={corpus}", f"hydra.run.dir={kept}").returncode == 2
+    assert sorted(p.name for p in kept.iterdir()) == ["eval"]
+
+
 def test_resume_when_every_checkpoint_is_damaged_is_refused_and_changes_nothing(finished_run, tmp_path):
     """An interrupted run whose only epoch checkpoint lost its manifest (or a file) used to start over from scratch,
     writing over it, and record a resume: nothing can be resumed, so nothing is done and the damage is named."""

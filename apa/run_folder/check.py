@@ -199,3 +199,18 @@ def output_folder(out: Path, flag: str = "--out") -> Path:
     if not os.access(existing, os.W_OK):
         raise RunFolderError(f"{existing} cannot be written (read-only): pass {flag} <a folder you can write>")
     return out
+
+
+def discard_failed_start(run_dir: Path) -> None:
+    """After a start that failed before any run began in `run_dir` (no run record, no checkpoint): remove what the
+    start wrote (its .hydra record, its log; the error was printed), and the folder if that empties it, so that a
+    failed start leaves no half-made run behind. Anything else in the folder stays."""
+    if not run_dir.is_dir() or read_record(run_dir) is not None or _results(run_dir) or foreign_entries(run_dir):
+        return
+    for entry in run_dir.iterdir():
+        if entry.name in (".hydra", ".hydra.tmp") and entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        elif entry.suffix == ".log" and entry.is_file():
+            entry.unlink()
+    if not any(run_dir.iterdir()):
+        run_dir.rmdir()
