@@ -166,3 +166,23 @@ def test_a_wav_header_that_declares_less_than_the_file_holds_is_named(tmp_path, 
         assert decode_audio(cut).size == 4000
     (message,) = [r.getMessage() for r in caplog.records]
     assert str(cut) in message and "more than its WAV header declares" in message and "0.25 s are read" in message
+
+
+@pytest.mark.parametrize("kind", ["file", "uncreatable", "relative"])
+def test_the_cache_folder_is_absolute_or_one_line_naming_apa_cache_dir(tmp_path, monkeypatch, kind):
+    """APA_CACHE_DIR that is a file or cannot be created was a traceback from the tiny model's generator; a relative
+    one was recorded as such in adapter configs (loadable only from the folder the run started in)."""
+    from apa.constants import cache_root
+    from apa.errors import UserError
+
+    if kind == "relative":
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.setenv("APA_CACHE_DIR", "cache_here")
+        assert cache_root() == tmp_path / "cache_here" and (tmp_path / "cache_here").is_dir()
+        return
+    target = tmp_path / "a_file"
+    target.write_text("mine\n")
+    monkeypatch.setenv("APA_CACHE_DIR", str(target if kind == "file" else target / "sub"))
+    with pytest.raises(UserError, match=r"^APA_CACHE_DIR=.* cannot be used as the cache folder .*set APA_CACHE_DIR"):
+        cache_root()
+    assert target.read_text() == "mine\n"
