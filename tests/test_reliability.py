@@ -186,3 +186,31 @@ def test_the_cache_folder_is_absolute_or_one_line_naming_apa_cache_dir(tmp_path,
     with pytest.raises(UserError, match=r"^APA_CACHE_DIR=.* cannot be used as the cache folder .*set APA_CACHE_DIR"):
         cache_root()
     assert target.read_text() == "mine\n"
+
+
+def test_a_silent_recording_is_decoded_with_a_warning_naming_the_file(tmp_path, caplog):
+    path = tmp_path / "silence.wav"
+    sf.write(path, np.zeros(16000, dtype=np.float32), 16000, subtype="PCM_16")
+    with caplog.at_level("WARNING", logger="apa.data.audio"):
+        assert decode_audio(path).size == 16000
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert str(path) in message and "the recording is silent" in message
+
+
+def test_audio_that_is_not_a_regular_file_is_a_skip_saying_so_once(tmp_path):
+    import os
+
+    fifo = tmp_path / "pipe.wav"
+    os.mkfifo(fifo)  # decoding it would block forever
+    with pytest.raises(AudioError) as caught:
+        decode_audio(fifo)
+    assert caught.value.kind == "not a regular file" and str(caught.value) == f"not a regular file: {fifo}"
+    assert caught.value.detail == str(fifo)  # what a skip report logs beside the kind: the reason said once
+
+
+def test_rescoring_a_folder_names_the_predictions_file_in_it(tmp_path):
+    from apa.evaluation.predictions import EvaluationError, read_predictions
+
+    (tmp_path / "predictions.jsonl").write_text("")
+    with pytest.raises(EvaluationError, match=r"is a folder: give the predictions.jsonl file \(.*predictions.jsonl\)"):
+        read_predictions(tmp_path)

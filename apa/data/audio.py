@@ -28,7 +28,7 @@ class AudioError(ValueError):
 
     def __init__(self, kind: str, detail: str = ""):
         super().__init__(f"{kind}: {detail}" if detail else kind)
-        self.kind = kind
+        self.kind, self.detail = kind, detail
 
 
 def decode_audio(
@@ -38,7 +38,8 @@ def decode_audio(
 ) -> np.ndarray:
     """Decode to mono float32 at `target_sr`, rejecting clips no model should see."""
     if not isinstance(source, bytes) and not Path(source).is_file():
-        raise AudioError("missing audio file", str(source))
+        what = "not a regular file" if Path(source).exists() else "missing audio file"  # a folder, a named pipe
+        raise AudioError(what, str(source))
     try:
         data, sr = sf.read(io.BytesIO(source) if isinstance(source, bytes) else str(source), dtype="float32")
     except (sf.LibsndfileError, RuntimeError, OSError) as e:
@@ -55,6 +56,9 @@ def decode_audio(
         raise AudioError("empty audio")
     if not np.isfinite(data).all():
         raise AudioError("NaN or infinite samples")
+    if float(np.ptp(data)) < 1e-4:  # digital silence or a constant: a failed recording, though its labels say speech
+        _warn_once(source, "silence", "the recording is silent (every sample within 1e-4 of %.3g): check the file; "
+                   "its labels describe speech the model cannot hear", float(data.flat[0]))
     if sr != target_sr:
         from scipy.signal import resample_poly  # imported here: scipy.signal costs seconds and most corpora are 16 kHz
 
