@@ -50,7 +50,7 @@ def main(cfg: DictConfig) -> None:
     export_submitit_environment()  # RANK etc. inside a multi-task SLURM job, before rank() is read
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    started = None
+    started, failed = None, True
     try:
         cfg = resume_config(cfg, run_dir, list(hydra_cfg.overrides.task))
         from apa.training.start import start
@@ -68,9 +68,14 @@ def main(cfg: DictConfig) -> None:
             from apa.reporting.model_card import write_model_card
 
             write_model_card(run_dir)  # this project's card (README.md), in place of TRL's generic one
+        failed = False
     finally:
         if started is not None and started[0] is not None:
             started[0].release()  # refused after the lock was taken (the hub check)
+        if failed and rank() == 0:
+            from apa.run_folder.check import discard_failed_start
+
+            discard_failed_start(run_dir)  # no run began: no half-made folder (.hydra/ and a log) is left behind
         if run_dir.is_dir() and not any(run_dir.iterdir()):
             run_dir.rmdir()  # a refused start leaves no empty folder behind (Hydra made it for this job)
     which = "every epoch with" if any(run_dir.glob("checkpoint-epoch-*")) else "it with"

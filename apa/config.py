@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 import os
 import re
 import typing
@@ -284,6 +285,10 @@ _RANGES: tuple[tuple[str, Any, str], ...] = (
     ("trainer.learning_rate", lambda v: v > 0, "positive"),
     ("trainer.warmup_steps", lambda v: v >= 0, "0 or more (below 1: a fraction of all steps)"),
     ("trainer.weight_decay", lambda v: v >= 0, "0 or more"),
+    ("trainer.max_grad_norm", lambda v: v >= 0, "0 or more (0: no gradient clipping)"),
+    ("trainer.logging_steps", lambda v: v > 0, "positive (below 1: a fraction of all steps)"),
+    ("trainer.save_steps", lambda v: v > 0, "positive (below 1: a fraction of all steps)"),
+    ("trainer.eval_steps", lambda v: v > 0, "positive (below 1: a fraction of all steps)"),
     ("trainer.max_length", lambda v: v >= 1, "at least 1"),
     ("lora.r", lambda v: v >= 1, "at least 1"),
     ("lora.alpha", lambda v: v > 0, "positive"),
@@ -319,6 +324,8 @@ def value_problems(cfg: DictConfig) -> list[str]:
             good = False
         if not good or isinstance(value, bool):
             problems.append(f"{key}={value!r} must be {must}")
+        elif isinstance(value, float) and not math.isfinite(value):  # inf passes `> 0`: trains to NaN weights
+            problems.append(f"{key}={value!r} must be a finite number")
     return problems
 
 

@@ -27,5 +27,15 @@ SAMPLING_RATE = 16_000
 
 def cache_root() -> Path:
     """Where generated files are kept (tiny checkpoints, decoded hub audio, cached schema facts): $APA_CACHE_DIR or
-    ~/.cache/apa."""
-    return Path(os.environ.get("APA_CACHE_DIR", Path.home() / ".cache" / "apa"))
+    ~/.cache/apa, as an absolute path (a relative one would be recorded in adapter configs and only resolve from the
+    folder the run started in), created if missing; one that cannot be a folder is one line naming the variable."""
+    from apa.errors import UserError
+
+    given = os.environ.get("APA_CACHE_DIR")
+    root = Path(given or Path.home() / ".cache" / "apa").expanduser().absolute()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"{'APA_CACHE_DIR=' + given if given else root} cannot be used as the cache folder "
+                        f"({e.strerror or e}): set APA_CACHE_DIR to a folder you can write") from e
+    return root

@@ -51,10 +51,35 @@ def _disk_full(exc: BaseException) -> str | None:
     return None
 
 
+# What the file system says when a path the user chose cannot be used as asked (a file where a folder goes, a read-only
+# run, a dangling link): the user's to fix, so one line naming the path, never a traceback
+PATH_PROBLEMS = {errno.EACCES: "permission denied", errno.EPERM: "operation not permitted",
+                 errno.EROFS: "read-only file system", errno.ENOTDIR: "a file stands where a folder is expected",
+                 errno.EISDIR: "a folder stands where a file is expected",
+                 errno.EEXIST: "it exists as something else (a file, or a link to nothing)",
+                 errno.ELOOP: "a loop of symbolic links", errno.ENAMETOOLONG: "the name is too long"}
+
+
+def _path_problem(exc: BaseException) -> UserError | None:
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in PATH_PROBLEMS and exc.filename:
+            return UserError(f"cannot use {exc.filename}: {PATH_PROBLEMS[exc.errno]}. Fix that path (its "
+                             "permissions, or what stands there), or point the command elsewhere (hydra.run.dir=, "
+                             "--out, APA_CACHE_DIR)")
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def as_user_error(exc: BaseException) -> UserError | None:
-    """The one-line form of an error a user can fix: our own, or a full disk (whatever type reported it)."""
+    """The one-line form of an error a user can fix: our own, a full disk (whatever type reported it), or a path that
+    cannot be used (a file where a folder goes, read-only, a dangling link)."""
     if isinstance(exc, UserError):
         return exc
+    problem = _path_problem(exc)
+    if problem is not None:
+        return problem
     where = _disk_full(exc)
     if where is not None:
         return UserError(f"no space left on the device ({where or 'a write failed part-way'}). Every complete "

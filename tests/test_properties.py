@@ -161,7 +161,9 @@ def test_a_well_formed_entry_round_trips(entry):
     utt = parse_labels("u1", entry, "spk", "a.wav")
     assert utt.scores == {aspect: int(entry[aspect]) for aspect in APA_ASPECTS}
     assert all(type(v) is int for v in utt.scores.values())
-    assert utt.text == unicodedata.normalize("NFC", entry["text"]).strip()
+    # the text as read: NFC, no invisible format characters, whitespace runs made one space, nothing else changed
+    visible = [c for c in unicodedata.normalize("NFC", entry["text"]) if unicodedata.category(c) != "Cf"]
+    assert utt.text == " ".join(utt.text.split()) and "".join(utt.text.split()) == "".join("".join(visible).split())
     assert [w.text for w in utt.words] == [w["text"] for w in entry["words"]]
     assert [w.phones for w in utt.words] == [tuple(w["phones"]) for w in entry["words"]]
     for word, raw in zip(utt.words, entry["words"], strict=True):

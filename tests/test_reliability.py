@@ -134,3 +134,83 @@ def test_every_case_of_the_reliability_catalogue_names_a_test_that_exists():
                 missing.append(f"{file}::{name}")
     assert not missing, missing
     assert sorted(int(row.split("|")[1]) for row in rows) == list(range(1, len(rows) + 1))
+
+
+def test_float_audio_far_outside_unit_range_is_decoded_with_a_warning_naming_the_file(tmp_path, caplog):
+    t = np.linspace(0, 1.0, 16000, endpoint=False)
+    path = tmp_path / "unnormalised.wav"
+    sf.write(path, (40 * np.sin(2 * np.pi * 200 * t)).astype(np.float32), 16000, subtype="FLOAT")
+    with caplog.at_level("WARNING", logger="apa.data.audio"):
+        audio = decode_audio(path)
+        decode_audio(path)  # once per file, not once per epoch
+    assert audio.size == 16000
+    warned = [r.getMessage() for r in caplog.records if "outside [-1, 1]" in r.getMessage()]
+    assert len(warned) == 1 and str(path) in warned[0] and "samples reach 40" in warned[0]
+
+
+def test_a_wav_header_that_declares_less_than_the_file_holds_is_named(tmp_path, caplog):
+    import struct
+
+    t = np.linspace(0, 1.0, 16000, endpoint=False)
+    whole = tmp_path / "whole.wav"
+    sf.write(whole, (0.3 * np.sin(2 * np.pi * 200 * t)).astype(np.float32), 16000, subtype="PCM_16")
+    data = bytearray(whole.read_bytes())
+    at = data.index(b"data")
+    size = struct.unpack("<I", data[at + 4:at + 8])[0]
+    data[at + 4:at + 8] = struct.pack("<I", size // 4)  # the header says 0.25 s; the file holds 1 s
+    cut = tmp_path / "cut_header.wav"
+    cut.write_bytes(bytes(data))
+    with caplog.at_level("WARNING", logger="apa.data.audio"):
+        assert decode_audio(whole).size == 16000
+        assert not caplog.records
+        assert decode_audio(cut).size == 4000
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert str(cut) in message and "more than its WAV header declares" in message and "0.25 s are read" in message
+
+
+@pytest.mark.parametrize("kind", ["file", "uncreatable", "relative"])
+def test_the_cache_folder_is_absolute_or_one_line_naming_apa_cache_dir(tmp_path, monkeypatch, kind):
+    """APA_CACHE_DIR that is a file or cannot be created was a traceback from the tiny model's generator; a relative
+    one was recorded as such in adapter configs (loadable only from the folder the run started in)."""
+    from apa.constants import cache_root
+    from apa.errors import UserError
+
+    if kind == "relative":
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.setenv("APA_CACHE_DIR", "cache_here")
+        assert cache_root() == tmp_path / "cache_here" and (tmp_path / "cache_here").is_dir()
+        return
+    target = tmp_path / "a_file"
+    target.write_text("mine\n")
+    monkeypatch.setenv("APA_CACHE_DIR", str(target if kind == "file" else target / "sub"))
+    with pytest.raises(UserError, match=r"^APA_CACHE_DIR=.* cannot be used as the cache folder .*set APA_CACHE_DIR"):
+        cache_root()
+    assert target.read_text() == "mine\n"
+
+
+def test_a_silent_recording_is_decoded_with_a_warning_naming_the_file(tmp_path, caplog):
+    path = tmp_path / "silence.wav"
+    sf.write(path, np.zeros(16000, dtype=np.float32), 16000, subtype="PCM_16")
+    with caplog.at_level("WARNING", logger="apa.data.audio"):
+        assert decode_audio(path).size == 16000
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert str(path) in message and "the recording is silent" in message
+
+
+def test_audio_that_is_not_a_regular_file_is_a_skip_saying_so_once(tmp_path):
+    import os
+
+    fifo = tmp_path / "pipe.wav"
+    os.mkfifo(fifo)  # decoding it would block forever
+    with pytest.raises(AudioError) as caught:
+        decode_audio(fifo)
+    assert caught.value.kind == "not a regular file" and str(caught.value) == f"not a regular file: {fifo}"
+    assert caught.value.detail == str(fifo)  # what a skip report logs beside the kind: the reason said once
+
+
+def test_rescoring_a_folder_names_the_predictions_file_in_it(tmp_path):
+    from apa.evaluation.predictions import EvaluationError, read_predictions
+
+    (tmp_path / "predictions.jsonl").write_text("")
+    with pytest.raises(EvaluationError, match=r"is a folder: give the predictions.jsonl file \(.*predictions.jsonl\)"):
+        read_predictions(tmp_path)

@@ -102,6 +102,38 @@ def test_a_refused_extend_leaves_the_finished_run_byte_identical(finished_run, t
     assert _files(run) == before
 
 
+def test_a_start_that_fails_before_any_run_began_leaves_no_folder(corpus, tmp_path):
+    """Bad data found after the start wrote its .hydra record (and its log): the failed start is undone, so no
+    half-made run folder is left to be mistaken for a run; a folder that existed keeps what it held."""
+    from tests.conftest import edit_scores
+
+    edit_scores(corpus, lambda scores: scores.clear())  # no utterance has labels: nothing to train on
+    run = tmp_path / "run"
+    failed = _train_py(*DEMO, f"data.path={corpus}", f"hydra.run.dir={run}")
+    assert failed.returncode == 2, failed.stderr[-2000:]
+    assert failed.stderr.strip().splitlines()[-1].startswith("error: train split: skipped 20 of 20 utterances")
+    assert not run.exists()
+    kept = tmp_path / "kept"
+    (kept / "eval").mkdir(parents=True)  # not a run folder's start: refused before anything is written
+    assert _train_py(*DEMO, f"data.path={corpus}", f"hydra.run.dir={kept}").returncode == 2
+    assert sorted(p.name for p in kept.iterdir()) == ["eval"]
+
+
+def test_resume_when_every_checkpoint_is_damaged_is_refused_and_changes_nothing(finished_run, tmp_path):
+    """An interrupted run whose only epoch checkpoint lost its manifest (or a file) used to start over from scratch,
+    writing over it, and record a resume: nothing can be resumed, so nothing is done and the damage is named."""
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    shutil.rmtree(run / "final_model")
+    (run / "checkpoint-epoch-1" / MANIFEST).unlink()
+    before = _files(run)
+    refused = _train_py("resume=true", f"hydra.run.dir={run}")
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr[-2000:]
+    assert f"no checkpoint in {run} is intact (checkpoint-epoch-1: {MANIFEST} is missing)" in refused.stderr
+    assert "rm -r" in refused.stderr
+    assert _files(run) == before
+
+
 def test_resume_with_a_conflicting_override_is_refused_with_the_differences(finished_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(finished_run, run)
@@ -200,6 +232,9 @@ def test_extend_trains_a_finished_run_for_more_epochs(tmp_path):
     ("trainer.per_device_train_batch_size=-1", "per_device_train_batch_size=-1 must be at least 1"),
     ("lora.dropout=1.5", "lora.dropout=1.5 must be in [0, 1)"),
     ("trainer.learning_rate=-0.1", "learning_rate=-0.1 must be positive"),
+    ("trainer.learning_rate=inf", "trainer.learning_rate=inf must be a finite number"),  # trained to NaN weights
+    ("trainer.max_grad_norm=-1", "trainer.max_grad_norm=-1.0 must be 0 or more (0: no gradient clipping)"),
+    ("trainer.logging_steps=0", "trainer.logging_steps=0.0 must be positive"),  # was a traceback after loading
 ])
 def test_values_are_checked_before_any_model_loads(tmp_path, override, message):
     with pytest.raises(UserError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):

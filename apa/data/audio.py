@@ -7,6 +7,8 @@ attempt at this task. soundfile reads WAV/FLAC/OGG from a path or from bytes (th
 from __future__ import annotations
 
 import io
+import logging
+import os
 from math import gcd
 from pathlib import Path
 
@@ -16,6 +18,9 @@ import soundfile as sf
 from apa.constants import SAMPLING_RATE
 
 MIN_SECONDS = 0.1
+log = logging.getLogger(__name__)
+_BYTES_PER_SAMPLE = {"PCM_U8": 1, "PCM_S8": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4, "FLOAT": 4, "DOUBLE": 8}
+_warned: set[tuple[str, str]] = set()  # (file, what): each warning once per process, not once per epoch
 
 
 class AudioError(ValueError):
@@ -23,7 +28,7 @@ class AudioError(ValueError):
 
     def __init__(self, kind: str, detail: str = ""):
         super().__init__(f"{kind}: {detail}" if detail else kind)
-        self.kind = kind
+        self.kind, self.detail = kind, detail
 
 
 def decode_audio(
@@ -33,17 +38,27 @@ def decode_audio(
 ) -> np.ndarray:
     """Decode to mono float32 at `target_sr`, rejecting clips no model should see."""
     if not isinstance(source, bytes) and not Path(source).is_file():
-        raise AudioError("missing audio file", str(source))
+        what = "not a regular file" if Path(source).exists() else "missing audio file"  # a folder, a named pipe
+        raise AudioError(what, str(source))
     try:
         data, sr = sf.read(io.BytesIO(source) if isinstance(source, bytes) else str(source), dtype="float32")
     except (sf.LibsndfileError, RuntimeError, OSError) as e:
         raise AudioError("unreadable audio", str(e)) from e
+    if not isinstance(source, bytes):
+        _check_wav_length(Path(source), len(data))
+    peak = float(np.abs(data).max()) if data.size else 0.0
+    if peak > 1.001:  # float WAVs may hold any value; integer PCM decodes to [-1, 1)
+        _warn_once(source, "scale", "samples reach %.3g, outside [-1, 1]: the recording is not scaled as audio "
+                   "usually is (a float WAV written without normalising?); the model hears it as it is", peak)
     if data.ndim == 2:  # (frames, channels): downmix, since the encoder takes one channel
         data = data.mean(axis=1)
     if data.size == 0:
         raise AudioError("empty audio")
     if not np.isfinite(data).all():
         raise AudioError("NaN or infinite samples")
+    if float(np.ptp(data)) < 1e-4:  # digital silence or a constant: a failed recording, though its labels say speech
+        _warn_once(source, "silence", "the recording is silent (every sample within 1e-4 of %.3g): check the file; "
+                   "its labels describe speech the model cannot hear", float(data.flat[0]))
     if sr != target_sr:
         from scipy.signal import resample_poly  # imported here: scipy.signal costs seconds and most corpora are 16 kHz
 
@@ -55,3 +70,28 @@ def decode_audio(
     if max_seconds is not None and seconds > max_seconds:
         raise AudioError("audio too long", f"{seconds:.1f} s > data.max_audio_seconds={max_seconds}")
     return data
+
+
+def _warn_once(source, what: str, message: str, *args) -> None:
+    name = "<bytes>" if isinstance(source, bytes) else str(source)
+    if (name, what) not in _warned:
+        _warned.add((name, what))
+        log.warning("%s: " + message, name, *args)
+
+
+def _check_wav_length(path: Path, frames: int) -> None:
+    """Warn when a WAV file holds much more audio data than its header declares (libsndfile reads only the declared
+    part): a header written before the recording ended, and the rest of the speech unheard."""
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, OSError):
+        return
+    width = _BYTES_PER_SAMPLE.get(info.subtype)
+    if info.format != "WAV" or width is None:
+        return
+    declared = frames * info.channels * width
+    extra = os.path.getsize(path) - declared - 44  # 44: the canonical header
+    if extra > 0.1 * info.samplerate * info.channels * width:  # more than 0.1 s of audio beyond the header's count
+        _warn_once(path, "length", "the file holds %d bytes more than its WAV header declares (about %.1f s of "
+                   "audio): only the declared %.2f s are read. Rewrite the header (e.g. `sox in.wav out.wav`)",
+                   extra, extra / (info.samplerate * info.channels * width), frames / info.samplerate)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import numbers
-import re
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
@@ -123,8 +122,17 @@ def _parse_word(raw: dict, utt_id: str = "", position: int = 0) -> Word:
 
 
 def _word_tokens(text: str) -> list[str]:
-    """Words as the text and the word annotations are compared: upper case, punctuation but apostrophes dropped."""
-    return re.sub(r"[^\w']+", " ", text.upper()).split()
+    """Words as the text and the word annotations are compared: upper case, punctuation but apostrophes dropped.
+    Symbols (an emoji, `&`) stay: a text holding one that no word annotation spells is not what was annotated."""
+    return "".join(" " if unicodedata.category(c)[0] in "PZC" and c != "'" else c for c in text.upper()).split()
+
+
+def clean_text(text: str) -> str:
+    """The sentence as prompted and as the MDD target's words: NFC (combining accents and precomposed letters give
+    the same tokens), invisible format characters (zero-width space, BOM, soft hyphen) removed, and any run of
+    whitespace (tabs, double spaces, newlines) one space, so that no invisible character becomes part of a word."""
+    text = "".join(c for c in unicodedata.normalize("NFC", text) if unicodedata.category(c) != "Cf")
+    return " ".join(text.split())
 
 
 def _is_integral(value) -> bool:
@@ -158,7 +166,7 @@ def parse_labels(utt_id: str, entry: dict, speaker: str, audio_path: str) -> Utt
     text = entry.get("text", "")
     if not isinstance(text, str):
         raise TypeError(f"text {text!r} is not a string")
-    text = unicodedata.normalize("NFC", text).strip()
+    text = clean_text(text)
     if not text:
         raise ValueError("empty text")
     listed = entry.get("words", [])
@@ -168,7 +176,7 @@ def parse_labels(utt_id: str, entry: dict, speaker: str, audio_path: str) -> Utt
     if not words:
         raise ValueError("no word annotations")
     spelled = _word_tokens(text)
-    said = [token for w in words for token in _word_tokens(unicodedata.normalize("NFC", w.text))]
+    said = [token for w in words for token in _word_tokens(clean_text(w.text))]
     if spelled != said:  # the MDD target's words and phones would contradict the prompted sentence
         raise ValueError(f"the words {' '.join(w.text for w in words)!r} do not spell the text {text!r}")
     return Utterance(id=utt_id, speaker=speaker, audio_path=audio_path, text=text, scores=scores, words=words)

@@ -20,7 +20,7 @@ def check_audio(utterances: list[Utterance], report: SkipReport, max_seconds: fl
         try:
             decode_audio(utt.audio_path, max_seconds=max_seconds)
         except AudioError as e:
-            report.skip(utt.id, e.kind, str(e), len(utt.canonical_phones))
+            report.skip(utt.id, e.kind, e.detail, len(utt.canonical_phones))
             continue
         good.append(utt)
     return good

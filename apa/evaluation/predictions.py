@@ -248,6 +248,9 @@ def merge_shards(path: Path, batches: list[list[dict]]) -> None:
 def read_predictions(path: Path) -> list[dict]:
     """The records of a predictions file; a malformed line or a repeated (id, task) is an error naming file and line
     (a repeated answer would be counted twice)."""
+    if path.is_dir():
+        inside = f" ({path / PREDICTIONS})" if (path / PREDICTIONS).is_file() else ""
+        raise EvaluationError(f"{path} is a folder: give the {PREDICTIONS} file{inside} written by evaluate.py")
     if not path.is_file():
         raise EvaluationError(f"{path} not found: give a {PREDICTIONS} written by evaluate.py")
     records, seen = [], {}

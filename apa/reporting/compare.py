@@ -44,7 +44,7 @@ from apa.reporting.table import (  # noqa: E402
     paper_rows,
     value,
 )
-from apa.run_folder import EVAL_DIR, FINAL_MODEL, find_runs, write_atomic  # noqa: E402
+from apa.run_folder import EVAL_DIR, FINAL_MODEL, find_runs, output_folder, write_atomic  # noqa: E402
 
 EPOCH_METRICS = ("pcc_total", "wer", "per", "mdd_f1")  # metrics_per_epoch.png
 PAPER_LORA = "speech LoRA"  # the paper's rows in the comparison: run "paper (arXiv 2509.02915, <setting>)"
@@ -179,7 +179,7 @@ def compare(paths: list[Path], out: Path | None = None) -> str:
     and the plots of the runs in `paths` into `out` (default: the one path given, or the first one's parent);
     returns comparison.md's tables and a one-sentence verdict per pair of configurations."""
     runs = find_runs(paths)
-    out = out or (paths[0] if len(paths) == 1 else paths[0].parent)
+    out = output_folder(out or (paths[0] if len(paths) == 1 else paths[0].parent))
     out.mkdir(parents=True, exist_ok=True)
     labels = run_labels(runs)
     rows = [{**row, "run": labels[run]} for run in runs for row in collect(run)]  # unique: <sweep>/<run> if needed

@@ -27,7 +27,7 @@ from apa.reporting.compare import Confidence, comparison_rows
 from apa.reporting.curves import epoch_figure, loss_figure, loss_series, svg_image
 from apa.reporting.runs import collect, run_labels
 from apa.reporting.table import OURS, Column, Table, coverage_columns, html_table, metric_columns, value
-from apa.run_folder import find_runs, read_record, write_atomic
+from apa.run_folder import find_runs, output_folder, read_record, write_atomic
 
 STATIC = Path(__file__).parent / "static"
 
@@ -198,7 +198,7 @@ def default_out(paths: list[Path]) -> Path:
 
 
 def write_report(paths: list[Path], out: Path | None = None, audio: str = "auto") -> Path:
-    out = out or default_out(paths)
+    out = output_folder(out or default_out(paths))
     out.mkdir(parents=True, exist_ok=True)
     target = out / "report.html"
     write_atomic(target, render(paths, out, audio))

@@ -31,7 +31,16 @@ from apa.reporting.table import (
     paper_rows,
     value,
 )
-from apa.run_folder import METRICS, epoch_of, evaluations, find_runs, read_metrics, read_record, write_atomic
+from apa.run_folder import (
+    METRICS,
+    epoch_of,
+    evaluations,
+    find_runs,
+    output_folder,
+    read_metrics,
+    read_record,
+    write_atomic,
+)
 
 BASELINE_DIR = "baseline"  # <sweep or run>/baseline/base_model/: the untrained model's evaluation (epoch 0)
 KEYS = ("setting", "epoch", "source", *TABLE_COLUMNS, *CI_KEYS, *PCC_P_KEYS, *COVERAGE_KEYS)  # table3.csv's columns
@@ -152,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, help="where to write table3.md/csv (default: the first path)")
     args = parser.parse_args(argv)
     runs = find_runs(args.paths)
-    print(write_table3(runs, args.baseline or args.paths[0] / BASELINE_DIR, args.out or args.paths[0]))
+    print(write_table3(runs, args.baseline or args.paths[0] / BASELINE_DIR, output_folder(args.out or args.paths[0])))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ library versions), or says exactly how it differs."""
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import os
 import shutil
@@ -102,15 +103,24 @@ def check_run_dir(run_dir: Path, resume: bool, requested: dict | None = None, ex
     if (run_dir / FINAL_MODEL).exists() and not extend:
         raise RunFolderError(f"{run_dir} already holds a finished run ({FINAL_MODEL}/): nothing to resume. To "
                              "train it for more epochs: `resume=true extend=true trainer.num_train_epochs=<N>`")
-    checkpoint = newest_intact_checkpoint(run_dir)
+    skipped: list[tuple[Path, list[str]]] = []
+    checkpoint = newest_intact_checkpoint(run_dir, skipped)
     if checkpoint is None and (run_dir / FINAL_MODEL).exists():  # extend: nothing to continue from
         raise RunFolderError(
             f"extend=true continues a finished run from its last intact epoch checkpoint, and {run_dir} has none "
             f"(deleted, or damaged: see the log). Nothing was changed; its {FINAL_MODEL}/ stays. Train a new run with "
             "the epochs you want instead")
+    if checkpoint is None and skipped:  # starting over would write over them: the user decides
+        named = "; ".join(f"{p.name}: {', '.join(problems[:2])}" for p, problems in skipped[:3])
+        raise RunFolderError(
+            f"resume=true: no checkpoint in {run_dir} is intact ({named}), so nothing can be resumed, and starting "
+            "over would write over them. Restore them from a backup, or delete them to train this run again from "
+            "its first step (rm -r " + " ".join(str(p) for p, _ in skipped) + ")")
+    for damaged, problems in skipped:
+        log.warning("checkpoint %s is damaged (%s): skipping it, resuming from the one before", damaged,
+                    "; ".join(problems[:3]))
     if checkpoint is None:
-        log.warning("resume=true but %s has no complete checkpoint: starting from scratch with the run's config",
-                    run_dir)
+        log.warning("resume=true but %s has no checkpoint yet: starting from scratch with the run's config", run_dir)
         return None
     log.info("Resuming from %s", checkpoint)
     return checkpoint
@@ -159,3 +169,49 @@ def write_hydra_record(run_dir: Path, files: dict[str, str]) -> None:
     if target.exists():
         shutil.rmtree(target)
     os.replace(tmp, target)
+
+
+# What `apa compare`, `apa report` and `apa table3` write: a folder holding only these (and run folders) is theirs
+REPORT_OUTPUTS = ("comparison*.md", "comparison*.csv", "*.png", "report.html", "table3*.md", "table3*.csv",
+                  ".*.tmp", "multirun.yaml")
+
+
+def _holds_runs(folder: Path) -> bool:
+    return (folder / TRAINING_RECORD).exists() or any(
+        (child / TRAINING_RECORD).exists() for child in folder.iterdir() if child.is_dir())
+
+
+def output_folder(out: Path, flag: str = "--out") -> Path:
+    """`out`, checked before a report is written into it: a new or empty folder, a run or sweep folder, or one that
+    holds only what the reporting commands write. A file, a folder of someone else's files, or one this process may
+    not write into is refused in one line (nothing is written)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise RunFolderError(f"{flag} {out} is a file, not a folder: name a folder (it is created if missing)")
+    if out.is_dir():
+        foreign = [p.name for p in sorted(out.iterdir())
+                   if not (p.is_dir() and (p / TRAINING_RECORD).exists())
+                   and not any(fnmatch.fnmatch(p.name, pattern) for pattern in REPORT_OUTPUTS)]
+        if foreign and not _holds_runs(out):
+            shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+            raise RunFolderError(f"{out} holds files that are not this project's ({shown}): nothing is written into "
+                                 f"it. Pass {flag} <a new or empty folder>")
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    if not os.access(existing, os.W_OK):
+        raise RunFolderError(f"{existing} cannot be written (read-only): pass {flag} <a folder you can write>")
+    return out
+
+
+def discard_failed_start(run_dir: Path) -> None:
+    """After a start that failed before any run began in `run_dir` (no run record, no checkpoint): remove what the
+    start wrote (its .hydra record, its log; the error was printed), and the folder if that empties it, so that a
+    failed start leaves no half-made run behind. Anything else in the folder stays."""
+    if not run_dir.is_dir() or read_record(run_dir) is not None or _results(run_dir) or foreign_entries(run_dir):
+        return
+    for entry in run_dir.iterdir():
+        if entry.name in (".hydra", ".hydra.tmp") and entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        elif entry.suffix == ".log" and entry.is_file():
+            entry.unlink()
+    if not any(run_dir.iterdir()):
+        run_dir.rmdir()

@@ -46,12 +46,17 @@ def manifest_problems(checkpoint: Path) -> list[str]:
     return problems
 
 
-def newest_intact_checkpoint(run_dir: Path) -> Path | None:
-    """The newest checkpoint whose files match its manifest; damaged newer ones are named in the log and skipped."""
+def newest_intact_checkpoint(run_dir: Path, skipped: list | None = None) -> Path | None:
+    """The newest checkpoint whose files match its manifest. Damaged newer ones are named in the log, or, given a
+    `skipped` list, appended to it as (checkpoint, problems) for the caller to log once it decides to go ahead (a
+    refused command writes nothing, not even a log line)."""
     for checkpoint in reversed(resumable_checkpoints(run_dir)):
         problems = manifest_problems(checkpoint)
         if not problems:
             return checkpoint
-        log.warning("checkpoint %s is damaged (%s): skipping it, resuming from the one before", checkpoint,
-                    "; ".join(problems[:3]))
+        if skipped is not None:
+            skipped.append((checkpoint, problems))
+        else:
+            log.warning("checkpoint %s is damaged (%s): skipping it, resuming from the one before", checkpoint,
+                        "; ".join(problems[:3]))
     return None

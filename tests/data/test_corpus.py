@@ -197,6 +197,7 @@ def test_an_utterance_in_both_splits_is_refused_before_training(corpus, make_con
     (lambda s: _word(s, "000010113", "THEME").update(text="THEN"), "do not spell the text"),
     (lambda s: s["000010113"]["words"].pop(), "do not spell the text"),
     (lambda s: _word(s, "000010113", "THEME").update(phones=[], mispronunciations=[]), "has no phones"),
+    (lambda s: s["000010113"].update(text=s["000010113"]["text"] + " \U0001f43b"), "do not spell the text"),  # emoji
 ])
 def test_words_that_do_not_spell_the_text_or_have_no_phones_are_a_counted_skip(corpus, caplog, edit, detail):
     """The MDD target (words and phones) would contradict the prompted sentence: a bad label, counted and named."""
@@ -206,6 +207,21 @@ def test_words_that_do_not_spell_the_text_or_have_no_phones_are_a_counted_skip(c
     utts = load_split("local", str(corpus), "train", max_bad_fraction=0.1, report=report)
     assert "000010113" not in {u.id for u in utts} and report.reasons == {"bad labels": 1}
     assert "000010113" in caplog.text and detail in caplog.text
+
+
+def test_invisible_characters_and_odd_whitespace_never_reach_the_targets(corpus):
+    """A zero-width space inside a word, tabs and double spaces in the text were kept in the prompt and in the MDD
+    target's words (WER then counted `TWO\u200b` against `TWO`): the text is cleaned as it is read."""
+    original = {}
+
+    def edit(scores):
+        original["text"] = scores["000010113"]["text"]
+        first, *rest = original["text"].split()
+        scores["000010113"]["text"] = f"  {first}\u200b \t" + "  ".join(rest) + " \ufeff\n"
+
+    edit_scores(corpus, edit)
+    (utt,) = [u for u in load_split("local", str(corpus), "train", max_bad_fraction=0.0) if u.id == "000010113"]
+    assert utt.text == original["text"]
 
 
 def test_an_unknown_split_names_the_splits_the_corpus_has(corpus):
