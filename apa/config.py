@@ -27,24 +27,12 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from apa.checkpoint.tiny import TinySpec
 from apa.constants import SPEECH_LORA_TARGET_REGEX, cache_root
 from apa.data import SAMPLE_ROOT
-from apa.distributed import run_stamp
 from apa.errors import UserError
 from apa.run_folder.naming import RESOLVERS, check_run_name
 
-# A new run folder's time stamp: rank 0's under torchrun / accelerate launch (apa.distributed), else now.
-OmegaConf.register_new_resolver("apa_run_stamp", run_stamp, replace=True)
-for _name, _resolver in RESOLVERS.items():  # run, sweep and sweep-job folder names (conf/hydra/default.yaml)
+for _name, _resolver in RESOLVERS.items():  # run, sweep, job and evaluation folder names (conf/hydra/*.yaml)
     OmegaConf.register_new_resolver(_name, _resolver, replace=True)
 OmegaConf.register_new_resolver("apa_sample_root", lambda: str(SAMPLE_ROOT), replace=True)
-# experiment=table3's job folders: table3_lora_only_0, table3_unfreeze_1
-OmegaConf.register_new_resolver("apa_table3_setting", lambda unfreeze: "unfreeze" if unfreeze else "lora_only",
-                                replace=True)
-# evaluate.py logs into <run_dir>/eval; beside the predictions file it re-scores (where its metrics.json goes); or, for
-# the base model, into a fresh outputs/eval/<time> folder.
-OmegaConf.register_new_resolver(
-    "apa_eval_dir", lambda run_dir, predictions, stamp: f"{run_dir}/eval" if run_dir else
-    str(Path(predictions).parent) if predictions else f"outputs/eval/{stamp}", replace=True
-)
 
 
 class Choice(str, Enum):

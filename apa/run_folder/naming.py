@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+from pathlib import Path
 
+from apa.distributed import run_stamp
 from apa.errors import UserError
 
 MAX_OVERRIDES = 80  # characters of the overrides part; a longer one is cut and ends in a digest of the whole
@@ -52,7 +54,18 @@ def job_folder_name(lora: str, overrides: str | None, num: int | str) -> str:
 
 
 # the resolvers conf/hydra/default.yaml names the folders with (registered in apa.config)
-RESOLVERS = {"apa_run_name": run_folder_name, "apa_sweep_name": sweep_folder_name, "apa_job_name": job_folder_name}
+def eval_folder(run_dir, predictions, stamp) -> str:
+    """evaluate.py's folder (its log): <run_dir>/eval; beside the predictions file it re-scores (where its
+    metrics.json goes); or, for the base model, a fresh outputs/eval/<time>."""
+    return f"{run_dir}/eval" if run_dir else str(Path(predictions).parent) if predictions else f"outputs/eval/{stamp}"
+
+
+RESOLVERS = {
+    "apa_run_name": run_folder_name, "apa_sweep_name": sweep_folder_name, "apa_job_name": job_folder_name,
+    "apa_run_stamp": run_stamp,  # rank 0's time under torchrun / accelerate launch (apa.distributed), else now
+    "apa_table3_setting": lambda unfreeze: "unfreeze" if unfreeze else "lora_only",  # table3_lora_only_0, ...
+    "apa_eval_dir": eval_folder,
+}
 
 
 def check_run_name(value: object) -> None:
