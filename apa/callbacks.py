@@ -31,7 +31,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, read_write
 
-from apa.errors import EXIT_USAGE, as_user_error, full_traceback_wanted, hydra_value, override_arg
+from apa.errors import EXIT_USAGE, UserError, as_user_error, full_traceback_wanted, hydra_value, override_arg
 from apa.reporting.sweep import JobResult, shown, sweep_summary
 
 log = logging.getLogger(__name__)
@@ -89,6 +89,11 @@ class SweepSummary(Callback):
         batches = sweep_jobs(config)
         jobs = [job for batch in batches for job in batch] if batches else []
         try:
+            held = sorted(p.name for p in self.sweep_dir.iterdir()) if self.sweep_dir.is_dir() else []
+            if held:  # Hydra would write its multirun.yaml over the one there, and jobs among its runs
+                raise UserError(f"{self.sweep_dir} already holds results ({', '.join(held[:5])}): choose another "
+                                "hydra.sweep.dir (or leave it unset for a fresh timestamped one); resume a run in it "
+                                "with `python train.py resume=true hydra.run.dir=<its run folder>`")
             self._check_sources(jobs, kwargs.get("config_name") or "train", config)
         except Exception as exc:
             error = as_user_error(exc)

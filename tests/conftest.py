@@ -89,7 +89,7 @@ class BackgroundRun:
 
     def __init__(self, cmd: list[str], cwd: Path, out_dir: Path):
         self.out_dir = out_dir
-        self.log_path = out_dir / "output.log"
+        self.log_path = out_dir.with_name(out_dir.name + ".log")  # beside it: a sweep folder must start empty
         self._log = self.log_path.open("w")
         # its own process group, so that stop() also ends what it started (torchrun's ranks, submitit's jobs)
         self.proc = subprocess.Popen(cmd, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -277,6 +277,7 @@ def pytest_collection_modifyitems(config, items):
             unused = _RUNS.pop(name)
             unused.stop()
             shutil.rmtree(unused.out_dir, ignore_errors=True)
+            unused.log_path.unlink(missing_ok=True)
     if not config.option.collectonly:
         for name in sorted(needed):
             _start(name)
@@ -292,6 +293,7 @@ def pytest_sessionfinish(session, exitstatus):
         run.stop()
         if exitstatus == 0:
             shutil.rmtree(run.out_dir, ignore_errors=True)
+            run.log_path.unlink(missing_ok=True)
     after = _checkout_files() if _CHECKOUT_BEFORE is not None else None
     written = sorted(after - _CHECKOUT_BEFORE) if after is not None else []
     if written:  # a test wrote into the checkout: the session fails, naming what appeared

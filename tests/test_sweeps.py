@@ -96,3 +96,16 @@ def test_the_summary_of_a_sweep_that_went_well_names_the_next_command(tmp_path, 
         "Next: apa compare outputs/multirun/lr   (tables and plots; apa report outputs/multirun/lr writes report.html)"]
     assert EvaluateAndCompare().next_steps("s") == ["Next: open s/report.html in a browser (apa report s writes it "
                                                      "again)"]
+
+
+def test_a_sweep_into_a_folder_that_holds_results_is_refused_before_hydra_writes_anything(tmp_path):
+    """`train.py -m … hydra.sweep.dir=<an earlier sweep>` used to refuse each job with a traceback after Hydra had
+    written its multirun.yaml over the earlier sweep's record: the folder is now left exactly as it was."""
+    sweep = tmp_path / "earlier"
+    (sweep / "fresh_r64_0").mkdir(parents=True)
+    (sweep / "multirun.yaml").write_text("how the earlier sweep was made\n")
+    done = run([*SWEEP, "data.limit=2", f"hydra.sweep.dir={sweep}"])
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1].startswith(f"error: {sweep} already holds results (fresh_r64_0, ")
+    assert (sweep / "multirun.yaml").read_text() == "how the earlier sweep was made\n"
+    assert sorted(p.name for p in sweep.iterdir()) == ["fresh_r64_0", "multirun.yaml"]
