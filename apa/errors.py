@@ -104,13 +104,16 @@ def one_line_errors(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        for stream in (sys.stdout, sys.stderr):  # an ASCII-only console prints `?` for `†`, `−`, never a traceback
+            if hasattr(stream, "reconfigure") and getattr(stream, "errors", "strict") == "strict":
+                stream.reconfigure(errors="replace")
         try:
             return fn(*args, **kwargs)
         except KeyboardInterrupt as exc:  # Ctrl-C: one line (with how to continue, where known), never a traceback
             if full_traceback_wanted():
                 raise
             start = "\n" if sys.stderr.isatty() else ""  # below a progress bar's unfinished line
-            print(f"{start}error: {exc or 'interrupted (Ctrl-C)'}", file=sys.stderr, flush=True)
+            print(f"{start}error: {str(exc) or 'interrupted (Ctrl-C)'}", file=sys.stderr, flush=True)
             raise SystemExit(EXIT_INTERRUPTED) from None
         except Exception as exc:
             error = as_user_error(exc)

@@ -214,3 +214,38 @@ def test_rescoring_a_folder_names_the_predictions_file_in_it(tmp_path):
     (tmp_path / "predictions.jsonl").write_text("")
     with pytest.raises(EvaluationError, match=r"is a folder: give the predictions.jsonl file \(.*predictions.jsonl\)"):
         read_predictions(tmp_path)
+
+
+def test_files_read_back_with_the_wrong_types_are_one_line_naming_them(tmp_path):
+    """Valid JSON holding the wrong types: metrics as strings or lists (compare/report crashed formatting them),
+    train_means without numbers (re-scoring crashed with KeyError), format_version as a string (refused as 'format 2,
+    this version reads format 2')."""
+    import json
+
+    from apa.run_folder import RunFolderError, read_metrics, read_record, read_train_means
+
+    (tmp_path / "metrics.json").write_text(json.dumps({"wer": "0.1", "pcc_total": [1], "n_apa": 3}))
+    with pytest.raises(RunFolderError, match=r"metrics.json holds wer='0.1', pcc_total=\[1\], not numbers"):
+        read_metrics(tmp_path)
+    (tmp_path / "train_means.json").write_text(json.dumps({"accuracy": "x"}))
+    with pytest.raises(RunFolderError, match="has no number for accuracy, fluency, prosodic, total"):
+        read_train_means(tmp_path / "train_means.json")
+    (tmp_path / "training_config.json").write_text(json.dumps({"format_version": "2", "config": {}}))
+    with pytest.raises(RunFolderError, match="holds format_version='2', not the integer this project writes"):
+        read_record(tmp_path)
+
+
+def test_an_interrupt_without_a_message_and_an_ascii_console_still_print_one_line(capfd):
+    import subprocess
+    import sys
+
+    code = ("from apa.errors import one_line_errors\n"
+            "@one_line_errors\n"
+            "def main():\n"
+            "    print('PCC \\u2020 \\u2212 0.5')\n"
+            "    raise KeyboardInterrupt\n"
+            "main()\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**__import__("os").environ, "PYTHONIOENCODING": "ascii"})
+    assert done.returncode == 130 and done.stdout == "PCC ? ? 0.5\n"
+    assert done.stderr.strip() == "error: interrupted (Ctrl-C)"

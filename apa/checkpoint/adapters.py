@@ -9,17 +9,45 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
+def put_adapter(base, adapter_dir: Path):
+    """`PeftModel.from_pretrained(base, adapter_dir)`, after checking the adapter's weights: a NaN or infinite value
+    (a training that diverged) or an adapter_config.json that does not fit its weights (an edited rank) is one line
+    naming the folder, never a model that answers nonsense or a 50-line size-mismatch traceback."""
+    from peft import PeftModel
+    from safetensors import safe_open
+
+    from apa.errors import UserError
+
+    weights = Path(adapter_dir) / "adapter_model.safetensors"
+    if weights.is_file():
+        import torch
+
+        with safe_open(str(weights), framework="pt") as f:
+            bad = next((k for k in f.keys() if not torch.isfinite(f.get_tensor(k)).all()), None)
+        if bad is not None:
+            raise UserError(f"{adapter_dir} holds NaN or infinite weights ({bad}, among others): the training that "
+                            "wrote it diverged. Use an earlier checkpoint, or train again with a lower "
+                            "trainer.learning_rate")
+    try:
+        return PeftModel.from_pretrained(base, str(adapter_dir))
+    except RuntimeError as e:
+        if "size mismatch" not in str(e):
+            raise
+        first = next((line.strip() for line in str(e).splitlines() if "size mismatch" in line), "")[:200]
+        raise UserError(f"{adapter_dir}/adapter_config.json does not fit its weights ({first}): it was edited or "
+                        "comes from another run. Restore it from the run that wrote the weights") from e
+
+
 def load_for_eval(model_cfg, adapter_dir: Path):
     """Base model + a trained adapter with its tokenizer/processor, on the GPU when there is one, in eval mode."""
     import torch
-    from peft import PeftModel
 
     from apa.checkpoint.layout import load_processor
     from apa.checkpoint.loading import load_base
 
     model, _, _ = load_base(model_cfg)
     processor = load_processor(str(adapter_dir))
-    model = PeftModel.from_pretrained(model, str(adapter_dir))
+    model = put_adapter(model, adapter_dir)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     return model.to(device).eval(), processor
 
@@ -40,7 +68,6 @@ class EvalModels:
 
     def load(self, adapter_dir: Path):
         import torch
-        from peft import PeftModel
 
         from apa.checkpoint.layout import load_processor
 
@@ -51,7 +78,7 @@ class EvalModels:
             return self._fresh(adapter_dir)
         _free_memory()
         processor = load_processor(str(adapter_dir))
-        self.model = PeftModel.from_pretrained(base, str(adapter_dir))
+        self.model = put_adapter(base, adapter_dir)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model = self.model.to(device).eval()
         return self.model, processor

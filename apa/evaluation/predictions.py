@@ -32,6 +32,7 @@ from apa.run_folder import (
     TRAIN_MEANS,
     prediction_shards,
     read_file,
+    read_train_means,
     write_atomic,
     write_json,
 )
@@ -284,7 +285,7 @@ def score_file(path: Path, means: dict[str, float] | None = None, bootstrap=None
     predictions = read_predictions(path)
     means_file = path.parent / TRAIN_MEANS
     if means is None and means_file.exists():
-        means = read_file(means_file, "Delete it and re-run the evaluation (it is written from the training split)")
+        means = read_train_means(means_file)
     if means is None:
         apa = [r["reference"] for r in predictions if r["task"] == "apa"]
         means = {a: sum(r[a] for r in apa) / len(apa) for a in APA_ASPECTS} if apa else {}

@@ -40,9 +40,9 @@ def merged_model(model_cfg, adapter: Path, dtype: str):
     """The run's base with `adapter` merged into its weights, in `dtype` (auto: the base checkpoint's own)."""
     import torch
     from omegaconf import OmegaConf
-    from peft import PeftModel
     from transformers import AutoConfig
 
+    from apa.checkpoint.adapters import put_adapter
     from apa.checkpoint.loading import load_base, resolve_model_path
 
     base_cfg = OmegaConf.merge(model_cfg, {"dtype": "float32"})  # merge in full precision, cast once at the end
@@ -50,7 +50,7 @@ def merged_model(model_cfg, adapter: Path, dtype: str):
         stored = AutoConfig.from_pretrained(resolve_model_path(base_cfg), revision=base_cfg.get("revision")).dtype
         dtype = str(stored or "float32").removeprefix("torch.")
     base, _, _ = load_base(base_cfg)
-    model = PeftModel.from_pretrained(base, str(adapter)).eval()
+    model = put_adapter(base, adapter).eval()
     return model.merge_and_unload().to(getattr(torch, dtype)), dtype
 
 

@@ -32,6 +32,7 @@ from apa.run_folder.layout import (
     read_fingerprint,
     read_metrics,
     read_record,
+    read_train_means,
     read_yaml,
     remove_evaluation,
     resolved_config,
@@ -51,7 +52,7 @@ __all__ = [
     "STEP_CHECKPOINT", "TRAIN_MEANS", "TRAINER_STATE", "TRAINING_RECORD", "RunFolderError", "RunLock", "check_run_dir",
     "checkpoint_order", "config_differences", "epoch_checkpoints", "epoch_of", "evaluations", "find_runs",
     "loss_history", "manifest_problems", "newest_intact_checkpoint", "output_folder", "prediction_shards", "read_file",
-    "read_fingerprint", "read_metrics", "read_record", "read_yaml", "remove_evaluation", "resolved_config",
-    "resumable_checkpoints", "saved_record", "validation_loss_history", "write_atomic", "write_hydra_record",
-    "write_json", "write_manifest", "write_record",
+    "read_fingerprint", "read_metrics", "read_record", "read_train_means", "read_yaml", "remove_evaluation",
+    "resolved_config", "resumable_checkpoints", "saved_record", "validation_loss_history", "write_atomic",
+    "write_hydra_record", "write_json", "write_manifest", "write_record",
 ]

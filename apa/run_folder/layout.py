@@ -111,6 +111,9 @@ def read_record(run_dir: Path) -> dict | None:
         return None
     record = read_file(path, RECORD_FIX)
     found = record.get("format_version", 1)
+    if isinstance(found, bool) or not isinstance(found, int):
+        raise RunFolderError(f"{path} holds format_version={found!r}, not the integer this project writes: it is "
+                             f"damaged. {RECORD_FIX}")
     if found != FORMAT_VERSION:
         wrote = (record.get("library_versions") or {}).get("apa", "an older version")
         raise RunFolderError(
@@ -219,9 +222,31 @@ def evaluations(run_dir: Path, root: str = EVAL_DIR) -> list[Path]:
     return sorted(found, key=lambda p: (checkpoint_order(p.name), p.name))
 
 
+NUMERIC_METRICS = ("pcc_", "wer", "per", "mdd_", "n_", "parse_rate", "far", "frr", "der", "phone_")
+
+
 def read_metrics(eval_dir: Path) -> dict:
-    return read_file(Path(eval_dir) / METRICS,
-                     f"Re-score it: `python evaluate.py predictions={Path(eval_dir) / PREDICTIONS}` rewrites it")
+    """An evaluation's metrics.json; a figure that is not a number (or null) is refused like undecodable JSON."""
+    fix = f"Re-score it: `python evaluate.py predictions={Path(eval_dir) / PREDICTIONS}` rewrites it"
+    metrics = read_file(Path(eval_dir) / METRICS, fix)
+    wrong = [k for k, v in metrics.items() if k.startswith(NUMERIC_METRICS)
+             and (isinstance(v, bool) or not (v is None or isinstance(v, (int, float))))]
+    if wrong:
+        raise RunFolderError(f"{Path(eval_dir) / METRICS} holds {', '.join(f'{k}={metrics[k]!r}' for k in wrong[:3])}"
+                             f", not numbers: it is damaged. {fix}")
+    return metrics
+
+
+def read_train_means(path: Path) -> dict:
+    """train_means.json: each APA aspect's training-split mean (what an unparsed answer is imputed with)."""
+    from apa.data.records import APA_ASPECTS
+
+    fix = "Delete it and re-run the evaluation (it is written from the training split)"
+    means = read_file(path, fix)
+    wrong = [a for a in APA_ASPECTS if isinstance(means.get(a), bool) or not isinstance(means.get(a), (int, float))]
+    if wrong:
+        raise RunFolderError(f"{path} has no number for {', '.join(wrong)}: it is damaged. {fix}")
+    return means
 
 
 def prediction_shards(eval_dir: Path) -> list[Path]:

@@ -100,3 +100,38 @@ def test_pretrained_r320_starts_from_the_adapter_on_disk_bit_for_bit(base):  # a
     assert any(v.abs().sum() > 0 for k, v in on_disk.items() if "lora_B" in k)  # a real, non-zero adapter
     trainable = {n for n, p in peft_model.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in n for n in trainable)
+
+
+@pytest.mark.parametrize("damage", ["nan", "rank"])
+def test_an_adapter_that_diverged_or_does_not_fit_its_config_is_one_line(tmp_path, damage):
+    """An adapter trained to NaN (learning rate too high) answered `!!!!…` as if untrained; an adapter_config.json
+    edited to another rank was a 50-line size-mismatch traceback: both are named before any answer."""
+    from peft import LoraConfig, get_peft_model
+    from safetensors.torch import load_file, save_file
+
+    from apa.checkpoint.adapters import put_adapter
+    from apa.errors import UserError
+    from tests.conftest import compose_config
+
+    cfg = compose_config("experiment=demo")
+    model, _, _ = load_base(cfg.model)
+    if hasattr(model, "peft_config"):  # the converter-style speech LoRA: put a new adapter on the bare base
+        model = model.get_base_model()
+    lora = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["o_proj"]))
+    adapter = tmp_path / "adapter"
+    lora.save_pretrained(adapter)
+    if damage == "nan":
+        weights = load_file(adapter / "adapter_model.safetensors")
+        first = sorted(weights)[0]
+        weights[first] = torch.full_like(weights[first], float("nan"))
+        save_file(weights, adapter / "adapter_model.safetensors")
+        expected = "holds NaN or infinite weights"
+    else:
+        config = json.loads((adapter / "adapter_config.json").read_text())
+        (adapter / "adapter_config.json").write_text(json.dumps({**config, "r": 8}))
+        expected = "adapter_config.json does not fit its weights (size mismatch"
+    fresh, _, _ = load_base(cfg.model)
+    if hasattr(fresh, "peft_config"):
+        fresh = fresh.get_base_model()
+    with pytest.raises(UserError, match=expected.replace("(", r"\(")):
+        put_adapter(fresh, adapter)
