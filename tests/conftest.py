@@ -213,7 +213,7 @@ def _table3_sweep(out_dir: Path) -> BackgroundRun:
 BACKGROUND = {
     "demo_sweep": (("e2e/test_cli.py", "evaluation/test_evaluation.py", "evaluation/test_eval_distributed.py",
                     "serve/test_predict.py", "reporting/test_report.py", "serve/test_app.py",
-                    "publish/test_export.py", "publish/test_push.py"), _demo_sweep),
+                    "publish/test_export.py", "publish/test_push.py", "evaluation/test_trackers.py"), _demo_sweep),
     "torchrun_two_ranks": (("e2e/test_distributed.py", "e2e/test_deepspeed.py"), _torchrun_two_ranks),
     "sigkilled_in_epoch_2": (("training/test_resume.py",), _sigkilled_in_epoch_2),
     "deepspeed_zero2": (("e2e/test_deepspeed.py",), _deepspeed_zero2),

@@ -25,6 +25,7 @@ from apa.evaluation.predictions import (
     score_file,
     write_split_record,
 )
+from apa.evaluation.trackers import check_trackers, log_evaluation
 from apa.metrics import format_metrics
 from apa.run_folder import (
     EVAL_DIR,
@@ -35,6 +36,7 @@ from apa.run_folder import (
     TRAIN_MEANS,
     TRAINING_RECORD,
     RunLock,
+    checkpoint_step,
     epoch_checkpoints,
     manifest_problems,
     prediction_shards,
@@ -122,10 +124,11 @@ def _digest(items) -> str:
 
 
 def fingerprint(rows: list[dict], weights: str, cfg: DictConfig, model: dict, data_cfg: DictConfig,
-                trained_versions: dict | None = None) -> dict:
+                trained_versions: dict | None = None, global_step: int | None = None) -> dict:
     """What an evaluation folder's predictions were generated from. Resuming into the folder, or generating into it
     again, with any part different is refused: the file would mix two evaluations. `data` names the dataset (its
-    revision and label release); `versions` are this evaluation's libraries, `training_versions` the run's."""
+    revision and label release); `versions` are this evaluation's libraries, `training_versions` the run's;
+    `global_step` the optimizer step the weights were saved at (the trackers' x-axis: apa.evaluation.trackers)."""
     from apa.data.release import dataset_identity
     from apa.versions import library_versions
 
@@ -133,6 +136,7 @@ def fingerprint(rows: list[dict], weights: str, cfg: DictConfig, model: dict, da
         "data": dataset_identity(data_cfg),
         "versions": library_versions(),
         "training_versions": trained_versions,
+        "global_step": global_step,
         "test_set": _digest(sorted([r["id"], r["task"], r["reference"]] for r in rows)),
         "prompts": _digest(sorted({r["task"]: r["user_content"] for r in rows}.items())),
         "weights": weights,
@@ -159,7 +163,9 @@ def check_fingerprint(out_dir: Path, expected: dict) -> None:
         from apa.versions import version_differences
 
         # versions: only the libraries that change predictions (apa.versions.NUMERIC_LIBRARIES) must agree
-        differ = sorted(k for k in (expected.keys() | saved.keys()) - {"versions", "training_versions", "launches"}
+        # the step is the weights' (compared by digest): not compared, so that folders from before it was recorded go on
+        differ = sorted(k for k in (expected.keys() | saved.keys()) - {"versions", "training_versions", "launches",
+                                                                        "global_step"}
                         if expected.get(k) != saved.get(k))
         changed = version_differences(saved.get("versions"), expected["versions"])
         if changed:
@@ -301,11 +307,14 @@ def evaluate(cfg: DictConfig, overrides: list[str], fallback_dir: Path) -> Resul
     holder = RunLock(run_dir, "training").holder_if_held()
     if holder:
         raise EvaluationError(f"{run_dir} is still being trained by {holder}: evaluate it when training has ended")
+    check_trackers(OmegaConf.select(trained, "trainer.report_to"), str(run_dir),
+                   "or set WANDB_MODE=disabled to evaluate without W&B", may_disable=True)
     check_config_hub_access(test_cfg)
     with evaluation_lock(eval_root):
         results = _evaluate_checkpoints(cfg, test_cfg, run_dir, eval_root)
     if group_rank() != 0:  # rank 0 holds the metrics and writes the tables
         return Results({}, eval_root, run_dir, cfg.checkpoint, own=not other)
+    log_evaluation(run_dir, eval_root, list(results), own=not other)  # TensorBoard, W&B: trainer.report_to
     unparsed = any((m.get("parse_rate_apa") or 0) < 0.5 for m in results.values())
     if unparsed and (trained.model.get("tiny") or trained.model.get("random")):
         log.warning("%s used a generated miniature with random weights: its answers rarely parse, so PCC and MDD "
@@ -343,13 +352,15 @@ def _evaluate_checkpoints(cfg: DictConfig, test_cfg: DictConfig, run_dir: Path, 
     for checkpoint in checkpoints_to_evaluate(run_dir, cfg.checkpoint):
         out_dir = eval_root / checkpoint.name
         digest = weights_digest(checkpoint)
+        step = checkpoint_step(run_dir, checkpoint.name)
         if digest in evaluated and group_rank() != 0:
             continue
         if digest in evaluated:
             # final_model usually holds the very weights of the last epoch checkpoint: greedy decoding would repeat
             # itself, so its predictions are copied (and re-scored) instead of generated again
             log.info("%s has the same weights as %s: reusing its predictions", checkpoint.name, evaluated[digest].name)
-            check_fingerprint(out_dir, fingerprint(rows, digest, cfg, model_info, test_cfg.data, trained_versions))
+            check_fingerprint(out_dir, fingerprint(rows, digest, cfg, model_info, test_cfg.data, trained_versions,
+                                                   step))
             shutil.copyfile(evaluated[digest] / PREDICTIONS, out_dir / PREDICTIONS)
             write_json(out_dir / TRAIN_MEANS, means)
             write_split_record(out_dir, split)
@@ -362,7 +373,7 @@ def _evaluate_checkpoints(cfg: DictConfig, test_cfg: DictConfig, run_dir: Path, 
             means = train_means(test_cfg)
         results[checkpoint.name] = evaluate_one(model, processor, rows, means, cfg, out_dir, split,
                                                 fingerprint(rows, digest, cfg, model_info, test_cfg.data,
-                                                            trained_versions))
+                                                            trained_versions, step))
     log.info("%s: %d checkpoint(s) generated with %d load(s) of the base model", run_dir, len(evaluated),
              models.base_loads)
     return results

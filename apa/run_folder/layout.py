@@ -3,7 +3,9 @@
     <run>/
       .hydra/                  Hydra's record of the command (written once the start goes ahead)
       training_config.json     the run record: format version, resolved config, dataset, library versions, ...
-      parameters.txt  train.log  logs/  README.md (model card)
+      parameters.txt  train.log  README.md (model card)
+      logs/                    TensorBoard: the trainer's event files, and one per evaluation folder with its metrics
+                               at each checkpoint's step (events.out.tfevents.*.test; apa.evaluation.trackers)
       checkpoint-epoch-<N>/    complete epoch checkpoints (renamed into place, with apa_manifest.json)
       checkpoint-step-<N>/     after an interruption mid-epoch
       final_model/             the adapter, tokenizer, the base checkpoint's processor files and README.md (its card)
@@ -50,6 +52,7 @@ SPLIT_FILE = "test_split.json"  # what the test split held (utterances, phones, 
 TRAIN_MEANS = "train_means.json"  # what an unparsed APA answer is imputed with
 EVAL_SETTINGS = "eval_settings.json"  # the untrained baseline's settings
 TRAINER_STATE = "trainer_state.json"  # in every checkpoint: the trainer's step and log
+TENSORBOARD_DIR = "logs"  # the run's TensorBoard log (trainer.report_to: tensorboard)
 
 
 class RunFolderError(UserError, RuntimeError):
@@ -214,6 +217,16 @@ def _global_step(checkpoint: Path) -> int | None:
                     checkpoint, TRAINER_STATE)
         return None
     return step
+
+
+def checkpoint_step(run_dir: Path, checkpoint: str) -> int | None:
+    """The optimizer step `<run>/<checkpoint>` was saved at: its trainer_state.json's, or for final_model the run
+    record's `global_steps`; None where the folder or its record is gone or unreadable."""
+    if checkpoint == FINAL_MODEL:
+        step = (read_record(run_dir) or {}).get("global_steps")
+        return step if isinstance(step, int) and not isinstance(step, bool) else None
+    folder = Path(run_dir) / checkpoint
+    return _global_step(folder) if (folder / TRAINER_STATE).is_file() else None
 
 
 def evaluations(run_dir: Path, root: str = EVAL_DIR) -> list[Path]:

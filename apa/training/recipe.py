@@ -30,9 +30,11 @@ from apa.data.sources import load_configured_split
 from apa.data.splits import split_by_speaker
 from apa.data.stats import phone_stats
 from apa.errors import Interrupted, UserError, override_arg
+from apa.evaluation.trackers import finish_wandb_run
 from apa.run_folder import (
     FINAL_MODEL,
     MODEL_CARD,
+    TENSORBOARD_DIR,
     TRAINING_RECORD,
     RunFolderError,
     RunLock,
@@ -215,7 +217,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, resume_from: Path | None = Non
     }
 
     # TensorBoard's callback reads its folder from the environment when the trainer is built.
-    os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "logs")
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / TENSORBOARD_DIR)
     trainer = PronunciationTrainer(
         model=model,
         args=args,
@@ -260,6 +262,7 @@ def fit(trainer, resume_from: Path | None, record: dict) -> Path:
             f"Continue with `resume=true {override_arg('hydra.run.dir', run_dir)}`") from None
     finally:
         stopper.restore()
+    wandb_run = finish_wandb_run(trainer.args.report_to)  # which W&B run (if any): evaluation resumes it
     if stopper.received is not None:
         saved = resumable_checkpoints(run_dir)
         log.warning("Stopped by %s after step %d; checkpoint: %s. Continue with the same overrides plus "
@@ -296,6 +299,7 @@ def fit(trainer, resume_from: Path | None, record: dict) -> Path:
             train_metrics=result.metrics,
             final_train_loss=losses[-1] if losses else None,
             loss_history=history,  # (optimizer step, loss): the one source of every loss curve
+            **({"wandb_run": wandb_run} if wandb_run else {}),
         )
         write_record(run_dir, record)
         log.info("Finished: adapter, tokenizer and processor in %s", final_dir)

@@ -8,6 +8,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from apa.config import RunConfig, check_config
+from apa.evaluation.trackers import check_trackers
 from apa.run_folder import RunLock, check_run_dir
 from apa.training.engine import training_engine
 
@@ -20,6 +21,7 @@ def start(cfg: DictConfig, run_dir: Path) -> tuple[RunLock | None, Path | None]:
 
     check_config(cfg, RunConfig)
     training_engine(cfg)  # DeepSpeed asked for but missing, or a ZeRO stage this model cannot train
+    check_trackers(OmegaConf.select(cfg, "trainer.report_to"), "the training", "or drop wandb from trainer.report_to")
     requested = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     lock = RunLock(run_dir, "training") if rank() == 0 else None
     if lock is not None:

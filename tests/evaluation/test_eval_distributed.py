@@ -87,6 +87,16 @@ def _assert_same_files(run: Path, reference: Path) -> None:
         assert not list((run / "eval" / checkpoint).glob(".*.tmp"))
 
 
+def _tensorboard(run: Path) -> dict[str, list[tuple[int, float]]]:
+    """The evaluation's series in the run's TensorBoard log (apa.evaluation.trackers), as TensorBoard reads them."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    reader = EventAccumulator(str(run / "logs"), size_guidance={"scalars": 0})
+    reader.Reload()
+    return {tag: [(e.step, e.value) for e in reader.Scalars(tag)] for tag in reader.Tags()["scalars"]
+            if tag.startswith("test")}
+
+
 def _launches(run: Path, checkpoint: str = "checkpoint-epoch-1") -> list[int]:
     fingerprint = json.loads((run / "eval" / checkpoint / "fingerprint.json").read_text())
     return [launch["world_size"] for launch in fingerprint["launches"]]
@@ -111,6 +121,9 @@ def test_two_gloo_ranks_write_the_files_one_process_writes(single_process, tmp_p
     ours, theirs = (json.loads((r / "eval" / "final_model" / "fingerprint.json").read_text())
                     for r in (run, single_process))
     assert {k: v for k, v in ours.items() if k != "launches"} == {k: v for k, v in theirs.items() if k != "launches"}
+    # rank 0 alone rewrote the run's TensorBoard file of the evaluation: one file, the single process's points
+    assert len(list((run / "logs").glob("events.out.tfevents.*.test"))) == 1
+    assert _tensorboard(run) == _tensorboard(single_process) != {}
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,8 @@ def test_a_second_evaluation_with_other_settings_is_refused_not_mixed(run_dir):
     before = predictions.read_bytes()
     fingerprint = json.loads((run_dir / "eval" / "final_model" / "fingerprint.json").read_text())
     assert set(fingerprint) == {"test_set", "prompts", "weights", "model", "generation", "data", "versions",
-                                "training_versions", "launches"}
+                                "training_versions", "global_step", "launches"}
+    assert fingerprint["global_step"] == 1  # 4 examples, batch 8: the one step the final model was saved at
     assert fingerprint["launches"] == [{"world_size": 1}]  # how it ran, not what it is: never compared
     with pytest.raises(EvaluationError, match="holds predictions of another evaluation .different generation"):
         _evaluate(run_dir, "max_new_tokens.apa=7")

@@ -96,6 +96,14 @@ def test_the_overfit_experiment_learns_and_its_evaluation_says_so(overfit):
     assert "LoRA `fresh_r64`" in card and "| final_model | final | 1.000 | 1.000" in card
     adapter_card = (run_dir / "final_model" / "README.md").read_text()  # the adapter's own card, as pushed
     assert "library_name: peft" in adapter_card and "| final_model | final | 1.000 | 1.000" in adapter_card
+    # TensorBoard shows the evaluation beside the loss: no epoch checkpoints, so one point, at the run's last step
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    board = EventAccumulator(str(run_dir / "logs"))
+    board.Reload()
+    assert [(e.step, e.value) for e in board.Scalars("test/pcc_total")] == [(120, pytest.approx(1.0))]
+    assert [(e.step, e.value) for e in board.Scalars("test/per")] == [(120, 0.0)]
+    assert board.Scalars("train/loss")[-1].step == 120
 
 
 def test_overfit_run_reproduces_every_answer_greedily(overfit):
