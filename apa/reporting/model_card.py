@@ -12,7 +12,16 @@ from pathlib import Path
 from apa.data.release import describe as describe_data
 from apa.errors import override_arg
 from apa.metrics import fmt
-from apa.reporting.table import Column, Row, Table, coverage_columns, metric_columns, value
+from apa.reporting.table import (
+    Column,
+    Row,
+    Table,
+    config_value,
+    coverage_columns,
+    metric_columns,
+    undefined_note,
+    value,
+)
 from apa.run_folder import epoch_of, evaluations, read_metrics, read_record, write_atomic
 
 CARD = "README.md"
@@ -63,7 +72,7 @@ def model_card(run_dir: Path) -> str:
         + (f" (data.limit={data['limit']})" if data.get("limit") else ""),
         f"- Prompts: `{cfg['prompts']['name']}`",
         "- Recipe: " + (f"{trainer['max_steps']} optimizer steps" if (trainer.get("max_steps") or -1) > 0
-                        else f"{trainer.get('num_train_epochs')} epochs")
+                        else f"{config_value(trainer.get('num_train_epochs'))} epochs")
         + f", batch {trainer.get('per_device_train_batch_size')} x "
         f"accumulation {trainer.get('gradient_accumulation_steps')} x {record['data'].get('world_size', 1)} "
         f"process(es), lr {trainer.get('learning_rate')}, {trainer.get('optim')}, "
@@ -77,8 +86,9 @@ def model_card(run_dir: Path) -> str:
     ]
     table = evaluation_table(run_dir)
     if table.rows:
+        why = undefined_note(table.rows, lambda row: row.get("checkpoint"))
         lines += [table.markdown().rstrip("\n"), "",
-                  "Definitions: docs/metrics.md of the project. n/a: undefined (e.g. no parsed answer).", ""]
+                  "Definitions: docs/metrics.md of the project." + (f" {why}" if why else ""), ""]
     else:
         lines += [f"Not evaluated yet: `python evaluate.py {override_arg('run_dir', run_dir)} checkpoint=all`", ""]
     lines += [
