@@ -34,7 +34,9 @@ def main(cfg: DictConfig) -> None:
     try:
         results = evaluate(cfg, list(hydra_cfg.overrides.task), out)
         if rank() == 0:  # under a data-parallel launch, rank 0 holds the metrics
-            report_evaluation(results)
+            table = report_evaluation(results)
+            if table:
+                print(table)  # the command's one table; the detail is in its log (apa.console)
     finally:  # a refused or re-scoring evaluation leaves no empty folder that Hydra made for it
         for folder in (out, out.parent if cfg.run_dir and out.parent == Path(cfg.run_dir) else None) * (rank() == 0):
             if folder is not None and folder.is_dir() and not any(folder.iterdir()):

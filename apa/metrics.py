@@ -307,8 +307,11 @@ def compute_metrics(predictions: list[dict], train_means: dict[str, float],
 
 
 def fmt(value) -> str:
+    """Three decimals; an integer as it is (a count, a step); n/a where undefined (None, NaN)."""
     if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
     return f"{value:.3f}"
 
 

@@ -53,11 +53,15 @@ def predictions(utterances, rng: random.Random, unparsed: float, noise: int, rat
 
 
 def make_sweep(root: Path, runs: tuple[str, ...] = ("fresh_r64_1", "pretrained_r320_0"), epochs: int = 2,
-               n_utterances: int | None = None, seed: int = 0, splits: tuple[str, ...] = ("test",)) -> Path:
+               n_utterances: int | None = None, seed: int = 0, splits: tuple[str, ...] = ("test",),
+               tiny: bool = False, unparsed: float = 0.15) -> Path:
     """root/<run>/ with its run record (training_config.json as a finished training leaves it: format version, loss
-    history), checkpoint-epoch-<N>/trainer_state.json and eval/<checkpoint>/predictions.jsonl + metrics.json for
-    every epoch and final_model. n_utterances beyond the sample's 20 test
-    utterances are copies, ids SYN<n>, that answer as their original (no audio, no speaker)."""
+    history, num_train_epochs a float as the trainer's schema stores it), checkpoint-epoch-<N>/trainer_state.json
+    and eval/<checkpoint>/predictions.jsonl + metrics.json for every epoch and final_model (final_model only with
+    epochs=0, as experiment=overfit leaves it). n_utterances beyond the sample's 20 test utterances are copies, ids
+    SYN<n>, that answer as their original (no audio, no speaker). A run "evaluated" on the train split is scored on
+    the split it trained on (data.test_split = train, as experiment=overfit); tiny: the record says model=tiny (random
+    weights); unparsed: the share of answers that do not parse (1.0: the demo's random model)."""
     means = {a: 5.0 for a in APA_ASPECTS}
     for r, name in enumerate(runs):
         split = splits[r % len(splits)]  # the split this run was "evaluated" on (the sample's has one speaker each)
@@ -72,8 +76,9 @@ def make_sweep(root: Path, runs: tuple[str, ...] = ("fresh_r64_1", "pretrained_r
         lora = name.rsplit("_", 1)[0]
         rank = 320 if "320" in lora else 64
         record = {
-            "config": {"model": {"name": "tiny"}, "lora": {"name": lora, "r": rank, "alpha": 2 * rank},
-                       "trainer": {"num_train_epochs": epochs, "learning_rate": 1e-3}, "data": data, "seed": 0},
+            "config": {"model": {"name": "tiny", "tiny": tiny}, "lora": {"name": lora, "r": rank, "alpha": 2 * rank},
+                       "trainer": {"num_train_epochs": float(epochs), "learning_rate": 1e-3}, "data": data,
+                       "seed": 0},
             "parameters": {"total": 1_000_000, "trainable": 1000 * rank, "trainable_share": rank / 1000,
                            "groups": {"lora": {"total": 1000 * rank, "trainable": 1000 * rank}}},
             "data": {"train_examples": 8, "train_stats": {"hours": 0.004}, "world_size": 1,
@@ -96,7 +101,7 @@ def make_sweep(root: Path, runs: tuple[str, ...] = ("fresh_r64_1", "pretrained_r
         # as training completes it: the format version, and the loss by optimizer step
         write_record(run, {**record, "loss_history": [[h["step"], h["loss"]] for h in history]})
         for name_ in [f"checkpoint-epoch-{e}" for e in range(1, epochs + 1)] + ["final_model"]:
-            rows = predictions(utterances, rng, unparsed=0.15, noise=3, rate=0.15)
+            rows = predictions(utterances, rng, unparsed=unparsed, noise=3, rate=0.15)
             metrics = compute_metrics(rows, means)
             # copies answer as their original did: cheap to score, and the metrics are those of the originals
             rows += [{**rows[2 * (k % len(utterances)) + t], "id": f"SYN{k:06d}"}

@@ -14,7 +14,7 @@ from tests.conftest import REPO
 PACKAGE = REPO / "apa"
 # Lowest first; a module may import from its own layer and the layers before it.
 LAYERS = [
-    ("foundations", r"apa|apa\.__init__|apa\.constants|apa\.errors|apa\.offline|apa\.versions"),
+    ("foundations", r"apa|apa\.__init__|apa\.console|apa\.constants|apa\.errors|apa\.offline|apa\.versions"),
     ("data, metrics, run folders",
      r"apa\.data(\..*)?|apa\.metrics|apa\.uncertainty|apa\.distributed|apa\.run_folder(\..*)?"),
     ("the checkpoint", r"apa\.checkpoint(\..*)?"),

@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import re
 from pathlib import Path
 
+from apa.console import verbose
 from apa.constants import SPEECH_LORA_TARGET_REGEX
 
 REMOTE_CONFIG_FILE = Path(__file__).with_name("phi4mm_remote_config.json")
@@ -120,6 +122,32 @@ def convert_config(remote: dict, token_ids: dict[str, int] | None = None, vision
 def released_config():
     """The native config of the released checkpoint: what a converted full-size checkpoint holds."""
     return convert_config(remote_config())
+
+
+# Known and harmless: transformers warns (once per process, `logger.warning_once`) that this checkpoint's longrope
+# `rope_parameters` carry `original_max_position_embeddings` (4096) but no `factor`
+# (modeling_rope_utils._validate_longrope_rope_parameters). The released config is written that way, as Phi-3's
+# are, and transformers' own converter keeps it so. The warning only recommends storing the ratio as `factor`: with
+# none stored, transformers computes it as max_position_embeddings / original_max_position_embeddings (131072 / 4096
+# = 32) and the attention scaling from it, sqrt(1 + ln 32 / ln 4096) = 1.19 (_compute_longrope_parameters), which
+# is what the released remote code computes. A user can do nothing about it, so it is dropped at its logger, this
+# message only; APA_VERBOSE=1 or hydra.verbose=true let it through (apa.console).
+ROPE_LOGGER = "transformers.modeling_rope_utils"
+ROPE_FACTOR_WARNING = "This model config has set a `rope_parameters['original_max_position_embeddings']` field"
+
+
+class KnownRopeWarning(logging.Filter):
+    """Drops transformers' longrope `factor` advice (above) unless the console is verbose."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(ROPE_FACTOR_WARNING) or verbose(record.name)
+
+
+def silence_known_warnings() -> None:
+    """Install KnownRopeWarning on transformers' RoPE logger (once; apa.checkpoint does on import)."""
+    logger = logging.getLogger(ROPE_LOGGER)
+    if not any(isinstance(f, KnownRopeWarning) for f in logger.filters):
+        logger.addFilter(KnownRopeWarning())
 
 
 # ---------------------------------------------------------------------------------------------------------------

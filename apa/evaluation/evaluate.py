@@ -295,7 +295,6 @@ def evaluate(cfg: DictConfig, overrides: list[str], fallback_dir: Path) -> Resul
                                    fingerprint(rows, weights, cfg, OmegaConf.to_container(cfg.model), cfg.data))
         if group_rank() != 0:
             return Results({}, fallback_dir, checkpoint="base_model", own=False)
-        print(format_metrics(metrics))
         return Results({"base_model": metrics}, fallback_dir, checkpoint="base_model", own=False)
     run_dir = Path(cfg.run_dir)
     trained = run_config(run_dir)
@@ -317,7 +316,8 @@ def evaluate(cfg: DictConfig, overrides: list[str], fallback_dir: Path) -> Resul
     log_evaluation(run_dir, eval_root, list(results), own=not other)  # TensorBoard, W&B: trainer.report_to
     unparsed = any((m.get("parse_rate_apa") or 0) < 0.5 for m in results.values())
     if unparsed and (trained.model.get("tiny") or trained.model.get("random")):
-        log.warning("%s used a generated miniature with random weights: its answers rarely parse, so PCC and MDD "
+        # expected, so not a warning; the table the command prints says the same (apa.reporting.epochs.run_notes)
+        log.info("%s used a generated miniature with random weights: its answers rarely parse, so PCC and MDD "
                     "come out n/a (undefined). That is expected; `python train.py experiment=overfit` shows the "
                     "pipeline learn", run_dir)
     return Results(results, eval_root, run_dir, cfg.checkpoint, own=not other)

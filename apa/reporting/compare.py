@@ -32,7 +32,9 @@ from apa.reporting.table import (  # noqa: E402
     CI_KEYS,
     OURS,
     PAPER,
+    RANDOM_MARK,
     TABLE_COLUMNS,
+    TRAINING_SPLIT_MARK,
     UNEVALUATED,
     Column,
     Row,
@@ -42,6 +44,9 @@ from apa.reporting.table import (  # noqa: E402
     number,
     paper_label,
     paper_rows,
+    random_weights_note,
+    training_split_note,
+    undefined_note,
     value,
 )
 from apa.run_folder import EVAL_DIR, FINAL_MODEL, find_runs, output_folder, write_atomic  # noqa: E402
@@ -51,9 +56,6 @@ PAPER_LORA = "speech LoRA"  # the paper's rows in the comparison: run "paper (ar
 # comparison.csv's first columns; every metrics.json key follows, sorted
 RUN_KEYS = ("run", "lora", "checkpoint", "epoch", "trainable_params", "train_seconds", "final_train_loss")
 NESTED_KEYS = {"ci95", "ci_method"}  # metrics.json's objects: the CSV spells the intervals as <metric>_ci95_low|high
-RANDOM_NOTE = ("Runs marked † used a generated miniature with random weights (model=tiny / phi4mm_random): their "
-               "answers rarely parse, so PCC and MDD are n/a (undefined), as expected. `python train.py "
-               "experiment=overfit` shows the pipeline learn (parse rate 1.0, PCC 1.0 on its training utterances).")
 
 
 def comparison_rows(rows: list[dict]) -> list[Row]:
@@ -64,7 +66,22 @@ def comparison_rows(rows: list[dict]) -> list[Row]:
 
 
 def _run_name(row: Row) -> str:
-    return paper_label(row) if row.kind == PAPER else row.get("run") + (" †" if row.get("random_weights") else "")
+    if row.kind == PAPER:
+        return paper_label(row)
+    marks = [mark for mark, key in ((RANDOM_MARK, "random_weights"), (TRAINING_SPLIT_MARK, "training_split"))
+             if row.get(key)]
+    return " ".join([row.get("run"), *marks])
+
+
+def run_column() -> Column:
+    """The run's name with its marks: † random weights, § scored on its own training split (comparison_notes)."""
+    return Column("run", _run_name)
+
+
+def test_set_columns(rows: list[dict]) -> list[Column]:
+    """Where the rows were scored on several test sets: a column naming each by a letter (scored_sets); else none."""
+    letter = scored_sets(rows)
+    return [Column("test set", lambda row: letter.get(row.get("test_set"), ""))] if len(letter) > 1 else []
 
 
 def scored_sets(rows: list[dict]) -> dict[str, str]:
@@ -76,30 +93,28 @@ def scored_sets(rows: list[dict]) -> dict[str, str]:
 def comparison_table(rows: list[dict]) -> Table:
     """comparison.md|csv: sizes, timings, metrics and coverage per run and checkpoint; where the rows were scored on
     several test sets, a column names each set by a letter."""
-    letter = scored_sets(rows)
     columns = [
-        Column("run", _run_name), value("lora"),
+        run_column(), value("lora"),
         Column("epoch", lambda row: NOT_EVALUATED if row.kind == UNEVALUATED else str(row.get("epoch"))),
         number("trainable", "trainable_params", lambda n: f"{n:,}"), number("train s", "train_seconds"),
-        number("final loss", "final_train_loss"), *metric_columns(), *coverage_columns(),
+        number("final loss", "final_train_loss"), *metric_columns(), *coverage_columns(), *test_set_columns(rows),
     ]
-    if len(letter) > 1:
-        columns.append(Column("test set", lambda row: letter.get(row.get("test_set"), "")))
     keys = [*RUN_KEYS, *sorted(({k for r in rows for k in r} | set(TABLE_COLUMNS) | set(CI_KEYS))
                                - set(RUN_KEYS) - NESTED_KEYS)]
     return Table(columns, comparison_rows(rows), keys)
 
 
 def comparison_notes(rows: list[dict]) -> list[str]:
-    """What the comparison's rows need said under them: runs not evaluated, several test sets (or the one test
-    data), random weights."""
+    """What the comparison's rows need said under them (comparison.md and report.html alike): runs not evaluated,
+    several test sets (or the one test data), rows scored on their training split, random weights, and why each
+    n/a is undefined. A warning's first words are in bold."""
     notes = []
     if any(r["checkpoint"] == NOT_EVALUATED for r in rows):
         notes.append(f"Rows marked {NOT_EVALUATED} have no metrics yet: `python evaluate.py run_dir=<run> "
                      "checkpoint=all`.")
     letter = scored_sets(rows)
     if len(letter) > 1:
-        data_of = {r.get("test_set"): r.get("data") for r in rows}
+        data_of = {r.get("test_set"): f"{r.get('data')}, split {r.get('split') or '?'}" for r in rows}
         sets = "; ".join(f"{name}: {data_of[digest]}" for digest, name in letter.items())
         notes.append(f"**These rows were scored on {len(letter)} different test sets** (column `test set`: the "
                      "same letter, the same test utterances, references, dataset revision and label release); rows "
@@ -108,9 +123,14 @@ def comparison_notes(rows: list[dict]) -> list[str]:
         described = sorted({r["data"] for r in rows if r.get("data")})
         if described:
             notes.append("Test data: " + "; ".join(described) + ".")
-    if any(r.get("random_weights") for r in rows):
-        notes.append(RANDOM_NOTE)
-    return notes
+    if any(r.get("training_split") for r in rows):
+        notes.append(training_split_note())
+    random = [r for r in rows if r.get("random_weights")]
+    if random:
+        notes.append(random_weights_note(any(r.get("n_apa_parsed") == 0 for r in random)))
+    ours = [Row(r) for r in rows if r["checkpoint"] != NOT_EVALUATED]
+    why = undefined_note(ours, lambda row: f"{row.get('run')} {row.get('checkpoint')}", lambda row: row.get("run"))
+    return notes + ([why] if why else [])
 
 
 def write_tables(rows: list[dict], out: Path, confidence: Confidence | None = None) -> str:

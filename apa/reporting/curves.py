@@ -7,6 +7,7 @@ import base64
 import io
 import math
 import os
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -63,25 +64,105 @@ def loss_series(runs: list[Path], labels: dict[Path, str]) -> dict[str, dict[str
     return out
 
 
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "h")  # one per run, so that runs drawn over each other stay apart
+LINESTYLES = ("-", (0, (5, 2)), "-.", (0, (1, 1.5)))
+SPREAD = 0.24  # our runs sit this far apart in all along x (at most), so that equal values stay visible
+FINAL = "final"  # the x tick of the runs evaluated on their final model only
+
+
+def _style(i: int) -> dict:
+    return {"marker": MARKERS[i % len(MARKERS)], "linestyle": LINESTYLES[i % len(LINESTYLES)]}
+
+
+def _same(a: Series, b: Series) -> bool:
+    """Equal points (undefined where the other is undefined too)."""
+    def key(series: Series) -> list:
+        return [(x, None if math.isnan(y) else y) for x, y in zip(*series, strict=True)]
+
+    return key(a) == key(b)
+
+
+def final_points(rows: list[dict], metric: str) -> dict[str, float]:
+    """`metric` of each run evaluated on its final model only (no epoch checkpoint evaluated: experiment=overfit)."""
+    with_epochs = {r["run"] for r in rows if str(r["epoch"]).isdigit()}
+    return {r["run"]: math.nan if r.get(metric) is None else r[metric]
+            for r in rows if r["epoch"] == FINAL and r["run"] not in with_epochs}
+
+
+def identical_runs(rows: list[dict], metrics: tuple[str, ...]) -> dict[str, str]:
+    """Runs whose every curve of `metrics` equals an earlier run's: run -> that run (the legend says so)."""
+    runs = list(dict.fromkeys(r["run"] for r in rows if str(r["epoch"]).isdigit() or r["epoch"] == FINAL))
+    curves = {run: [] for run in runs}
+    for metric in metrics:
+        ours = epoch_series(rows, metric)[0]
+        finals = final_points(rows, metric)
+        for run in runs:
+            curves[run].append(ours.get(run) or (([FINAL], [finals[run]]) if run in finals else ([], [])))
+    same = {}
+    for i, run in enumerate(runs):
+        for other in runs[:i]:
+            if other not in same and all(_same(a, b) for a, b in zip(curves[run], curves[other], strict=True)):
+                same[run] = other
+                break
+    return same
+
+
+def _note(ax, text: str) -> None:
+    text = "\n".join(textwrap.fill(line, 42) for line in text.splitlines())
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=7,
+            bbox={"boxstyle": "round", "facecolor": "white", "edgecolor": "grey", "alpha": 0.9})
+
+
 def epoch_figure(rows: list[dict], metrics: tuple[str, ...] = TABLE_COLUMNS, cols: int = 3):
-    """One panel per metric: each run's line by epoch with its 95 % interval as a band; the paper's LoRA-only rows
-    dashed grey, its Unfreeze rows dotted grey."""
+    """One panel per metric: each run's line by epoch with its 95 % interval as a band, its own marker and line
+    style, the runs shifted a little apart along x (equal values stay visible; the legend names a run identical to
+    another); a run evaluated on its final model only as one point at "final"; the paper's LoRA-only rows dashed
+    grey, its Unfreeze rows dotted grey. A panel says so where none of our runs has a value to draw."""
     titles = dict(zip(TABLE_COLUMNS, TABLE_HEADERS, strict=True))
+    runs = list(dict.fromkeys(r["run"] for r in rows))
+    evaluated = [run for run in runs if any(r["run"] == run and (str(r["epoch"]).isdigit() or r["epoch"] == FINAL)
+                                            for r in rows)]
+    same = identical_runs(rows, metrics)
+    style = {run: _style(i) for i, run in enumerate(runs)}
+    step = min(0.08, SPREAD / max(1, len(evaluated) - 1))
+    offset = {run: (i - (len(evaluated) - 1) / 2) * step for i, run in enumerate(evaluated)}
+    last = max([4, *(int(r["epoch"]) for r in rows if str(r["epoch"]).isdigit())])  # the paper's 4 epochs at least
     n_rows = math.ceil(len(metrics) / cols)
     fig, axes = plt.subplots(n_rows, cols, figsize=(4 * cols, 3.5 * n_rows), squeeze=False)
     for ax, metric in zip(axes.flat, metrics, strict=False):
         ours, paper = epoch_series(rows, metric)
+        finals = final_points(rows, metric)
         bands = epoch_intervals(rows, metric)
-        for label, points in ours.items():
-            line = ax.plot(*points, marker="o", label=label)[0]
-            lows, highs = bands[label]
-            if any(not math.isnan(v) for v in lows):  # the 95 % interval as a band around the line
-                ax.fill_between(points[0], lows, highs, color=line.get_color(), alpha=0.15, linewidth=0)
-        for setting, style in ((LORA_ONLY, "--"), (UNFREEZE, ":")):
-            ax.plot(*paper[setting], linestyle=style, color="grey", label=f"paper, {setting}")
+        undefined = []  # runs with no value to draw in this panel
+        for run in evaluated:
+            label = run + (f" (identical to {same[run]})" if run in same else "")
+            if run in ours:
+                xs, ys = [x + offset[run] for x in ours[run][0]], ours[run][1]
+                line = ax.plot(xs, ys, label=label, **style[run])[0]
+                lows, highs = bands[run]
+                if any(not math.isnan(v) for v in lows):  # the 95 % interval as a band around the line
+                    ax.fill_between(xs, lows, highs, color=line.get_color(), alpha=0.15, linewidth=0)
+            else:  # final model only: one point, larger, at "final"
+                xs, ys = [last + 1 + offset[run]], [finals[run]]
+                ax.plot(xs, ys, linestyle="none", marker=style[run]["marker"], markersize=9,
+                        label=f"{label}, final model only")
+            if all(math.isnan(y) for y in ys):
+                undefined.append(run)
+        for setting, linestyle in ((LORA_ONLY, "--"), (UNFREEZE, ":")):
+            ax.plot(*paper[setting], linestyle=linestyle, color="grey", label=f"paper, {setting}")
+        if runs and not evaluated:
+            _note(ax, "No run evaluated yet: only the paper's lines.\n"
+                      "python evaluate.py run_dir=<run> checkpoint=all")
+        elif undefined:
+            _note(ax, "n/a (undefined) at every checkpoint: "
+                  + ("all our runs" if len(undefined) == len(evaluated) else ", ".join(undefined)))
         ax.set_title(titles[metric], fontsize=9)
         ax.set_xlabel("epoch", fontsize=8)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ticks = [int(x) for x in MaxNLocator(integer=True).tick_values(0, last) if 0 <= x <= last]
+        if finals:
+            ax.set_xticks([*ticks, last + 1], [*map(str, ticks), FINAL])
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.tick_params(labelsize=8)
     for ax in list(axes.flat)[len(metrics):]:
         ax.axis("off")
@@ -91,10 +172,11 @@ def epoch_figure(rows: list[dict], metrics: tuple[str, ...] = TABLE_COLUMNS, col
 
 
 def loss_figure(series: dict[str, dict[str, Series]]):
-    """The curves of `loss_series`: each run's training loss, its validation loss dotted in the same colour."""
+    """The curves of `loss_series`: each run's training loss (its own marker and line style), its validation loss
+    dotted in the same colour."""
     fig, ax = plt.subplots(figsize=(8, 4))
-    for label, curves in series.items():
-        line = ax.plot(*curves["train"], marker=".", label=label)[0]
+    for i, (label, curves) in enumerate(series.items()):
+        line = ax.plot(*curves["train"], label=label, markersize=4, **_style(i))[0]
         if curves["validation"][0]:
             ax.plot(*curves["validation"], marker="s", linestyle=":", color=line.get_color(),
                     label=f"{label} (validation)")

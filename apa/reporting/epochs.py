@@ -19,6 +19,9 @@ from apa.reporting.table import (
     metric_columns,
     paper_label,
     paper_rows,
+    random_weights_note,
+    training_split_note,
+    undefined_note,
     value,
 )
 from apa.run_folder import epoch_of, read_record, write_atomic
@@ -37,23 +40,48 @@ def epoch_table(results: dict[str, dict]) -> Table:
     return Table(columns, rows, ("checkpoint", "epoch", *TABLE_COLUMNS, *CI_KEYS, *PCC_P_KEYS, *COVERAGE_KEYS))
 
 
-def write_epoch_table(results: dict[str, dict], eval_dir: Path) -> None:
-    """<eval folder>/epochs.csv (our checkpoints) and epochs.md (Table 3's paper rows below them)."""
+def run_notes(run_dir: Path | None, results: dict[str, dict], own: bool = True) -> list[str]:
+    """What a run's own facts add under its table (as comparison_notes says them for a sweep): random weights, and
+    a test split that is its training split (`own`: evaluated on the run's own data, whose split its record names)."""
+    record = read_record(run_dir) if run_dir is not None else None
+    if record is None:
+        return []
+    model, data = record["config"].get("model", {}), record["config"].get("data") or {}
+    notes = []
+    if own and data.get("test_split") is not None and data.get("test_split") == data.get("train_split"):
+        notes.append(training_split_note(marked=False))
+    if model.get("tiny") or model.get("random"):
+        notes.append(random_weights_note(any(m.get("n_apa_parsed") == 0 for m in results.values()), marked=False))
+    return notes
+
+
+def epoch_text(results: dict[str, dict], run_dir: Path | None = None, own: bool = True) -> str:
+    """The per-checkpoint table (Table 3's paper rows below ours) and its notes: epochs.md, and what evaluate.py
+    prints."""
     table = epoch_table(results)
-    write_atomic(eval_dir / "epochs.csv", table.csv())
     with_paper = dataclasses.replace(table, rows=[*table.rows, *paper_rows()])
-    write_atomic(eval_dir / "epochs.md", with_paper.markdown() + "\n" + " ".join(table.notes) + "\n")
+    why = undefined_note(table.rows, lambda row: row.get("checkpoint"))
+    extra = [*run_notes(run_dir, results, own), *([why] if why else [])]
+    return with_paper.markdown() + "\n" + " ".join(table.notes) + "\n" + "".join(f"\n{n}\n" for n in extra)
 
 
-def report_evaluation(results) -> None:
-    """What follows an evaluation (apa.evaluation.evaluate.Results): with checkpoint=all, epochs.md|csv (printed);
-    for the run's own test data, its model card refreshed with the metrics now on disk."""
+def write_epoch_table(results: dict[str, dict], eval_dir: Path, run_dir: Path | None = None,
+                      own: bool = True) -> None:
+    """<eval folder>/epochs.csv (our checkpoints) and epochs.md (epoch_text)."""
+    write_atomic(eval_dir / "epochs.csv", epoch_table(results).csv())
+    write_atomic(eval_dir / "epochs.md", epoch_text(results, run_dir, own))
+
+
+def report_evaluation(results) -> str | None:
+    """What follows an evaluation (apa.evaluation.evaluate.Results): with checkpoint=all, epochs.md|csv; for the
+    run's own test data, its model card refreshed with the metrics now on disk. Returns the table to show (the
+    caller prints it: evaluate.py at once, the sweep callback once at the end), None for re-scored predictions."""
     from apa.reporting.model_card import write_model_card
 
     if results.run_dir is None:
-        return
+        return epoch_text(results) if results.checkpoint == "base_model" else None
     if results.checkpoint == "all":
-        write_epoch_table(results, results.folder)
-        print((results.folder / "epochs.md").read_text())
+        write_epoch_table(results, results.folder, results.run_dir, results.own)
     if results.own and read_record(results.run_dir) is not None:
         write_model_card(results.run_dir)
+    return epoch_text(results, results.run_dir, results.own)

@@ -24,7 +24,16 @@ from apa.data.release import describe as describe_data
 from apa.errors import override_arg
 from apa.metrics import fmt
 from apa.reporting.runs import random_weights
-from apa.reporting.table import Column, Row, Table, coverage_columns, metric_columns, value
+from apa.reporting.table import (
+    Column,
+    Row,
+    Table,
+    config_value,
+    coverage_columns,
+    metric_columns,
+    undefined_note,
+    value,
+)
 from apa.run_folder import (
     FINAL_MODEL,
     MODEL_CARD,
@@ -183,7 +192,7 @@ def _body(run_dir: Path, record: dict, kind: str) -> str:
         + (f" (data.limit={data['limit']})" if data.get("limit") else ""),
         f"- Prompts: `{cfg['prompts']['name']}`",
         "- Recipe: " + (f"{trainer['max_steps']} optimizer steps" if (trainer.get("max_steps") or -1) > 0
-                        else f"{trainer.get('num_train_epochs')} epochs")
+                        else f"{config_value(trainer.get('num_train_epochs'))} epochs")
         + f", batch {trainer.get('per_device_train_batch_size')} x "
         f"accumulation {trainer.get('gradient_accumulation_steps')} x {record['data'].get('world_size', 1)} "
         f"process(es), lr {trainer.get('learning_rate')}, {trainer.get('optim')}, "
@@ -197,8 +206,9 @@ def _body(run_dir: Path, record: dict, kind: str) -> str:
     ]
     table = evaluation_table(run_dir)
     if table.rows:
+        why = undefined_note(table.rows, lambda row: row.get("checkpoint"))
         lines += [table.markdown().rstrip("\n"), "",
-                  "Definitions: docs/metrics.md of the project. n/a: undefined (e.g. no parsed answer)."
+                  "Definitions: docs/metrics.md of the project." + (f" {why}" if why else "")
                   + (" The merged weights are the final_model's (equal logits up to float rounding)."
                      if kind == "merged" else ""), ""]
     else:

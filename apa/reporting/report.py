@@ -17,16 +17,26 @@ import html
 import json
 import logging
 import math
+import re
 from pathlib import Path
 
 from apa.data.release import describe as describe_data
 from apa.errors import one_line_errors
 from apa.metrics import fmt
 from apa.reporting.browser import AUTO_EMBED_BYTES, browser_data
-from apa.reporting.compare import Confidence, comparison_rows
+from apa.reporting.compare import Confidence, comparison_notes, comparison_rows, run_column, test_set_columns
 from apa.reporting.curves import epoch_figure, loss_figure, loss_series, svg_image
 from apa.reporting.runs import collect, run_labels
-from apa.reporting.table import OURS, Column, Table, coverage_columns, html_table, metric_columns, value
+from apa.reporting.table import (
+    OURS,
+    Column,
+    Table,
+    config_value,
+    coverage_columns,
+    html_table,
+    metric_columns,
+    value,
+)
 from apa.run_folder import find_runs, output_folder, read_record, write_atomic
 
 STATIC = Path(__file__).parent / "static"
@@ -54,11 +64,25 @@ def _parsed(key: str, header: str) -> Column:
 
 
 def comparison_table(rows: list[dict]) -> Table:
-    """comparison.md's rows (runs named by their labels) with the checkpoint and parse rates in place of sizes and
-    timings (the parameters table has those)."""
-    columns = [value("run"), value("lora"), value("checkpoint"), value("epoch"), *metric_columns(),
-               _parsed("parse_rate_apa", "parsed APA"), _parsed("parse_rate_mdd", "parsed MDD"), *coverage_columns()]
+    """comparison.md's rows (runs named by their labels, with its marks) with the checkpoint and parse rates in place
+    of sizes and timings (the parameters table has those), and its test-set column where there are several."""
+    columns = [run_column(), value("lora"), value("checkpoint"), value("epoch"), *metric_columns(),
+               _parsed("parse_rate_apa", "parsed APA"), _parsed("parse_rate_mdd", "parsed MDD"), *coverage_columns(),
+               *test_set_columns(rows)]
     return Table(columns, comparison_rows(rows))
+
+
+def _inline(text: str) -> str:
+    """A note's Markdown (**bold**, `code`) as HTML."""
+    text = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", html.escape(text, quote=False))
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
+
+
+def notes_html(rows: list[dict]) -> str:
+    """comparison.md's notes (apa.reporting.compare.comparison_notes, the one home of what they say); a warning (its
+    first words in bold) stands out."""
+    return "".join(f'<p class="note{" warning" if note.startswith("**") else ""}">{_inline(note)}</p>'
+                   for note in comparison_notes(rows))
 
 
 def parameters_table(runs: list[Path], records: dict[Path, dict], labels: dict[Path, str]) -> str:
@@ -96,6 +120,14 @@ def _flatten(value, prefix: str = "") -> dict[str, object]:
 _MISSING = object()
 
 
+def _config_cell(value) -> str:
+    """A config value as it was meant (config_value: num_train_epochs 2, not 2.000); n/a for null."""
+    if value is None:
+        return '<td class="na">n/a</td>'
+    numeric = isinstance(value, int | float) and not isinstance(value, bool)
+    return ('<td class="num">' if numeric else "<td>") + f"{html.escape(config_value(value))}</td>"
+
+
 def config_differences(runs: list[Path], records: dict[Path, dict], labels: dict[Path, str]) -> str:
     """The resolved config (and library versions, git commit) keys whose values are not the same in every run."""
     flat = {run: _flatten({"config": records[run].get("config", {}),
@@ -111,8 +143,8 @@ def config_differences(runs: list[Path], records: dict[Path, dict], labels: dict
     body = []
     for k in differing:
         values = [flat[run].get(k, _MISSING) for run in runs]
-        body.append(_cell(k) + "".join('<td class="na">absent</td>' if v is _MISSING else
-                                       _cell(json.dumps(v) if isinstance(v, list | dict) else v) for v in values))
+        body.append(_cell(k) + "".join('<td class="na">absent</td>' if v is _MISSING else _config_cell(v)
+                                       for v in values))
     note = f"<p>{len(differing)} of {len(keys)} keys differ; the others are the same in every run.</p>"
     return note + html_table(["key", *(labels[run] for run in runs)], body, "config")
 
@@ -162,12 +194,14 @@ def render(paths: list[Path], out_dir: Path, audio: str = "auto") -> str:
         ("comparison", "Comparison with the paper's Table 3",
          "<p>One row per run and evaluated checkpoint; all of the paper's Table 3 below (LoRA-only epochs 0-4, "
          "Unfreeze epochs 1-4). "
-         f"{html.escape(' '.join(comparison.notes))}</p>" + comparison.html("results")),
+         f"{html.escape(' '.join(comparison.notes))}</p>" + notes_html(rows) + comparison.html("results")),
         ("confidence", "Differences and seeds", confidence_section(runs, labels)),
         ("curves", "Metrics per epoch and training loss",
-         "<p>Epoch checkpoints only (final_model is usually the last epoch); bands: our 95 % intervals; grey: the "
-         "paper (dashed LoRA-only, "
-         "dotted Unfreeze; both start from the untrained epoch 0).</p>"
+         "<p>Epoch checkpoints (final_model is usually the last epoch); a run evaluated on its final model only is "
+         "one larger point at \"final\". Each run has its own marker and line style, and the runs are drawn a "
+         "little apart along x, so that equal values stay visible (the legend names a run identical to another). "
+         "Bands: our 95 % intervals; grey: the paper (dashed LoRA-only, dotted Unfreeze; both start from the "
+         "untrained epoch 0).</p>"
          + curves(rows, runs, labels)),
         ("parameters", "Parameters and timing", parameters_table(runs, records, labels)),
         ("config", "Config differences", config_differences(runs, records, labels)),

@@ -70,9 +70,12 @@ def scored_set_digest(eval_dir: Path) -> str | None:
 
 def collect(run: Path) -> list[dict]:
     """One row per evaluated checkpoint of `run`, in checkpoint order: the run's name, LoRA, size, time and loss,
-    then the checkpoint's metrics (or one row, checkpoint NOT_EVALUATED, when none is evaluated)."""
+    then the checkpoint's metrics (or one row, checkpoint NOT_EVALUATED, when none is evaluated). `split`: the split
+    eval/ scored (the run's own data.test_split: other data goes to eval-<data>-<digest>/), `training_split`: true
+    where that is the split it trained on (experiment=overfit)."""
     record = read_record(run)
     model = record["config"].get("model", {})
+    data = record["config"].get("data") or {}
     common = {
         "run": run.name,
         "lora": record["config"]["lora"]["name"],
@@ -84,8 +87,10 @@ def collect(run: Path) -> list[dict]:
     evaluated = evaluations(run)
     if not evaluated:
         return [{**common, "checkpoint": NOT_EVALUATED, "epoch": ""}]
+    split = {"split": data.get("test_split"),
+             "training_split": data.get("test_split") is not None and data.get("test_split") == data.get("train_split")}
     return [{**common, "checkpoint": e.name, "epoch": epoch_of(e.name), "test_set": scored_set_digest(e),
-             "data": describe_data(evaluated_data(e)), **read_metrics(e)} for e in evaluated]
+             "data": describe_data(evaluated_data(e)), **split, **read_metrics(e)} for e in evaluated]
 
 
 def run_labels(runs: list[Path]) -> dict[Path, str]:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import csv
 import html
 import io
+import json
+import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -70,6 +72,30 @@ CI_NOTE = ("[low, high]: 95 % interval of our figure, by a bootstrap over the te
 
 # What a row is: an evaluated checkpoint of ours, the paper's, or a run of ours not evaluated yet (no metrics)
 OURS, PAPER, UNEVALUATED = "ours", "paper", "unevaluated"
+
+# What a run's rows are marked with in the comparison, and the notes that say why (comparison_notes; a single
+# run's table says the same of "this run")
+RANDOM_MARK, TRAINING_SPLIT_MARK = "†", "§"
+
+
+def random_weights_note(unparsed: bool, marked: bool = True) -> str:
+    """Rows of runs whose base was a generated miniature with random weights; `unparsed`: some answered nothing
+    parseable (their n/a is expected)."""
+    who, they, their = (f"Runs marked {RANDOM_MARK}", "they", "their") if marked else ("This run", "it", "its")
+    return (f"**{who} started from a generated miniature with random weights** (model=tiny / phi4mm_random): "
+            f"whatever {they} learned, {their} figures check the pipeline, not the method."
+            + (f" Where none of {their} answers parse (APA parsed 0/n), PCC and MDD are n/a (undefined), as "
+               "expected; `python train.py experiment=overfit` shows the pipeline learn (parse rate 1.0, PCC 1.0 on "
+               "its training utterances)." if unparsed else ""))
+
+
+def training_split_note(marked: bool = True) -> str:
+    """Rows scored on the split their run trained on (data.test_split = data.train_split, experiment=overfit)."""
+    who, their = (f"Rows marked {TRAINING_SPLIT_MARK} were scored on the split their run", "their") if marked else (
+        "This run was scored on the split it", "its")
+    return (f"**{who} trained on** (data.test_split = data.train_split, as experiment=overfit does): on utterances "
+            f"it learned, not held-out ones, so {their} figures measure memorisation and compare with no row scored "
+            "on a test split.")
 
 
 @dataclass(frozen=True)
@@ -134,6 +160,72 @@ def coverage_columns() -> list[Column]:
     """How much of the test split each of our rows scored ('4/4 (limit 4)', '55/55'); empty in the others."""
     return [Column(header, lambda row, i=i: coverage(row.values)[i] if row.kind == OURS else "", numeric=True,
                    note=COVERAGE_NOTE) for i, header in enumerate(COVERAGE_HEADERS)]
+
+
+def _undefined(values: dict, key: str) -> bool:
+    value = values.get(key, math.nan)  # absent from a metrics.json of a task not evaluated: undefined too
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def why_undefined(values: dict) -> list[tuple[str, str]]:
+    """(metrics, why) for each of Table 3's metrics that `values` (one metrics.json) leaves n/a, the reason read from
+    its own counts (docs/metrics.md): e.g. ("MDD R, MDD F1", "the references annotate no mispronounced phone
+    (TR + FA = 0)"). A reason the counts cannot tell (older metrics.json) is left out."""
+    headers = dict(zip(TABLE_COLUMNS, TABLE_HEADERS, strict=True))
+    out = []
+    pcc = [headers[k] for k in TABLE_COLUMNS if k.startswith("pcc_") and _undefined(values, k)]
+    parsed = values.get("n_apa_parsed")
+    if pcc and parsed is not None:
+        out.append((", ".join(pcc), "no APA answer parsed" if parsed == 0 else
+                    "one parsed APA answer (a correlation needs two)" if parsed == 1 else
+                    "the human or the model scores are the same in every parsed answer"))
+    if values.get("n_mdd") == 0:
+        return out + [("WER, PER, MDD", "no MDD answer")]
+    f1 = ["MDD F1"] if _undefined(values, "mdd_f1") else []
+    counts = {k: values.get(f"mdd_{k}") for k in ("tr", "fr", "fa")}
+    if _undefined(values, "mdd_precision") and counts["tr"] == 0 and counts["fr"] == 0:
+        out.append((", ".join(["MDD P", *f1]), "the model rejected no phone (TR + FR = 0)"))
+        f1 = []
+    if _undefined(values, "mdd_recall") and counts["tr"] == 0 and counts["fa"] == 0:
+        out.append((", ".join(["MDD R", *f1]), "the references annotate no mispronounced phone (TR + FA = 0)"))
+    return out
+
+
+def undefined_note(rows: Sequence[Row], label: Callable[[Row], str],
+                   group: Callable[[Row], str] | None = None) -> str | None:
+    """Why our rows' n/a cells are n/a (why_undefined), one sentence per reason naming the metrics and the rows (by
+    `label`; by `group`, e.g. the run, where every row of the group has that reason); None without any."""
+    ours = [row for row in rows if row.kind == OURS]
+    reasons: dict[str, dict[str, list[Row]]] = {}  # why -> metrics -> rows
+    for row in ours:
+        for metrics, why in why_undefined(row.values):
+            reasons.setdefault(why, {}).setdefault(metrics, []).append(row)
+    if not reasons:
+        return None
+
+    def named(having: list[Row]) -> str:
+        names = []
+        for row in having:
+            whole = group is not None and all(r in having for r in ours if group(r) == group(row))
+            names.append(group(row) if whole else label(row))
+        names = list(dict.fromkeys(names))
+        return ", ".join(names) if len(names) <= 4 else f"{', '.join(names[:3])} and {len(names) - 3} more"
+
+    all_pcc = ", ".join(h for k, h in zip(TABLE_COLUMNS, TABLE_HEADERS, strict=True) if k.startswith("pcc_"))
+    return " ".join(f"n/a where {why}: " + "; ".join(f"{'PCC' if metrics == all_pcc else metrics} in {named(having)}"
+                                                     for metrics, having in by_metrics.items()) + "."
+                    for why, by_metrics in reasons.items())
+
+
+def config_value(value) -> str:
+    """A config or record value as it was meant: an integer as an integer, also where the schema stores it as a
+    float (num_train_epochs=2 is 2.0 in the record), other numbers as Python writes them (0.001, 1e-07), lists and
+    mappings as JSON."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, list | dict):
+        return json.dumps(value)
+    return str(value)
 
 
 def paper_rows(*settings: str) -> list[Row]:

@@ -5,15 +5,30 @@ Imports TRL (slow), so apa.training.recipe imports it only when it builds a trai
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from pathlib import Path
 
 import torch
+from transformers.trainer_callback import ProgressCallback
 from trl import SFTTrainer
 
 from apa.run_folder import EPOCH_CHECKPOINT, STEP_CHECKPOINT, write_manifest
 from apa.training.sampling import StepSortedSampler
+
+log = logging.getLogger(__name__)
+
+
+class LoggedProgress(ProgressCallback):
+    """The trainer's progress bar, with its loss lines (`{'loss': ..., 'epoch': ...}` every logging_steps) sent to
+    the run's log file instead of written under the bar: detail, not a result (apa.console; APA_VERBOSE=1 shows
+    them)."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and logs:
+            shown = {k: f"{v:.4g}" if isinstance(v, float) else v for k, v in logs.items() if k != "total_flos"}
+            log.info("step %d: %s", state.global_step, shown)
 
 
 class PronunciationTrainer(SFTTrainer):
@@ -21,8 +36,13 @@ class PronunciationTrainer(SFTTrainer):
 
     Hugging Face writes `checkpoint-<step>/` piece by piece; only once it is complete is it renamed to
     `checkpoint-epoch-<N>/` or `checkpoint-step-<N>/`, so a crash mid-save never leaves a folder that resume
-    would trust.
+    would trust. Its loss lines go to the log (LoggedProgress).
     """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.callback_handler.pop_callback(ProgressCallback) is not None:  # absent with disable_tqdm
+            self.add_callback(LoggedProgress)
 
     def _get_train_sampler(self, train_dataset=None):
         dataset = train_dataset if train_dataset is not None else self.train_dataset

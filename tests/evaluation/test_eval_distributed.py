@@ -34,11 +34,13 @@ def _copy(run: Path, to: Path) -> Path:
 
 
 def _evaluate(run: Path, ranks: int | None, log: Path) -> subprocess.Popen:
-    """evaluate.py with every checkpoint, under torchrun with `ranks` ranks (None: a plain single process)."""
+    """evaluate.py with every checkpoint, under torchrun with `ranks` ranks (None: a plain single process); its log
+    lines on the console too (APA_VERBOSE=1: the tests read which rank generated what)."""
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}"]
     cmd = [*(launcher if ranks else [sys.executable]), str(REPO / "evaluate.py"), f"run_dir={run}", "checkpoint=all",
            *FAST_EVAL]
-    return subprocess.Popen(cmd, cwd=REPO, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(cmd, cwd=REPO, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+                            env={**os.environ, "APA_VERBOSE": "1"})
 
 
 def _finish(proc: subprocess.Popen, log: Path, code: int = 0) -> str:

@@ -252,3 +252,43 @@ def test_runs_of_two_sweeps_with_one_name_stay_apart_and_a_torn_line_is_left_out
     assert [v["key"] for v in data["views"]] == [f"{s}/fresh_r64_0/{c}" for s in ("a", "b")
                                                  for c in ("checkpoint-epoch-1", "final_model")]
     assert data["answers"]["a/fresh_r64_0/final_model"] != data["answers"]["b/fresh_r64_0/final_model"]
+
+
+def test_report_carries_comparison_md_s_warnings_in_chromium(tmp_path, browser):
+    """An overfit run (random base, final model only, scored on the split it trained on, every answer parsed)
+    beside a demo run (random weights, nothing parsed, scored on the test split): report.html warns as comparison.md
+    does, from the same notes (apa.reporting.compare.comparison_notes), and marks the rows."""
+    from apa.reporting.compare import compare, comparison_notes
+    from apa.reporting.runs import collect
+
+    root = make_sweep(tmp_path / "sweep", runs=("overfit_0",), epochs=0, splits=("train",), tiny=True, unparsed=0.0)
+    make_sweep(root, runs=("fresh_r64_1",), epochs=2, tiny=True, unparsed=1.0)
+    compare([root])
+    report = write_report([root], audio="none")
+    page = Page(browser)
+    page.page.goto(report.as_uri())
+    p = page.page
+    warnings = p.locator("#comparison p.note.warning").all_inner_texts()
+    assert len(warnings) == 3, warnings
+    assert warnings[0].startswith("These rows were scored on 2 different test sets")
+    assert "split train" in warnings[0] and "split test" in warnings[0]
+    assert warnings[1].startswith("Rows marked § were scored on the split their run trained on")
+    assert warnings[2].startswith("Runs marked † started from a generated miniature with random weights")
+    assert "Where none of their answers parse" in warnings[2]  # the demo run's
+    notes = p.locator("#comparison p.note").all_inner_texts()
+    assert any(n.startswith("n/a where no APA answer parsed: PCC in fresh_r64_1") for n in notes), notes
+    # the same sentences as comparison.md's, which come from the same function
+    markdown = (root / "comparison.md").read_text()
+    rows = [row for run in sorted(root.iterdir()) if run.is_dir() for row in collect(run)]
+    for note in comparison_notes(rows):
+        assert note in markdown
+        assert note.replace("**", "").replace("`", "") in notes
+    # the rows carry the marks, and the column names their test sets
+    runs = p.locator("table.results tbody tr td:first-child").all_inner_texts()[:4]
+    assert runs == ["fresh_r64_1 †"] * 3 + ["overfit_0 † §"]
+    assert p.locator("table.results thead th").all_inner_texts()[-1] == "test set"
+    # integers as integers: the record's num_train_epochs (2.0 and 0.0, as the trainer's schema stores them)
+    config = p.locator("table.config tr", has_text="config.trainer.num_train_epochs").locator("td")
+    assert config.all_inner_texts()[1:] == ["2", "0"]
+    page.screenshot("report_warnings.png")
+    assert page.errors == []

@@ -78,3 +78,22 @@ def test_table3_finds_the_runs_of_a_sweep_whose_jobs_ran_elsewhere(table3_sweep,
     assert "unfreeze" not in callback.base_model["model"]  # the untrained base: no setting's modules
     table = (sweep / "table3.md").read_text()
     assert "| Unfreeze | 4 | table3_unfreeze_1 |" in table and "| no training | 0 | this project" in table
+
+
+def test_the_sweep_prints_one_table_at_its_end_and_logs_the_rest(table3_sweep):
+    """The console of the README's CPU Table 3 command (the fixture ran it as a user does): table3.md's table once,
+    no run's own table, no comparison table; no log lines (none tagged [HYDRA]) and not transformers' known longrope
+    advice; the detail in the runs' train.log and the sweep's multirun.log."""
+    from apa.callbacks import SWEEP_LOG
+    from apa.checkpoint.layout import ROPE_FACTOR_WARNING
+
+    console = (table3_sweep / "output.log").read_text()
+    assert console.count("| setting | epoch | source |") == 1, console[-3000:]  # table3.md's table
+    assert "| source | epoch |" not in console and "| run | lora |" not in console  # no epochs.md, no comparison
+    assert console.rstrip().splitlines()[-1].startswith("report: ")  # the table comes at the end
+    assert "[HYDRA]" not in console and "][INFO] - " not in console and ROPE_FACTOR_WARNING not in console
+    for run in ("table3_lora_only_0", "table3_unfreeze_1"):
+        log = (table3_sweep / run / "train.log").read_text()
+        assert "Parameters (lora=pretrained_r320)" in log and "step 4: {'loss'" in log
+        assert "checkpoint-epoch-4: pcc_accuracy=" in log  # each evaluation's figures, in the job's log
+    assert "base_model: pcc_accuracy=" in (table3_sweep / SWEEP_LOG).read_text()  # the baseline, after the jobs

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from apa.metrics import compute_metrics, fmt
 from apa.reporting.compare import write_tables
 from apa.reporting.epochs import write_epoch_table
 from apa.reporting.model_card import model_card
-from apa.reporting.table import PAPER, Row, Table, metric_columns, value
+from apa.reporting.table import PAPER, Row, Table, config_value, metric_columns, undefined_note, value, why_undefined
 from apa.reporting.table3 import write_table3
 from apa.run_folder import FORMAT_VERSION, write_record
 
@@ -68,7 +69,7 @@ def run_folders(root: Path) -> list[Path]:
                                  "attn_implementation": "eager", "unfreeze": unfreeze},
                        "lora": {"name": "fresh_r64", "r": 64, "alpha": 128, "dropout": 0.05,
                                 "target_modules": "all-linear"},
-                       "trainer": {"num_train_epochs": 10, "per_device_train_batch_size": 2,
+                       "trainer": {"num_train_epochs": 10.0, "per_device_train_batch_size": 2,  # as records hold it
                                    "gradient_accumulation_steps": 1, "learning_rate": 0.001, "optim": "adamw_torch",
                                    "lr_scheduler_type": "linear"},
                        "data": {"train_split": "train", "limit": 4}, "prompts": {"name": "terse"}, "seed": 0},
@@ -151,3 +152,36 @@ def test_the_loss_curve_is_the_run_records_loss_history(tmp_path):
     steps, losses = loss_series([run], {run: "r"})["r"]["train"]
     assert [[s, v] for s, v in zip(steps, losses, strict=True)] == record["loss_history"] and len(steps) == 8
 
+
+
+def test_n_a_says_why_from_the_evaluation_s_own_counts():
+    """experiment=overfit's case: every answer parsed and right, but its utterances have no mispronunciation, so
+    MDD precision and recall are 0/0; and a random model's: nothing parsed."""
+    records = []
+    for i, (words, phones, score) in enumerate((("WE", "W IY", 6), ("CALL", "K AO L", 8), ("IT", "IH T", 9))):
+        scores = {"accuracy": score, "fluency": score, "prosodic": score, "total": score}
+        reference = {"word_transcript": words, "phoneme_transcript": phones, "canonical_phones": phones}
+        records += [{"id": str(i), "task": "apa", "reference": scores, "prediction": scores},
+                    {"id": str(i), "task": "mdd", "reference": reference,
+                     "prediction": {"word_transcript": words, "phoneme_transcript": phones}}]
+    learned = compute_metrics(records, dict.fromkeys(("accuracy", "fluency", "prosodic", "total"), 7.0))
+    assert learned["pcc_total"] == 1.0 and learned["mdd_f1"] != learned["mdd_f1"]  # NaN
+    assert why_undefined(learned) == [("MDD P, MDD F1", "the model rejected no phone (TR + FR = 0)"),
+                                      ("MDD R", "the references annotate no mispronounced phone (TR + FA = 0)")]
+    unparsed = compute_metrics([{**r, "prediction": None} for r in records], {"accuracy": 7.0, "fluency": 7.0,
+                                                                            "prosodic": 7.0, "total": 7.0})
+    assert why_undefined(unparsed)[0] == ("PCC acc, PCC flu, PCC pros, PCC total", "no APA answer parsed")
+    note = undefined_note([Row({**learned, "checkpoint": "final_model"})], lambda row: row.get("checkpoint"))
+    assert note == ("n/a where the model rejected no phone (TR + FR = 0): MDD P, MDD F1 in final_model. n/a where "
+                    "the references annotate no mispronounced phone (TR + FA = 0): MDD R in final_model.")
+
+
+def test_integers_print_as_integers():
+    assert fmt(120) == "120" and fmt(0.5) == "0.500" and fmt(1.0) == "1.000"  # a count; metrics keep 3 decimals
+    # config values as meant: the trainer's schema stores num_train_epochs=2 as 2.0
+    assert [config_value(v) for v in (2.0, 2, 0.001, 1e-07, 0.95, True, [1, 2], "linear")] == \
+        ["2", "2", "0.001", "1e-07", "0.95", "True", "[1, 2]", "linear"]
+
+
+def test_the_model_card_says_its_epochs_as_an_integer(written):
+    assert "- Recipe: 10 epochs, batch 2" in (written / "card.md").read_text()

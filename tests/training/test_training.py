@@ -87,7 +87,7 @@ def test_the_overfit_experiment_learns_and_its_evaluation_says_so(overfit):
     run_dir = overfit["final"].parent
     assert not list(run_dir.glob("checkpoint-*"))  # save_strategy=no: no per-epoch checkpoints
     results = evaluate(compose_eval_config(f"run_dir={run_dir}"), [], run_dir / "eval")
-    report_evaluation(results)  # what evaluate.py does next: the model card gets the metrics
+    shown = report_evaluation(results)  # what evaluate.py does next: the model card gets the metrics
     metrics = results["final_model"]
     assert metrics["parse_rate_apa"] == metrics["parse_rate_mdd"] == 1.0
     assert all(metrics[f"pcc_{a}"] == pytest.approx(1.0) for a in ("accuracy", "fluency", "prosodic", "total"))
@@ -104,6 +104,12 @@ def test_the_overfit_experiment_learns_and_its_evaluation_says_so(overfit):
     assert [(e.step, e.value) for e in board.Scalars("test/pcc_total")] == [(120, pytest.approx(1.0))]
     assert [(e.step, e.value) for e in board.Scalars("test/per")] == [(120, 0.0)]
     assert board.Scalars("train/loss")[-1].step == 120
+    # its MDD F1 is n/a for the real reason: its 3 utterances hold no mispronunciation (every answer parsed)
+    assert ("n/a where the model rejected no phone (TR + FR = 0): MDD P, MDD F1 in final_model. n/a where the "
+            "references annotate no mispronounced phone (TR + FA = 0): MDD R in final_model.") in card
+    assert "no parsed answer" not in card
+    # the table evaluate.py prints: once, saying it was scored on the split the run trained on
+    assert shown.count("| this run (final_model) |") == 1 and "scored on the split it trained on" in shown
 
 
 def test_overfit_run_reproduces_every_answer_greedily(overfit):

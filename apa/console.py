@@ -1,0 +1,46 @@
+"""What the console shows: the end result of a command (its one table, its errors and warnings) and progress bars;
+the detail (data, lengths, parameters, each evaluation, the trainer's loss lines) goes to the log files only.
+
+    APA_VERBOSE=1 python train.py ...        every log record on the console too (INFO and up), as before
+    python train.py ... hydra.verbose=true   Hydra's own switch: the root logger at DEBUG, and all of it shown
+    python train.py ... hydra.verbose=apa    the same for some loggers only (Hydra's list form): their records shown
+
+The log files are unchanged by either: they always hold every INFO record (conf/hydra/job_logging/apa.yaml for a
+job's `<run>/<job>.log`; `<sweep>/multirun.log` for what the sweep callback does after the jobs).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+VERBOSE_ENV = "APA_VERBOSE"
+
+
+def _hydra_verbose() -> bool | str | list:
+    """`hydra.verbose` of the running Hydra app (False outside one)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return HydraConfig.get().verbose if HydraConfig.initialized() else False
+    except Exception:  # no Hydra, or a config without the key
+        return False
+
+
+def verbose(logger: str = "") -> bool:
+    """Whether the console should show `logger`'s detail: APA_VERBOSE set (not 0/false), or `hydra.verbose` true or
+    naming `logger` or one of its parents."""
+    if os.environ.get(VERBOSE_ENV, "").strip().lower() not in ("", "0", "false", "no"):
+        return True
+    setting = _hydra_verbose()
+    if isinstance(setting, bool):
+        return setting
+    names = [setting] if isinstance(setting, str) else list(setting or [])
+    return any(logger == name or logger.startswith(f"{name}.") for name in names)
+
+
+class ConsoleFilter(logging.Filter):
+    """On a console handler: warnings and errors always; lower levels only when `verbose` says so."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or verbose(record.name)
