@@ -259,6 +259,10 @@ def check_config(cfg: DictConfig, schema: type) -> None:
     if unknown:
         raise ConfigError(f"unknown config option(s) {', '.join(unknown)}: check the spelling (`--cfg job` prints "
                           "every option); a leading '+' adds keys that nothing reads")
+    unset = [key for key in cfg if OmegaConf.is_missing(cfg, key)]
+    if unset:  # `~lora` removed a group the run needs
+        raise ConfigError(f"{', '.join(unset)} not set: give a value (`python train.py --help` lists each group's "
+                          "options)")
     problems = value_problems(cfg)
     if problems:
         raise ConfigError("; ".join(problems))

@@ -72,6 +72,21 @@ def _path_problem(exc: BaseException) -> UserError | None:
     return None
 
 
+def _config_problem(exc: BaseException) -> UserError | None:
+    """An override that leaves the config unresolvable (`lora.r=${oops}`, `~lora`): the user's to fix, in one line."""
+    if not type(exc).__module__.startswith("omegaconf"):
+        return None
+    from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
+
+    if not isinstance(exc, (InterpolationResolutionError, MissingMandatoryValue)):
+        return None
+    key = getattr(exc, "full_key", None)
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return UserError(f"the config cannot be resolved{f' at {key}' if key else ''}: {first}. Check that override (an "
+                     "interpolation `${…}` must name an existing key; a config group removed with `~` needs a value: "
+                     "`python train.py --help` lists the groups and their options)")
+
+
 def as_user_error(exc: BaseException) -> UserError | None:
     """The one-line form of an error a user can fix: our own, a full disk (whatever type reported it), or a path that
     cannot be used (a file where a folder goes, read-only, a dangling link)."""
@@ -80,6 +95,9 @@ def as_user_error(exc: BaseException) -> UserError | None:
     problem = _path_problem(exc)
     if problem is not None:
         return problem
+    config = _config_problem(exc)
+    if config is not None:
+        return config
     where = _disk_full(exc)
     if where is not None:
         return UserError(f"no space left on the device ({where or 'a write failed part-way'}). Every complete "

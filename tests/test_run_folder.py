@@ -242,6 +242,16 @@ def test_values_are_checked_before_any_model_loads(tmp_path, override, message):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize(("override", "message"), [
+    ("~lora", "error: lora not set: give a value"),  # was an AttributeError traceback from the range checks
+    ("lora.r=${oops}", "error: the config cannot be resolved: Interpolation key 'oops' not found"),
+])
+def test_an_override_that_leaves_the_config_unresolvable_is_one_line(tmp_path, override, message):
+    done = _train_py(*DEMO, override, f"hydra.run.dir={tmp_path / 'run'}")
+    assert done.returncode == 2 and done.stderr.strip().startswith(message), done.stderr[-2000:]
+    assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+
+
 def test_a_wrongly_typed_trainer_value_fails_at_compose_time():
     from hydra.errors import ConfigCompositionException
     from omegaconf.errors import ValidationError
