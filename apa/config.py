@@ -293,6 +293,7 @@ _RANGES: tuple[tuple[str, Any, str], ...] = (
     ("data.max_audio_seconds", lambda v: v > 0, "positive, or null for no limit"),
     ("data.validation_fraction", lambda v: 0 <= v < 1, "in [0, 1)"),
     ("data.feature_cache_mb", lambda v: v >= 0, "0 (off) or more"),
+    ("seed", lambda v: 0 <= v < 2**32, "from 0 to 4294967295 (2^32 - 1)"),
     ("batch_size", lambda v: v >= 1, "at least 1"),
     ("max_batch_tokens", lambda v: v >= 1, "at least 1"),
     ("checkpoint", lambda v: v in ("final_model", "all") or bool(re.fullmatch(r"checkpoint-epoch-\d+", v)),

@@ -249,3 +249,30 @@ def test_an_interrupt_without_a_message_and_an_ascii_console_still_print_one_lin
                           env={**__import__("os").environ, "PYTHONIOENCODING": "ascii"})
     assert done.returncode == 130 and done.stdout == "PCC ? ? 0.5\n"
     assert done.stderr.strip() == "error: interrupted (Ctrl-C)"
+
+
+def test_a_checkpoint_without_its_run_folder_is_refused_not_replaced_by_the_base_model(tmp_path):
+    from apa.evaluation.evaluate import evaluate
+    from apa.evaluation.predictions import EvaluationError
+    from tests.conftest import compose_eval_config
+
+    cfg = compose_eval_config("model=tiny", "data=sample", "checkpoint=checkpoint-epoch-1")
+    with pytest.raises(EvaluationError, match=r"checkpoint=checkpoint-epoch-1 needs run_dir=.*untrained base model"):
+        evaluate(cfg, [], tmp_path)
+    assert not any(tmp_path.iterdir())
+
+
+def test_truncated_weights_are_one_line_naming_them(tmp_path):
+    """A truncated model.safetensors (a cache or download cut short) was a SafetensorError traceback."""
+    from apa.checkpoint.check import _header
+    from apa.checkpoint.loading import ModelLoadError
+
+    whole = tmp_path / "model.safetensors"
+    import torch
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(64, 64)}, whole)
+    data = whole.read_bytes()
+    whole.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelLoadError, match="a weights file cannot be read .*truncated or damaged. Delete the folder"):
+        _header(whole)

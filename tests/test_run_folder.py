@@ -235,6 +235,7 @@ def test_extend_trains_a_finished_run_for_more_epochs(tmp_path):
     ("trainer.learning_rate=inf", "trainer.learning_rate=inf must be a finite number"),  # trained to NaN weights
     ("trainer.max_grad_norm=-1", "trainer.max_grad_norm=-1.0 must be 0 or more (0: no gradient clipping)"),
     ("trainer.logging_steps=0", "trainer.logging_steps=0.0 must be positive"),  # was a traceback after loading
+    ("seed=-1", "seed=-1 must be from 0 to 4294967295"),  # torch's own range: was a traceback after loading
 ])
 def test_values_are_checked_before_any_model_loads(tmp_path, override, message):
     with pytest.raises(UserError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):

@@ -72,10 +72,15 @@ def _local_or_hub(path: str, filename: str, revision: str | None) -> Path | None
 
 def _header(file: Path) -> dict[str, list[int]]:
     """{tensor name: shape} from a safetensors file's header (no tensor is read)."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
-    with safe_open(str(file), "pt") as f:
-        return {key: list(f.get_slice(key).get_shape()) for key in f.keys()}
+    from apa.checkpoint.loading import ModelLoadError, damaged_weights
+
+    try:
+        with safe_open(str(file), "pt") as f:
+            return {key: list(f.get_slice(key).get_shape()) for key in f.keys()}
+    except SafetensorError as e:
+        raise ModelLoadError(damaged_weights(file, e)) from e
 
 
 def _cached_file(path: str, filename: str, revision: str | None, err: Exception) -> Path:

@@ -145,10 +145,22 @@ def load_base(model_cfg):
         log.warning("model=%s has random weights: for speed and memory measurements only", model_cfg.name)
         config._attn_implementation = attention
         return build_model(config, device, dtype), processor, path
-    model, info = Phi4MultimodalForCausalLM.from_pretrained(path, revision=revision, dtype=dtype,
-                                                            attn_implementation=attention, output_loading_info=True)
+    from safetensors import SafetensorError
+
+    try:
+        model, info = Phi4MultimodalForCausalLM.from_pretrained(path, revision=revision, dtype=dtype,
+                                                                attn_implementation=attention, output_loading_info=True)
+    except SafetensorError as e:
+        raise ModelLoadError(damaged_weights(path, e)) from e
     _refuse(path, loaded_weight_problems(model, info), "The weights must be the checkpoint's own, complete")
     return model, processor, path
+
+
+def damaged_weights(where, err: Exception) -> str:
+    """The one line for a weights file that cannot be read (truncated, overwritten)."""
+    return (f"{where}: a weights file cannot be read ({str(err).splitlines()[0][:160]}): it is truncated or damaged. "
+            "Delete the folder and run again (a generated miniature in the cache is made anew), or download the "
+            "checkpoint again")
 
 
 def _refuse(path: str, problems: list[str], fix: str) -> None:

@@ -265,6 +265,9 @@ def evaluate(cfg: DictConfig, overrides: list[str], fallback_dir: Path) -> Resul
     """Entry point behind evaluate.py (`overrides`: the command line's, as Hydra parsed them). Returns the metrics
     per checkpoint (Results: a dict, and where they are)."""
     check_config(cfg, EvalConfig)
+    if not cfg.run_dir and cfg.checkpoint != FINAL_MODEL:  # else the base model would be scored in its place
+        raise EvaluationError(f"checkpoint={cfg.checkpoint} needs run_dir=<the run folder that holds it>; without "
+                              "run_dir, evaluate.py scores the untrained base model")
     if cfg.predictions:
         path = Path(cfg.predictions)
         metrics = score_file(path, bootstrap=cfg.bootstrap)
