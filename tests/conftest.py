@@ -26,6 +26,8 @@ CONF = REPO / "conf"
 RESUME_OVERRIDES = ("experiment=demo", "prompts=terse", "lora=fresh_r64", "data.limit=4", "trainer.num_train_epochs=2",
                     "trainer.per_device_train_batch_size=2", "trainer.report_to=[]", "trainer.logging_steps=1")
 FAST_EVAL = ("batch_size=3", "max_new_tokens.apa=6", "max_new_tokens.mdd=6")  # short answers: decoding is slow here
+# Hypothesis keeps its files (example database, constants cache) outside the checkout too
+os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", str(Path(tempfile.gettempdir()) / "apa-test-hypothesis"))
 # Generated tiny checkpoints go where the project keeps them (~/.cache/apa, or $APA_CACHE_DIR): never into the checkout
 register_configs()
 

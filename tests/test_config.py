@@ -50,6 +50,7 @@ def test_the_covering_set_pairs_every_option_with_every_other():
     assert len(COVERING) < 2 ** len(GROUPS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("choice", COVERING)
 def test_every_option_composes_with_every_other(make_config, choice):
     overrides = [f"{group}={name}" for group, name in zip(GROUPS, choice, strict=True)]
@@ -100,6 +101,7 @@ def test_every_number_in_the_recipe_configs_says_where_it_comes_from():
                 assert any(tag in line for tag in tags), f"{path.name}: {line!r} does not say where it comes from"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("experiment", "unfreeze"), [("table3_lora_only", []),
                                                       ("table3_unfreeze", ["audio_encoder", "audio_projector"]),
                                                       ("table3", [])])
@@ -114,6 +116,7 @@ def test_demo_experiment_selects_tiny_sample_cpu(make_config):
     assert (cfg.model.name, cfg.data.name, cfg.trainer.use_cpu) == ("tiny", "sample", True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "override",
     ["trainer.num_train_epoch=2", "lora.rank=8", "model.pth=x", "data.limitt=3", "seed=abc", "lora.r=big"],
@@ -132,12 +135,14 @@ def test_a_wrong_choice_fails_at_compose_time_naming_the_choices(make_config, ov
     assert f"expected one of {choices}" in str(failed.value.__cause__)
 
 
+@pytest.mark.slow
 def test_choices_are_plain_strings_in_records_and_messages(make_config):
     data = make_config("experiment=demo", "data.source=hub").data
     assert data.source == "hub" and f"{data.source}" == "hub"
     assert json.loads(json.dumps(OmegaConf.to_container(data, resolve=True)))["source"] == "hub"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("argv", [["lora=paper_r64"], ["-m", "lora=pretrained_r320,paper_r64"]])
 def test_a_renamed_choice_is_refused_in_one_line_naming_the_new_one(argv):
     done = subprocess.run([sys.executable, "train.py", *argv], cwd=REPO, capture_output=True, text=True, timeout=120)
@@ -167,6 +172,7 @@ def test_bf16_falls_back_to_fp32_without_a_bf16_gpu(make_config, tmp_path, caplo
         assert not args.bf16 and "float32" in caplog.text
 
 
+@pytest.mark.slow
 def test_deepspeed_zero2_option_reaches_the_trainer_or_names_the_missing_package(make_config, tmp_path):
     cfg = make_config("experiment=demo", "+trainer/deepspeed=zero2")
     ds = cfg.trainer.deepspeed
@@ -178,6 +184,7 @@ def test_deepspeed_zero2_option_reaches_the_trainer_or_names_the_missing_package
         assert sft_arguments(cfg, tmp_path).deepspeed["zero_optimization"]["stage"] == 2
 
 
+@pytest.mark.slow
 def test_slurm_launcher_settings_are_overridable(make_config):
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra

@@ -15,6 +15,8 @@ from apa.checkpoint.layout import ROPE_FACTOR_WARNING
 from apa.console import VERBOSE_ENV, ConsoleFilter
 from tests.conftest import CONF, FAST_EVAL, REPO
 
+pytestmark = pytest.mark.slow  # end to end: `pytest -m "not slow"` leaves this module out
+
 TABLE_HEADER = "| source | epoch | PCC acc |"  # the evaluation table's first line
 
 

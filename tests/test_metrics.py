@@ -181,6 +181,7 @@ def test_normalisation_and_corpus_level_error_rate():
     assert error_rate([["A", "B"]], [["A", "X", "B", "C"]]) == pytest.approx(1.0)  # two insertions / 2
 
 
+@pytest.mark.slow
 def test_evaluate_cli_rescores_a_hand_written_predictions_file(tmp_path):
     path = tmp_path / "predictions.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in MDD_CASES + [_apa(1, 1, 2), _apa(2, 2, 4), _apa(3, 3, 5),
@@ -263,6 +264,7 @@ def test_every_pcc_carries_its_n_and_p_and_a_non_significant_one_is_marked():
     assert coverage(m)[2] == "4/5"  # the column beside the PCCs: parsed APA answers / answers
 
 
+@pytest.mark.slow
 def test_an_empty_predictions_file_is_an_error_not_an_empty_score(tmp_path):
     path = tmp_path / "predictions.jsonl"
     path.write_text("\n")

@@ -14,6 +14,8 @@ from hydra.core.hydra_config import HydraConfig
 from apa.run_folder.naming import MAX_OVERRIDES, safe_overrides
 from tests.conftest import CONF, REPO
 
+pytestmark = pytest.mark.slow  # end to end: `pytest -m "not slow"` leaves this module out
+
 STAMP = r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d"
 TRAIN = (sys.executable, str(REPO / "train.py"), "experiment=demo", "lora=fresh_r64", "prompts=terse", "data.limit=2",
          "trainer.num_train_epochs=1", "trainer.report_to=[]")

@@ -12,6 +12,8 @@ import pytest
 
 from tests.conftest import REPO
 
+pytestmark = pytest.mark.slow  # end to end: `pytest -m "not slow"` leaves this module out
+
 WITHOUT_HUB = [{"HF_HUB_OFFLINE": "1"}, {"HF_HUB_OFFLINE": "", "HF_ENDPOINT": "http://127.0.0.1:9"}]
 IDS = ["HF_HUB_OFFLINE", "unreachable"]
 REVISION = "f95618ea1353303f34cf186b9c310fa2c1eb02c8"  # conf/data/speechocean762.yaml

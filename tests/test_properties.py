@@ -9,6 +9,7 @@ import json
 import math
 import unicodedata
 
+import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
@@ -27,6 +28,8 @@ from apa.metrics import (
     normalise_words,
 )
 from apa.sft.prompts import format_answer, parse_apa, parse_mdd
+
+pytestmark = pytest.mark.slow  # end to end: `pytest -m "not slow"` leaves this module out
 
 # database=None: Hypothesis keeps no .hypothesis/ folder in the checkout (the tests write nothing there)
 FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)

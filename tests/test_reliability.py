@@ -71,6 +71,7 @@ def test_distorted_and_unknown_pronounced_phones_are_valid_labels(corpus):
     assert spoken[0] == "AH*" and utts[victim].words[-1].pronounced_phones()[0] == "<unk>"
 
 
+@pytest.mark.slow
 def test_non_ascii_text_is_normalised_and_survives_tokenisation(corpus, make_config):
     from apa.checkpoint.loading import load_base
 
@@ -235,6 +236,7 @@ def test_files_read_back_with_the_wrong_types_are_one_line_naming_them(tmp_path)
         read_record(tmp_path)
 
 
+@pytest.mark.slow
 def test_an_interrupt_without_a_message_and_an_ascii_console_still_print_one_line(capfd):
     import subprocess
     import sys

@@ -20,6 +20,8 @@ from apa.data.release import (
 from apa.versions import library_versions, version_differences
 from tests.conftest import REPO, compose_config, compose_eval_config
 
+pytestmark = pytest.mark.slow  # end to end: `pytest -m "not slow"` leaves this module out
+
 DEMO = ("experiment=demo", "prompts=terse", "data.limit=2", "trainer.num_train_epochs=1", "trainer.report_to=[]")
 
 

@@ -25,6 +25,8 @@ from apa.run_folder import (
 from apa.training.recipe import train
 from tests.conftest import REPO, compose_config
 
+pytestmark = pytest.mark.slow  # end to end: `pytest -m "not slow"` leaves this module out
+
 DEMO = ("experiment=demo", "prompts=terse", "data.limit=2", "trainer.num_train_epochs=1", "trainer.report_to=[]")
 
 

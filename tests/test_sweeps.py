@@ -12,6 +12,8 @@ from apa.callbacks import EvaluateAndCompare, SweepSummary
 from apa.reporting.sweep import JobResult
 from tests.conftest import REPO
 
+pytestmark = pytest.mark.slow  # end to end: `pytest -m "not slow"` leaves this module out
+
 SWEEP = (sys.executable, str(REPO / "train.py"), "-m", "experiment=demo", "lora=fresh_r64", "prompts=terse",
          "trainer.num_train_epochs=1", "trainer.report_to=[]")
 HINT = "`hf download microsoft/Phi-4-multimodal-instruct --revision refs/pr/70 --local-dir <dir>`"

@@ -118,15 +118,18 @@ def _covered(unit: str, simulations: int = 500) -> float:
     return hits / simulations
 
 
+@pytest.mark.slow
 def test_the_speaker_bootstrap_covers_the_true_correlation_at_its_nominal_rate():
     # with 125 speakers, as SpeechOcean762's test split has; with 40 it covered 90 % (docs/metrics.md says so)
     assert 0.93 <= _covered(SPEAKER) <= 0.97
 
 
+@pytest.mark.slow
 def test_the_utterance_bootstrap_under_covers_when_a_speakers_utterances_share_errors():
     assert _covered(UTTERANCE) < 0.85
 
 
+@pytest.mark.slow
 def test_the_paired_test_holds_its_size_under_a_true_null():
     """Two models of the same quality (the same law, independent errors) on the same test sets: p < 0.05 in about 5 %
     of 500 simulated comparisons."""
@@ -146,6 +149,7 @@ def test_the_paired_test_holds_its_size_under_a_true_null():
     assert 0.03 <= rejections / simulations <= 0.075
 
 
+@pytest.mark.slow
 def test_zou_and_steiger_hold_their_level_on_bivariate_normal_data():
     """Overlapping dependent correlations, human with A and with B, equal in the population (0.6 each, A and B
     correlated 0.5): Zou's interval covers 0 and Steiger's test rejects in about 95 % / 5 % of 2000 samples."""

@@ -4,7 +4,11 @@ bench` reaches it through apa.cli's table of command modules)."""
 import ast
 from pathlib import Path
 
+import pytest
+
 import apa
+
+pytestmark = pytest.mark.slow  # end to end: `pytest -m "not slow"` leaves this module out
 
 ROOT = Path(apa.__file__).parent
 

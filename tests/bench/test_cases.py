@@ -2,7 +2,11 @@
 
 import json
 
+import pytest
+
 from apa.bench.cli import main
+
+pytestmark = pytest.mark.slow  # end to end: `pytest -m "not slow"` leaves this module out
 
 
 def test_cases_mode_records_every_case_and_its_failures(tmp_path):

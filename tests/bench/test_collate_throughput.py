@@ -1,6 +1,10 @@
 """Data mode on the tiny model: collate throughput, cache cold and warm."""
 
+import pytest
+
 from apa.bench.cli import main
+
+pytestmark = pytest.mark.slow  # end to end: `pytest -m "not slow"` leaves this module out
 
 
 def test_data_mode_measures_collate_throughput():

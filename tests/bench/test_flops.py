@@ -1,6 +1,10 @@
 """The FLOP model MFU counts: each part follows activation checkpointing and unfreezing as documented."""
 
+import pytest
+
 from apa.bench.flops import flop_breakdown
+
+pytestmark = pytest.mark.slow  # end to end: `pytest -m "not slow"` leaves this module out
 
 
 def test_matmuls_follow_checkpointing_and_unfreezing():

@@ -5,6 +5,8 @@ import pytest
 
 from apa.bench.cli import main
 
+pytestmark = pytest.mark.slow  # end to end: `pytest -m "not slow"` leaves this module out
+
 
 def test_generate_mode_forces_reference_lengths_and_projects_the_test_split(monkeypatch, capsys):
     from transformers import GenerationMixin

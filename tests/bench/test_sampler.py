@@ -1,7 +1,11 @@
 """Sampler mode: the training orders compared on the synthetic full-size corpus, no model. (What the orders do to
 steps and micro-batches, asserted in detail: tests/training/test_sampling.py.)"""
 
+import pytest
+
 from apa.bench.cli import main
+
+pytestmark = pytest.mark.slow  # end to end: `pytest -m "not slow"` leaves this module out
 
 
 def test_sampler_mode_compares_the_orders_on_the_synthetic_corpus(capsys):

@@ -7,6 +7,8 @@ import pytest
 from apa.bench.synthetic import synthetic_corpus
 from apa.sft.lengths import audio_tokens
 
+pytestmark = pytest.mark.slow  # end to end: `pytest -m "not slow"` leaves this module out
+
 
 def test_synthetic_corpus_has_the_documented_distribution():
     rows = synthetic_corpus()

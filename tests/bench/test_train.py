@@ -6,6 +6,8 @@ import pytest
 
 from apa.bench.cli import main
 
+pytestmark = pytest.mark.slow  # end to end: `pytest -m "not slow"` leaves this module out
+
 
 def test_train_mode_reports_consistent_figures(tmp_path, capsys):
     out = tmp_path / "bench.json"

@@ -14,6 +14,8 @@ from apa.checkpoint.loading import attach_lora, load_base, resolve_model_path
 from apa.errors import UserError
 from tests.conftest import compose_config
 
+pytestmark = pytest.mark.slow  # end to end: `pytest -m "not slow"` leaves this module out
+
 
 @pytest.fixture(scope="module")
 def tiny_path():

@@ -11,6 +11,8 @@ from apa.checkpoint.full_size import RANDOM_MARKER, build_model, ensure_random_c
 from apa.checkpoint.layout import REAL_TOKEN_IDS, released_config
 from apa.checkpoint.loading import parameter_report
 
+pytestmark = pytest.mark.slow  # end to end: `pytest -m "not slow"` leaves this module out
+
 LONG_FACTOR_ENDS = (1, 1.118320672, 44.16, 47.77)  # first two and last two of the 48 published long factors
 
 

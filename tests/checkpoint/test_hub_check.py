@@ -17,6 +17,8 @@ from apa.checkpoint.layout import remote_config
 from apa.checkpoint.loading import resolve_model_path
 from tests.conftest import REPO, compose_config
 
+pytestmark = pytest.mark.slow  # end to end: `pytest -m "not slow"` leaves this module out
+
 REPO_ID = "microsoft/Phi-4-multimodal-instruct"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 

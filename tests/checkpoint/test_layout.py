@@ -44,6 +44,7 @@ def _respell(adapter: Path, fmt: str) -> dict:
     return tensors
 
 
+@pytest.mark.slow
 def test_tiny_processor_files_name_the_real_classes_and_load_without_torchvision(tiny):
     _, path = tiny
     config = json.loads((path / "processor_config.json").read_text())
@@ -63,6 +64,7 @@ def test_tiny_processor_files_name_the_real_classes_and_load_without_torchvision
     assert processor.tokenizer.audio_token == "<|endoftext11|>" and processor.tokenizer.image_token == "<|endoftext10|>"
 
 
+@pytest.mark.slow
 def test_the_projects_processor_needs_no_torchvision(tiny):
     """load_processor works in a process where torchvision cannot be imported, even on a machine that has it."""
     _, path = tiny
@@ -86,6 +88,7 @@ def test_tiny_speech_lora_is_written_as_the_converter_writes_it(tiny):
     assert len(keys) == 2 * 4 * TINY_LAYERS
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["converter", "peft", "remote-code"])
 def test_pretrained_adapter_loads_in_every_spelling_with_every_tensor_checked(tiny, tmp_path, fmt):
     cfg, path = tiny
@@ -103,6 +106,7 @@ def test_pretrained_adapter_loads_in_every_spelling_with_every_tensor_checked(ti
     assert all(v.abs().sum() > 0 for k, v in original.items() if "lora_B" in k)
 
 
+@pytest.mark.slow
 def test_final_model_from_a_converter_style_adapter_reloads_with_plain_peft(tiny, tmp_path):
     from peft import PeftModel
 
@@ -119,6 +123,7 @@ def test_final_model_from_a_converter_style_adapter_reloads_with_plain_peft(tiny
     assert expected and all(torch.equal(got[k], v) for k, v in expected.items())
 
 
+@pytest.mark.slow
 def test_list_form_target_modules_are_refused(tiny, tmp_path):
     cfg, path = tiny
     copy = _copy(path, tmp_path / "ckpt")
@@ -131,6 +136,7 @@ def test_list_form_target_modules_are_refused(tiny, tmp_path):
         attach_lora(model, compose_config("lora=pretrained_r320").lora, str(copy), [], seed=42)
 
 
+@pytest.mark.slow
 def test_adapter_with_missing_tensors_is_refused(tiny, tmp_path):
     cfg, path = tiny
     copy = _copy(path, tmp_path / "ckpt")
@@ -245,6 +251,7 @@ def test_check_checkpoint_refuses_a_remote_code_checkpoint(tmp_path, capsys):
     assert main([str(tmp_path / "missing")]) == 2
 
 
+@pytest.mark.slow
 def test_untrained_baseline_runs_as_the_paper_did_with_the_speech_lora_and_no_control_tokens(tmp_path):
     """evaluate.py without run_dir: the checkpoint's own speech LoRA on, prompts without <|APA|>/<|MDD|>, recorded."""
     from omegaconf import OmegaConf

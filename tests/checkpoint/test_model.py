@@ -37,6 +37,7 @@ def test_missing_model_path_names_the_fix(tmp_path):
             in str(refused.value))  # the installed huggingface_hub's command (no huggingface-cli), at the revision
 
 
+@pytest.mark.slow
 def test_tiny_checkpoint_has_the_native_layout(base):
     _, _, processor, path = base
     from pathlib import Path
@@ -50,6 +51,7 @@ def test_tiny_checkpoint_has_the_native_layout(base):
         assert token in processor.tokenizer.get_vocab()
 
 
+@pytest.mark.slow
 def test_control_tokens_are_distinct_and_reproducible():
     from tests.conftest import compose_config
 
@@ -64,6 +66,7 @@ def test_control_tokens_are_distinct_and_reproducible():
     assert not torch.allclose(rows[0][0], rows[0][1])
 
 
+@pytest.mark.slow
 def test_labels_cover_exactly_the_answer(base):
     cfg, _, processor, _ = base
     utts = read_original_layout(SAMPLE_ROOT, "train", SkipReport())[:3]
@@ -84,6 +87,7 @@ def test_labels_cover_exactly_the_answer(base):
     assert (batch["labels"][batch["attention_mask"] == 0] == IGNORE_INDEX).all()
 
 
+@pytest.mark.slow
 def test_pretrained_r320_starts_from_the_adapter_on_disk_bit_for_bit(base):  # any spelling: test_layout.py
     cfg, model, processor, path = base
     from tests.conftest import compose_config
@@ -102,6 +106,7 @@ def test_pretrained_r320_starts_from_the_adapter_on_disk_bit_for_bit(base):  # a
     assert trainable and all("lora_" in n for n in trainable)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["nan", "rank"])
 def test_an_adapter_that_diverged_or_does_not_fit_its_config_is_one_line(tmp_path, damage):
     """An adapter trained to NaN (learning rate too high) answered `!!!!…` as if untrained; an adapter_config.json

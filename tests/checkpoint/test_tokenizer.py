@@ -39,6 +39,7 @@ def miniature(request):
     return request.param, Path(resolve_model_path(cfg.model)), cfg
 
 
+@pytest.mark.slow
 def test_the_loaded_tokenizer_tokenizes_as_its_file_says(miniature):
     name, path, _ = miniature
     tokenizer = load_processor(str(path)).tokenizer
@@ -85,6 +86,7 @@ def test_auto_tokenizer_would_tokenize_the_released_layout_otherwise_and_the_che
                         "Sequence[Split, ByteLevel])"]
 
 
+@pytest.mark.slow
 def test_model_loading_refuses_a_tokenizer_unlike_its_file_in_one_line(monkeypatch):
     """Were the tokenizer built as AutoTokenizer builds it, training and evaluation would stop before any weight
     is loaded, naming the pre-tokenizer."""
@@ -100,6 +102,7 @@ def test_model_loading_refuses_a_tokenizer_unlike_its_file_in_one_line(monkeypat
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.slow
 def test_final_models_saved_tokenizer_equals_the_bases(miniature, tmp_path):
     from apa.checkpoint.loading import add_control_tokens
 

@@ -7,6 +7,8 @@ import torch
 from apa.checkpoint.loading import attach_lora, load_base
 from tests.conftest import compose_config
 
+pytestmark = pytest.mark.slow  # end to end: `pytest -m "not slow"` leaves this module out
+
 
 def _unfrozen(trainable_dtype: str):
     cfg = compose_config("experiment=demo", "lora=fresh_r64", "model.unfreeze=[audio_projector]",

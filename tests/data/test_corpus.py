@@ -118,6 +118,7 @@ def _eval_config(root, *overrides):
     return compose_eval_config("model=tiny", "data=sample", f"data.path={root}", "prompts=terse", *overrides)
 
 
+@pytest.mark.slow
 def test_the_test_split_allows_no_skipped_utterance_unless_asked(corpus):
     victim = _remove_first_clip(corpus, "test")
     cfg = _eval_config(corpus)
@@ -173,6 +174,7 @@ def test_metrics_say_how_much_of_the_split_was_scored(tmp_path, caplog):
     assert old["n_phones_in_split"] is None and "no test_split.json" in caplog.text
 
 
+@pytest.mark.slow
 def test_an_utterance_in_both_splits_is_refused_before_training(corpus, make_config):
     """Trained on, then scored as unseen: refused at the start of training, naming it; a test split that is the
     training split on purpose (experiment=overfit) is allowed."""

@@ -229,6 +229,7 @@ def test_a_folder_save_to_disk_did_not_write_names_itself(tmp_path):
         load_split("disk", str(tmp_path / "notads"), "train", max_bad_fraction=0)
 
 
+@pytest.mark.slow
 def test_a_dataset_rebuilt_at_the_same_path_never_serves_stale_audio(tmp_path, monkeypatch):
     monkeypatch.setenv("APA_CACHE_DIR", str(tmp_path / "cache"))
     root = tmp_path / "disk"

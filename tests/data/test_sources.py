@@ -26,6 +26,7 @@ def _comparable(utterances):
     return [(u.id, u.speaker, u.text, u.scores, u.words, u.annotated_phones) for u in utterances]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("split", ["train", "test"])
 def test_all_sources_give_identical_records_and_audio(hf_copies, split):
     local = load_split("local", str(SAMPLE_ROOT), split, max_bad_fraction=0)

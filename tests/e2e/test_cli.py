@@ -3,6 +3,10 @@ each job launched by hydra/launcher=submitit_local."""
 
 import json
 
+import pytest
+
+pytestmark = pytest.mark.slow  # end to end: `pytest -m "not slow"` leaves this module out
+
 TARGET_REGEX = r"model.layers.\d+.((self_attn.(qkv|o)_proj)|(mlp.(gate_up|down)_proj))"
 
 

@@ -16,6 +16,8 @@ from apa.training.engine import training_engine
 from apa.training.start import start
 from tests.conftest import REPO, TORCHRUN, TWO_RANK_OVERRIDES, compose_config
 
+pytestmark = pytest.mark.slow  # end to end: `pytest -m "not slow"` leaves this module out
+
 # ZeRO-2 averages the gradients in its own flat buckets and clips and steps on flat fp32 partitions: the same
 # arithmetic as DDP in another order. Measured on the 2-core machine: 2.8e-7 at most after 4 steps (weights up to 0.75)
 ZERO2_VS_DDP = 1e-5

@@ -8,6 +8,8 @@ import pytest
 from apa import distributed
 from apa.errors import UserError
 
+pytestmark = pytest.mark.slow  # end to end: `pytest -m "not slow"` leaves this module out
+
 
 def test_torchrun_two_ranks_share_one_run_folder_and_split_the_batches(torchrun_two_ranks):
     runs = list((torchrun_two_ranks / "outputs" / "runs").iterdir())

@@ -16,6 +16,8 @@ from apa.evaluation.predictions import generate_predictions, plan_batches
 from apa.training.recipe import train
 from tests.conftest import compose_config, compose_eval_config
 
+pytestmark = pytest.mark.slow  # end to end: `pytest -m "not slow"` leaves this module out
+
 SHORT = ("max_new_tokens.apa=12", "max_new_tokens.mdd=12")
 CHECKPOINTS = ("checkpoint-epoch-1", "checkpoint-epoch-2")
 

@@ -18,6 +18,8 @@ import pytest
 from apa.evaluation.predictions import deal_batches
 from tests.conftest import FAST_EVAL, REPO
 
+pytestmark = pytest.mark.slow  # end to end: `pytest -m "not slow"` leaves this module out
+
 CHECKPOINTS = ("checkpoint-epoch-1", "checkpoint-epoch-2", "final_model")
 
 

@@ -13,6 +13,8 @@ from apa.run_folder import RunLock
 from apa.training.recipe import train
 from tests.conftest import FAST_EVAL, compose_config, compose_eval_config
 
+pytestmark = pytest.mark.slow  # end to end: `pytest -m "not slow"` leaves this module out
+
 RUN = ("experiment=demo", "prompts=terse", "data.limit=2", "trainer.num_train_epochs=1", "trainer.report_to=[]")
 
 

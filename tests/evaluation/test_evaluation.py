@@ -14,6 +14,8 @@ from apa.evaluation.predictions import generate_predictions
 from apa.reporting.compare import compare
 from tests.conftest import FAST_EVAL, compose_eval_config
 
+pytestmark = pytest.mark.slow  # end to end: `pytest -m "not slow"` leaves this module out
+
 
 @pytest.fixture(scope="module")
 def evaluated(demo_sweep):

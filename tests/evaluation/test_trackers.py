@@ -16,6 +16,8 @@ from apa.evaluation.trackers import log_evaluation, trackers
 from apa.training.start import start
 from tests.conftest import FAST_EVAL, compose_config, compose_eval_config
 
+pytestmark = pytest.mark.slow  # end to end: `pytest -m "not slow"` leaves this module out
+
 
 def scalars(logs) -> dict[str, list[tuple[int, float]]]:
     """Every scalar series of a TensorBoard run folder, as TensorBoard reads it (all points kept)."""

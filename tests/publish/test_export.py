@@ -18,6 +18,8 @@ from apa.run_folder import resolved_config
 from apa.sft.collate import SpeechSFTCollator
 from apa.training.recipe import example_rows
 
+pytestmark = pytest.mark.slow  # end to end: `pytest -m "not slow"` leaves this module out
+
 EXPORTED = {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
             "chat_template.jinja", "processor_config.json", "README.md"}
 

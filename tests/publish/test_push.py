@@ -15,6 +15,8 @@ from huggingface_hub.errors import HfHubHTTPError
 
 from apa.publish.push import main
 
+pytestmark = pytest.mark.slow  # end to end: `pytest -m "not slow"` leaves this module out
+
 ADAPTER_FILES = ["README.md", "adapter_config.json", "adapter_model.safetensors", "chat_template.jinja",
                  "processor_config.json", "tokenizer.json", "tokenizer_config.json"]
 

@@ -73,6 +73,7 @@ def test_evaluation_writes_each_metrics_interval_and_how(sweep):
     assert metrics["ci_method"]["resamples"] == 400
 
 
+@pytest.mark.slow
 def test_compare_groups_seeds_pairs_configurations_and_gives_a_verdict(sweep, tmp_path):
     printed = compare([sweep], tmp_path)
     text = (tmp_path / "comparison.md").read_text()
@@ -92,6 +93,7 @@ def test_compare_groups_seeds_pairs_configurations_and_gives_a_verdict(sweep, tm
     assert any("[" in cell for cell in text.split("|") if cell.strip().startswith("0."))
 
 
+@pytest.mark.slow
 def test_report_html_shows_the_differences_and_the_seeds(sweep, tmp_path):
     from apa.reporting.report import write_report
 
@@ -116,6 +118,7 @@ def test_table3_pairs_unfreeze_with_lora_only_epoch_by_epoch_and_checks_the_pape
     assert "/9" in line
 
 
+@pytest.mark.slow
 def test_runs_of_one_name_from_two_sweeps_stay_apart_and_a_run_given_twice_counts_once(tmp_path):
     import csv
 

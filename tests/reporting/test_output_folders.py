@@ -14,6 +14,8 @@ from apa.errors import as_user_error
 from apa.reporting import compare, report, table3
 from tests.synthetic_runs import make_sweep
 
+pytestmark = pytest.mark.slow  # end to end: `pytest -m "not slow"` leaves this module out
+
 
 def _digests(folder: Path) -> dict[str, str]:
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()

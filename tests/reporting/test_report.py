@@ -18,6 +18,8 @@ from apa.run_folder import FORMAT_VERSION
 from tests.browser import Page, chromium
 from tests.synthetic_runs import make_sweep
 
+pytestmark = pytest.mark.slow  # end to end: `pytest -m "not slow"` leaves this module out
+
 
 def embedded(report: Path) -> dict:
     text = report.read_text()

@@ -12,6 +12,8 @@ import soundfile as sf
 from apa.data import SAMPLE_ROOT
 from tests.browser import Page, chromium, free_port
 
+pytestmark = pytest.mark.slow  # end to end: `pytest -m "not slow"` leaves this module out
+
 WAV = SAMPLE_ROOT / "WAVE" / "SPEAKER0001" / "000010011.WAV"
 SENTENCE = "WE CALL IT BEAR"
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")

@@ -7,6 +7,8 @@ import pytest
 from apa.data import SAMPLE_ROOT
 from apa.serve.predict import canonical_pronunciation, main, phone_comparison
 
+pytestmark = pytest.mark.slow  # end to end: `pytest -m "not slow"` leaves this module out
+
 WAV = SAMPLE_ROOT / "WAVE" / "SPEAKER0001" / "000010011.WAV"
 
 

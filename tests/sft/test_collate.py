@@ -29,6 +29,7 @@ def _processor_batch(processor, rows, for_generation=False):
     return processor(text=texts, audio=audio, sampling_rate=SAMPLING_RATE, return_tensors="pt", padding=True)
 
 
+@pytest.mark.slow
 def test_batches_equal_the_processors_output(rows_and_processor):
     rows, processor = rows_and_processor
     rows = rows[::-1]  # clips of different lengths next to each other: padding in text and in audio
@@ -52,6 +53,7 @@ def test_batches_equal_the_processors_output(rows_and_processor):
         assert all(frame * hop < samples for frame in differing.tolist()), (i, differing)
 
 
+@pytest.mark.slow
 def test_generation_inputs_equal_the_processors_left_padded_prompts(rows_and_processor):
     rows, processor = rows_and_processor
     rows = rows[::-1]
@@ -89,6 +91,7 @@ def test_prompts_are_tokenized_once_and_features_are_cached(rows_and_processor):
     assert all(torch.equal(first[k], again[k]) for k in first)
 
 
+@pytest.mark.slow
 def test_the_feature_cache_stays_within_its_budget(rows_and_processor):
     rows, processor = rows_and_processor
     one_clip_mb = SpeechSFTCollator(processor).features(rows[0]["audio_path"])[0].nbytes / 2**20

@@ -25,6 +25,7 @@ def sample_rows():
     return rows, processor
 
 
+@pytest.mark.slow
 def test_token_lengths_are_what_the_collator_builds(sample_rows):
     rows, processor = sample_rows
     lengths = example_lengths(rows, processor)
@@ -72,6 +73,7 @@ def test_validation_split_holds_out_whole_speakers(tmp_path):
         split_by_speaker(load_split("local", str(SAMPLE_ROOT), "train", max_bad_fraction=0), 0.2, seed=42)
 
 
+@pytest.mark.slow
 def test_training_with_a_validation_split_logs_an_eval_loss_per_epoch(tmp_path):
     from apa.training.recipe import build_trainer, fit
 

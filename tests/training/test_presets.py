@@ -13,6 +13,8 @@ import torch
 from apa.training.recipe import build_trainer
 from tests.conftest import CONF, compose_config
 
+pytestmark = pytest.mark.slow  # end to end: `pytest -m "not slow"` leaves this module out
+
 PRESETS = ("fast_b64x1", "b32x2", "b16x4", "fits_24gb")
 SPEED_KEYS = {"per_device_train_batch_size", "gradient_accumulation_steps", "activation_checkpointing", "optim"}
 SCALE = 8  # examples per optimizer step: 64 on the GPU, 64 / SCALE = 8 here

@@ -14,6 +14,8 @@ from apa.run_folder import resumable_checkpoints
 from apa.training.recipe import build_trainer, fit, train
 from tests.conftest import RESUME_OVERRIDES, compose_config
 
+pytestmark = pytest.mark.slow  # end to end: `pytest -m "not slow"` leaves this module out
+
 
 class SendSigterm(TrainerCallback):
     """SIGTERM to this very process at the start of a given step, as SLURM preemption would."""

@@ -20,6 +20,8 @@ from apa.training.recipe import build_trainer, fit
 from apa.training.sampling import StepSortedSampler
 from tests.conftest import compose_config
 
+pytestmark = pytest.mark.slow  # end to end: `pytest -m "not slow"` leaves this module out
+
 
 def _snapshot(model) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in model.named_parameters()}
