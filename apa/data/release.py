@@ -93,7 +93,40 @@ def dataset_identity(data_cfg) -> dict:
         identity.update(hub_id=data_cfg.get("hub_id"), revision=None)
     else:
         identity["path"] = data_cfg.get("path")
+        if data_cfg.get("source") == "local":
+            identity["content"] = corpus_digest(data_cfg.get("path"))
     return identity
+
+
+def corpus_digest(path) -> str | None:
+    """SHA-256 (16 hex digits) over a local corpus's labels and indexes: resource/scores.json and each split's
+    text, wav.scp and utt2spk (the audio is not read). What makes two copies the same data wherever they lie, and
+    an edited copy another one (None when the folder holds none of them)."""
+    import hashlib
+    from pathlib import Path
+
+    root = Path(str(path)) if path else None
+    if root is None or not root.is_dir():
+        return None
+    files = [root / "resource" / "scores.json"] + sorted(
+        f for split in root.iterdir() if split.is_dir() for f in (split / n for n in ("text", "wav.scp", "utt2spk")))
+    digest, found = hashlib.sha256(), False
+    for file in files:
+        if file.is_file():
+            digest.update(str(file.relative_to(root)).encode() + b"\0" + file.read_bytes() + b"\0")
+            found = True
+    return digest.hexdigest()[:16] if found else None
+
+
+def same_dataset(recorded: dict | None, now: dict | None) -> bool:
+    """Whether two dataset identities name the same data: for local copies whose contents were digested, by content
+    (a corpus moved or copied elsewhere is the same data; one edited in place is not); otherwise field by field (a
+    record of an older version, without the digest, is compared without it)."""
+    if not recorded or not now:
+        return recorded == now
+    if recorded.get("content") and now.get("content"):
+        return {k: v for k, v in recorded.items() if k != "path"} == {k: v for k, v in now.items() if k != "path"}
+    return ({k: v for k, v in recorded.items() if k != "content"} == {k: v for k, v in now.items() if k != "content"})
 
 
 def describe(identity: dict | None) -> str:
@@ -105,7 +138,8 @@ def describe(identity: dict | None) -> str:
     elif identity.get("source") == "hub":
         where = f"hub files in {identity.get('hub_id')}"
     else:
-        where = f"{identity.get('source')} {identity.get('path')}"
+        content = identity.get("content")
+        where = f"{identity.get('source')} {identity.get('path')}" + (f", labels {content[:8]}" if content else "")
     return f"{identity.get('name')} ({where}, {identity.get('labels')} labels)"
 
 

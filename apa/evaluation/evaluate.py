@@ -16,6 +16,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from apa.config import EvalConfig, check_config, override_keys
+from apa.data.release import corpus_digest, same_dataset
 from apa.evaluation.examples import evaluation_set, train_means
 from apa.evaluation.predictions import (
     EvaluationError,
@@ -165,8 +166,10 @@ def check_fingerprint(out_dir: Path, expected: dict) -> None:
         # versions: only the libraries that change predictions (apa.versions.NUMERIC_LIBRARIES) must agree
         # the step is the weights' (compared by digest): not compared, so that folders from before it was recorded go on
         differ = sorted(k for k in (expected.keys() | saved.keys()) - {"versions", "training_versions", "launches",
-                                                                        "global_step"}
+                                                                        "global_step", "data"}
                         if expected.get(k) != saved.get(k))
+        if not same_dataset(saved.get("data"), expected.get("data")):  # a moved copy is the same data (by content)
+            differ.insert(0, "data")
         changed = version_differences(saved.get("versions"), expected["versions"])
         if changed:
             differ.append(f"library versions: {'; '.join(changed)}")
@@ -222,7 +225,8 @@ def evaluation_lock(folder: Path):
 RUNTIME_MODEL_KEYS = ("dtype", "attn_implementation", "cache_dir")
 
 
-def evaluation_config(cfg: DictConfig, trained: DictConfig, overrides: list[str]) -> tuple[DictConfig, str | None]:
+def evaluation_config(cfg: DictConfig, trained: DictConfig, overrides: list[str],
+                      recorded_data: dict | None = None) -> tuple[DictConfig, str | None]:
     """The config a run is evaluated with: the run's own model, data and prompts, with this command's overrides
     applied on top as the README says, and the name of the folder its results go to.
 
@@ -254,7 +258,14 @@ def evaluation_config(cfg: DictConfig, trained: DictConfig, overrides: list[str]
     def meaning(node) -> dict:  # what changes the test set or the prompts (the feature cache size does not)
         return {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k != "feature_cache_mb"}
 
-    own = all(meaning(parts[g]) == meaning(trained[g]) for g in ("data", "prompts"))
+    def moved(now: dict, then: dict) -> bool:  # the run's own local corpus, found elsewhere with the same contents
+        recorded = (recorded_data or {}).get("content")
+        return (bool(recorded) and {**now, "path": None} == {**then, "path": None} and now.get("source") == "local"
+                and corpus_digest(now.get("path")) == recorded)
+
+    data_now, data_then = meaning(parts["data"]), meaning(trained["data"])
+    own = (data_now == data_then or moved(data_now, data_then)) and meaning(parts["prompts"]) == meaning(
+        trained["prompts"])
     if own:
         return merged, None
     tag = _digest([meaning(parts[g]) for g in ("data", "prompts")])[:8]
@@ -301,7 +312,8 @@ def evaluate(cfg: DictConfig, overrides: list[str], fallback_dir: Path) -> Resul
         return Results({"base_model": metrics}, fallback_dir, checkpoint="base_model", own=False)
     run_dir = Path(cfg.run_dir)
     trained = run_config(run_dir)
-    test_cfg, other = evaluation_config(cfg, trained, overrides)
+    test_cfg, other = evaluation_config(cfg, trained, overrides, (read_record(run_dir) or {}).get("data", {}).get(
+        "dataset"))
     eval_root = run_dir / (other or EVAL_DIR)
     if other:
         log.warning("evaluating %s on other data or prompts than its own: results go to %s, apart from its eval/",

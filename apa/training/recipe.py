@@ -25,7 +25,7 @@ from apa.checkpoint.loading import add_control_tokens, attach_lora, format_param
 from apa.config import trainer_kwargs
 from apa.constants import REPO_ROOT
 from apa.data.labels import SkipReport
-from apa.data.release import dataset_identity, describe
+from apa.data.release import dataset_identity, describe, same_dataset
 from apa.data.sources import load_configured_split
 from apa.data.splits import split_by_speaker
 from apa.data.stats import phone_stats
@@ -230,10 +230,11 @@ def build_trainer(cfg: DictConfig, run_dir: Path, resume_from: Path | None = Non
     # Under data parallelism each rank's dataloader holds its own share of the batches.
     record["data"].update(world_size=args.world_size, batches_per_rank_per_epoch=len(trainer.get_train_dataloader()))
     previous = saved_record(run_dir) if resume_from is not None or cfg.resume else None
-    if previous is not None and previous["data"].get("dataset") != record["data"]["dataset"]:
+    if previous is not None and not same_dataset(previous["data"].get("dataset"), record["data"]["dataset"]):
         raise RunFolderError(  # a branch revision moved, or another copy under the same path: not the same data
             f"resume=true: the data resolves to {describe(record['data']['dataset'])}, but the run trained on "
-            f"{describe(previous['data'].get('dataset'))}. Pin data.revision to the run's commit to resume it")
+            f"{describe(previous['data'].get('dataset'))}. Resume on the data it trained on (hub: pin data.revision to "
+            "the run's commit; a local copy: restore its label files)")
     if previous is not None:  # a resume keeps the run's record of its start and adds one entry per resume
         resumed = {"at": record["started"], "from": resume_from.name if resume_from else None,
                    "library_versions": record["library_versions"], "git_commit": record["git_commit"],

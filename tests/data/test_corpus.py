@@ -231,3 +231,30 @@ def test_an_unknown_split_names_the_splits_the_corpus_has(corpus):
         load_split("local", str(corpus), "trian", max_bad_fraction=0.1)
     with pytest.raises(DataError, match="data.path must point at the corpus root"):  # not a corpus at all
         load_split("local", str(corpus / "WAVE"), "train", max_bad_fraction=0.1)
+
+
+def test_a_local_corpus_is_the_same_data_wherever_it_lies_and_another_once_edited(corpus, tmp_path, make_config):
+    """Data identity by content (docs/data.md): a copy moved elsewhere keeps its digest, so a run evaluated on it
+    still writes to its own eval/; a label edited in place changes it, so a resume is refused (it resumed on the
+    edited labels before, its record naming the old data)."""
+    import shutil
+
+    from apa.data.release import corpus_digest, dataset_identity, same_dataset
+    from apa.evaluation.evaluate import evaluation_config
+
+    trained = make_config("experiment=demo", "data.source=local", f"data.path={corpus}")
+    recorded = dataset_identity(trained.data)
+    moved = shutil.copytree(corpus, tmp_path / "elsewhere" / "so762")
+    shutil.rmtree(corpus)  # the run's corpus is gone from where it trained
+    here = make_config("experiment=demo", "data.source=local", f"data.path={moved}")
+    assert corpus_digest(moved) == recorded["content"] and same_dataset(recorded, dataset_identity(here.data))
+    _, folder = evaluation_config(here, trained, [f"data.path={moved}"], recorded)
+    assert folder is None  # the run's own eval/
+
+    edit_scores(moved, lambda scores: scores["000010011"].update(accuracy=(scores["000010011"]["accuracy"] + 1) % 11))
+    edited = dataset_identity(here.data)
+    assert edited["content"] != recorded["content"] and not same_dataset(recorded, edited)
+    _, folder = evaluation_config(here, trained, [f"data.path={moved}"], recorded)
+    assert folder is not None and folder.startswith("eval-")
+    older = {k: v for k, v in recorded.items() if k != "content"}  # a record written before the digest
+    assert same_dataset(older, recorded) and not same_dataset(older, {**recorded, "path": "/other"})
