@@ -13,6 +13,7 @@ unknown word, an unreadable or too long file) is shown on the page as a message,
 from __future__ import annotations
 
 import argparse
+import errno
 import html
 import logging
 import os
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from apa.data import SAMPLE_ROOT
 from apa.data.records import APA_ASPECTS
-from apa.serve.predict import PredictError, Predictor
+from apa.serve.predict import PredictError, Predictor, positive
 
 log = logging.getLogger(__name__)
 
@@ -140,17 +141,21 @@ def port_in_use(host: str, port: int) -> None:
         try:
             s.bind((host, port))
         except OSError as e:
-            raise SystemExit(f"error: cannot serve on {host}:{port} ({e.strerror}): another program uses it; pass "
-                             f"--port {port + 1} (or another free port)") from None
+            in_use = e.errno in (errno.EADDRINUSE, errno.EACCES)
+            fix = (f"another program uses it; pass --port {port + 1} (or another free port)" if in_use else
+                   "this machine has no such address; pass --host 127.0.0.1 (this machine only) or one of its own")
+            raise SystemExit(f"error: cannot serve on {host}:{port} ({e.strerror}): {fix}") from None
+        except OverflowError as e:  # a port outside 0-65535
+            raise SystemExit(f"error: cannot serve on {host}:{port} ({e}): pass a --port from 1024 to 65535") from None
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--adapter", type=Path, required=True, help="final_model/ or checkpoint-epoch-N/ of a run")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: localhost only)")
-    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--port", type=int, default=7860, help="1-65535 (default 7860)")
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
-    parser.add_argument("--max-new-tokens", type=int,
+    parser.add_argument("--max-new-tokens", type=positive,
                         help="longest answer per task (default: evaluation's, 40 for APA and 160 for MDD)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

@@ -149,7 +149,7 @@ def predict(adapter: Path, audio_path: Path, text: str, max_new_tokens: int | No
     return Predictor(adapter, max_new_tokens).score(audio_path, text)
 
 
-def _positive(value: str) -> int:
+def positive(value: str) -> int:
     if not value.isdigit() or int(value) < 1:
         raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of at least 1")
     return int(value)
@@ -207,10 +207,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="write one JSON line per recording here (needed for many "
                                                  "recordings); an existing file is never overwritten")
     parser.add_argument("--resume", action="store_true", help="continue an --out file: score only what it lacks")
-    parser.add_argument("--batch-size", type=_positive, help="the most answers per batch (default: evaluation's, 256)")
-    parser.add_argument("--max-batch-tokens", type=_positive,
+    parser.add_argument("--batch-size", type=positive, help="the most answers per batch (default: evaluation's, 256)")
+    parser.add_argument("--max-batch-tokens", type=positive,
                         help="the most tokens per batch, rows x (prompt + answer) (default: evaluation's, 32768)")
-    parser.add_argument("--max-new-tokens", type=_positive,
+    parser.add_argument("--max-new-tokens", type=positive,
                         help="longest answer per task (default: evaluation's, 40 for APA and 160 for MDD)")
     args = parser.parse_args(argv)
     try:

@@ -126,6 +126,26 @@ def test_a_port_in_use_is_one_line_before_the_model_loads(tmp_path):
     assert f"--port {port + 1}" in str(stopped.value)
 
 
+@pytest.mark.parametrize(("args", "message"), [
+    (["--port", "70000"], "pass a --port from 1024 to 65535"),  # an OverflowError traceback before
+    (["--host", "256.1.1.1"], "this machine has no such address; pass --host 127.0.0.1"),  # blamed the port before
+])
+def test_a_port_out_of_range_or_an_address_not_here_is_one_line(tmp_path, args, message):
+    from apa.serve.app import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["--adapter", str(tmp_path), *args])
+    assert str(stopped.value).startswith("error: cannot serve on ") and message in str(stopped.value)
+
+
+def test_max_new_tokens_below_one_is_a_usage_error(tmp_path, capsys):
+    from apa.serve.app import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["--adapter", str(tmp_path), "--max-new-tokens", "0"])
+    assert stopped.value.code == 2 and "'0' is not a whole number of at least 1" in capsys.readouterr().err
+
+
 def test_the_page_names_the_adapter_and_marks_a_toy(demo_sweep, tmp_path):
     """The run's record says what was trained: the demo's tiny base has random weights (a notice on the page); the
     same record with the released base (a hub id, no miniature) has none."""
