@@ -15,6 +15,8 @@ sweep_dir=""
 for arg in "$@"; do
   case "$arg" in hydra.sweep.dir=*) sweep_dir="${arg#hydra.sweep.dir=}" ;; esac
 done
+# as Hydra reads it: quotes around the value (a path with a space) are grammar, not part of the path
+case "$sweep_dir" in \'*\') sweep_dir="${sweep_dir:1:${#sweep_dir}-2}" ;; \"*\") sweep_dir="${sweep_dir:1:${#sweep_dir}-2}" ;; esac
 if [ -z "$sweep_dir" ]; then
   sweep_dir="outputs/multirun/$(date +%Y-%m-%d_%H-%M-%S)"
   set -- "$@" "hydra.sweep.dir=$sweep_dir"

@@ -111,3 +111,16 @@ def test_a_sweep_into_a_folder_that_holds_results_is_refused_before_hydra_writes
     assert done.stderr.strip().splitlines()[-1].startswith(f"error: {sweep} already holds results (fresh_r64_0, ")
     assert (sweep / "multirun.yaml").read_text() == "how the earlier sweep was made\n"
     assert sorted(p.name for p in sweep.iterdir()) == ["fresh_r64_0", "multirun.yaml"]
+
+
+def test_multirun_sh_reads_a_quoted_sweep_folder_as_hydra_does(tmp_path):
+    """`./multirun.sh "hydra.sweep.dir='/a b'"`: its own check compared the quoted text and let a finished sweep be
+    trained into (its multirun.yaml overwritten); the quotes are grammar, and the folder is refused untouched."""
+    sweep = tmp_path / "sweep 133"
+    (sweep / "pretrained_r320_0").mkdir(parents=True)
+    (sweep / "multirun.yaml").write_text("the earlier sweep\n")
+    done = subprocess.run(["bash", str(REPO / "multirun.sh"), "experiment=demo", f"hydra.sweep.dir='{sweep}'"],
+                          cwd=REPO, capture_output=True, text=True, check=False)
+    assert done.returncode == 2 and done.stderr.strip() == (f"error: {sweep} already holds results; choose another "
+                                                            "hydra.sweep.dir (or leave it unset)")
+    assert (sweep / "multirun.yaml").read_text() == "the earlier sweep\n"
