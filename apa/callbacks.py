@@ -326,7 +326,7 @@ class EvaluateAndCompare(SweepSummary):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(OmegaConf.select(config, "hydra.sweep.dir", default="")))
-        table, report = None, None
+        table = None
         with logged_to(sweep_dir / SWEEP_LOG) if str(sweep_dir) != "." and sweep_dir.is_dir() else nullcontext():
             if self.table3:
                 table = self._table3(sweep_dir)
@@ -343,14 +343,12 @@ class EvaluateAndCompare(SweepSummary):
                 from apa.reporting.report import write_report
 
                 try:
-                    report = write_report([sweep_dir])
+                    write_report([sweep_dir])
                 except (Exception, SystemExit):
                     log.exception("the report of %s failed; rerun it with `apa report %s`", sweep_dir, sweep_dir)
                     self.failures.append(f"report {sweep_dir}")
         self._show(table)
-        if report is not None:
-            print(f"report: {report}")
-        super().on_multirun_end(config, **kwargs)  # the summary, then exit 2 if anything failed
+        super().on_multirun_end(config, **kwargs)  # the summary (its last line: the report to open), exit 2 on failure
 
     def next_steps(self, sweep: str) -> list[str]:
         if self.report:

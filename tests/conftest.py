@@ -38,6 +38,21 @@ def compose_config(*overrides: str):
         return compose(config_name="train", overrides=list(overrides))
 
 
+@pytest.fixture(autouse=True)
+def _hub_offline_state():
+    """apa.offline.go_offline() switches the whole process to the local hub cache (as a command should once the hub
+    is found unreachable); in the suite's one process, each test starts again from the session's setting."""
+    before = os.environ.get("HF_HUB_OFFLINE")
+    yield
+    if before is None:
+        os.environ.pop("HF_HUB_OFFLINE", None)
+    else:
+        os.environ["HF_HUB_OFFLINE"] = before
+    for name in ("huggingface_hub.constants", "datasets.config"):
+        if name in sys.modules:
+            sys.modules[name].HF_HUB_OFFLINE = (before or "").lower() in ("1", "true", "yes", "on")
+
+
 @pytest.fixture
 def make_config():
     return compose_config

@@ -87,10 +87,15 @@ def test_the_sweep_prints_one_table_at_its_end_and_logs_the_rest(table3_sweep):
     from apa.callbacks import SWEEP_LOG
     from apa.checkpoint.layout import ROPE_FACTOR_WARNING
 
-    console = (table3_sweep / "output.log").read_text()
+    console = table3_sweep.with_name(table3_sweep.name + ".log").read_text()
     assert console.count("| setting | epoch | source |") == 1, console[-3000:]  # table3.md's table
     assert "| source | epoch |" not in console and "| run | lora |" not in console  # no epochs.md, no comparison
-    assert console.rstrip().splitlines()[-1].startswith("report: ")  # the table comes at the end
+    lines = console.rstrip().splitlines()
+    table_at = next(i for i, line in enumerate(lines) if line.startswith("| setting | epoch | source |"))
+    summary_at = next(i for i, line in enumerate(lines) if line.startswith("Sweep "))
+    assert table_at < summary_at  # the table, then the sweep's summary, whose last line is the report to open
+    assert lines[-1] == (f"Next: open {table3_sweep}/report.html in a browser (apa report {table3_sweep} writes it "
+                         "again)")
     assert "[HYDRA]" not in console and "][INFO] - " not in console and ROPE_FACTOR_WARNING not in console
     for run in ("table3_lora_only_0", "table3_unfreeze_1"):
         log = (table3_sweep / run / "train.log").read_text()
