@@ -268,6 +268,8 @@ def pytest_sessionstart(session):
     if config.option.collectonly:
         return
     _CHECKOUT_BEFORE = _checkout_files()
+    if config.option.markexpr:  # `-m "not slow"` may deselect them all: start what is left after collection
+        return
     asked = [(config.invocation_params.dir / arg.split("::")[0]).resolve() for arg in config.args]
     for name, (files, _) in BACKGROUND.items():
         if any(p == f or p in f.parents for p in asked for f in (REPO / "tests" / n for n in files)):
