@@ -254,7 +254,9 @@ def _checkout_files() -> set[str] | None:
     except (OSError, subprocess.CalledProcessError):
         return None
     paths = {entry[3:] for entry in listed.split("\0") if entry[:2] in ("??", "!!")}
-    return {p for p in paths if "__pycache__/" not in p and not p.startswith(".pytest_cache/")}
+    # a virtualenv inside the checkout (.ci/run's .venv) is the installed packages' (Gradio writes into its own)
+    venvs = tuple(f"{d.name}/" for d in REPO.iterdir() if (d / "pyvenv.cfg").is_file())
+    return {p for p in paths if "__pycache__/" not in p and not p.startswith((".pytest_cache/", *venvs))}
 
 
 _CHECKOUT_BEFORE: set[str] | None = None
