@@ -112,8 +112,9 @@ class BackgroundRun:
         self.proc = subprocess.Popen(cmd, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
         self.killed = threading.Event()
 
-    def kill_once(self, ready: Path, delay: float, timeout: float = 600) -> None:
-        """SIGKILL the process `delay` seconds after `ready` appears (watched from a thread of this session)."""
+    def _when_ready(self, ready: Path, act, timeout: float) -> None:
+        """Call `act()` from a thread of this session once `ready` exists, unless the process ends (or `timeout`
+        passes) first."""
 
         def watch():
             deadline = time.monotonic() + timeout
@@ -121,29 +122,32 @@ class BackgroundRun:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     return
                 time.sleep(0.02)
+            act()
+
+        threading.Thread(target=watch, daemon=True).start()
+
+    def kill_once(self, ready: Path, delay: float, timeout: float = 600) -> None:
+        """SIGKILL the process `delay` seconds after `ready` appears."""
+
+        def kill():
             time.sleep(delay)
             if self.proc.poll() is None:
                 self.proc.send_signal(signal.SIGKILL)
                 self.killed.set()
 
-        threading.Thread(target=watch, daemon=True).start()
+        self._when_ready(ready, kill, timeout)
 
     def signal_ranks_once(self, ready: Path, sig: int, timeout: float = 600) -> None:
         """Send `sig` to the processes torchrun started (the ranks, not torchrun itself, which would relay a second
         one) as soon as `ready` appears."""
         import psutil
 
-        def watch():
-            deadline = time.monotonic() + timeout
-            while not ready.exists():
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    return
-                time.sleep(0.02)
+        def signal_ranks():
             for child in psutil.Process(self.proc.pid).children():
                 child.send_signal(sig)
             self.killed.set()
 
-        threading.Thread(target=watch, daemon=True).start()
+        self._when_ready(ready, signal_ranks, timeout)
 
     def wait(self, expected_code: int = 0, timeout: float = 600) -> Path:
         """The run's folder, once its command has ended with `expected_code`."""
