@@ -10,32 +10,30 @@ log = logging.getLogger(__name__)
 
 
 def put_adapter(base, adapter_dir: Path):
-    """`PeftModel.from_pretrained(base, adapter_dir)`, after checking the adapter's weights: a NaN or infinite value
-    (a training that diverged) or an adapter_config.json that does not fit its weights (an edited rank) is one line
-    naming the folder, never a model that answers nonsense or a 50-line size-mismatch traceback."""
+    """`PeftModel.from_pretrained(base, adapter_dir)`, with the adapter's weights checked: an adapter_config.json
+    that does not fit its weights (an edited rank) or a NaN or infinite weight (a training that diverged) is one line
+    naming the folder, never a 50-line size-mismatch traceback or a model that answers nonsense. The check reads the
+    adapter's tensors as loaded (no second read of the file)."""
+    import torch
     from peft import PeftModel
-    from safetensors import safe_open
+    from peft.utils import get_peft_model_state_dict
 
     from apa.errors import UserError
 
-    weights = Path(adapter_dir) / "adapter_model.safetensors"
-    if weights.is_file():
-        import torch
-
-        with safe_open(str(weights), framework="pt") as f:
-            bad = next((k for k in f.keys() if not torch.isfinite(f.get_tensor(k)).all()), None)
-        if bad is not None:
-            raise UserError(f"{adapter_dir} holds NaN or infinite weights ({bad}, among others): the training that "
-                            "wrote it diverged. Use an earlier checkpoint, or train again with a lower "
-                            "trainer.learning_rate")
     try:
-        return PeftModel.from_pretrained(base, str(adapter_dir))
+        model = PeftModel.from_pretrained(base, str(adapter_dir))
     except RuntimeError as e:
         if "size mismatch" not in str(e):
             raise
         first = next((line.strip() for line in str(e).splitlines() if "size mismatch" in line), "")[:200]
         raise UserError(f"{adapter_dir}/adapter_config.json does not fit its weights ({first}): it was edited or "
                         "comes from another run. Restore it from the run that wrote the weights") from e
+    bad = next((k for k, v in get_peft_model_state_dict(model).items()
+                if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if bad is not None:
+        raise UserError(f"{adapter_dir} holds NaN or infinite weights ({bad}, among others): the training that wrote "
+                        "it diverged. Use an earlier checkpoint, or train again with a lower trainer.learning_rate")
+    return model
 
 
 def load_for_eval(model_cfg, adapter_dir: Path):
