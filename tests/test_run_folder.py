@@ -292,7 +292,7 @@ def test_compare_right_after_training_marks_the_run_not_evaluated(finished_run, 
     main([str(finished_run), "--out", str(tmp_path)])
     table = (tmp_path / "comparison.md").read_text()
     assert "(not evaluated)" in table and "have no metrics yet" in table
-    assert "random weights" in table  # the demo's base: its figures, once evaluated, check the pipeline only
+    assert "random weights" in table and "experiment=overfit" in table  # why a demo's scores are n/a
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temporary left
 
 

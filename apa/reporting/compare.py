@@ -127,7 +127,7 @@ def comparison_notes(rows: list[dict]) -> list[str]:
         notes.append(training_split_note())
     random = [r for r in rows if r.get("random_weights")]
     if random:
-        notes.append(random_weights_note(any(r.get("n_apa_parsed") == 0 for r in random)))
+        notes.append(random_weights_note(any(not r.get("n_apa_parsed") for r in random)))  # none parsed, or none yet
     ours = [Row(r) for r in rows if r["checkpoint"] != NOT_EVALUATED]
     why = undefined_note(ours, lambda row: f"{row.get('run')} {row.get('checkpoint')}", lambda row: row.get("run"))
     return notes + ([why] if why else [])

@@ -6,6 +6,7 @@ import dataclasses
 import math
 from pathlib import Path
 
+from apa.reporting.runs import random_weights
 from apa.reporting.table import (
     CI_KEYS,
     COVERAGE_KEYS,
@@ -50,7 +51,7 @@ def run_notes(run_dir: Path | None, results: dict[str, dict], own: bool = True) 
     notes = []
     if own and data.get("test_split") is not None and data.get("test_split") == data.get("train_split"):
         notes.append(training_split_note(marked=False))
-    if model.get("tiny") or model.get("random"):
+    if random_weights(model):
         notes.append(random_weights_note(any(m.get("n_apa_parsed") == 0 for m in results.values()), marked=False))
     return notes
 
