@@ -22,8 +22,11 @@ TRAIN = (sys.executable, str(REPO / "train.py"), "experiment=demo", "lora=fresh_
 
 
 @pytest.fixture
-def folders():
-    """(run folder, sweep folder) of a command line, as Hydra resolves them for it."""
+def folders(tmp_path, monkeypatch):
+    """(run folder, sweep folder) of a command line, as Hydra resolves them for it (in a scratch folder: resolving a
+    default run folder makes it)."""
+    monkeypatch.chdir(tmp_path)
+
     def resolve(*overrides: str) -> tuple[str, str]:
         GlobalHydra.instance().clear()
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
@@ -48,6 +51,27 @@ def test_an_unnamed_run_folder_shows_its_lora_choice_and_the_overrides_typed(fol
     assert re.fullmatch(rf"outputs/runs/{STAMP}_fresh_r64_data.path=_my_data_so762,trainer.num_train_epochs=3", run)
     run, _ = folders("experiment=overfit", "seed=3")  # an experiment with its own folder label keeps the scheme
     assert re.fullmatch(rf"outputs/runs/{STAMP}_overfit_seed=3", run)
+
+
+def test_runs_started_in_the_same_second_get_folders_of_their_own(tmp_path):
+    """Two trainings started at once with the same command line (a script's loop): each gets its own default folder
+    (the second one was refused at the first one's lock, telling it to wait). The folder is taken by making it, so
+    the processes cannot both take one; one process asking again gets its own folder back."""
+    take = ("from apa.run_folder.naming import new_run_dir as d; "
+            "a = d('outputs/runs', None, '2026-12-04_15-54-43', 'fresh_r64', 'seed=3'); "
+            "assert d('outputs/runs', None, '2026-12-04_15-54-43', 'fresh_r64', 'seed=3') == a; print(a)")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("APA_RUN_STAMP", None)
+    procs = [subprocess.Popen([sys.executable, "-c", take], cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True)
+             for _ in range(3)]
+    taken = sorted(p.communicate()[0].strip() for p in procs)
+    name = "outputs/runs/2026-12-04_15-54-43_fresh_r64_seed=3"
+    assert taken == [name, f"{name}-2", f"{name}-3"]
+    assert sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "outputs/runs").iterdir()) == taken
+    # a named run's folder is its name, taken or not (resume=true finds it again), and nothing is made for it
+    from apa.run_folder.naming import new_run_dir
+    assert new_run_dir(str(tmp_path), "baseline", "2026-12-04_15-54-43", "fresh_r64", "") == f"{tmp_path}/baseline"
+    assert not (tmp_path / "baseline").exists()
 
 
 def test_long_overrides_are_capped_and_two_long_ones_stay_apart(folders):

@@ -16,10 +16,11 @@ the shared ones out) and its job number. Here the overrides are made safe for a 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from pathlib import Path
 
-from apa.distributed import run_stamp
+from apa.distributed import RUN_STAMP_ENV, run_stamp
 from apa.errors import UserError
 
 MAX_OVERRIDES = 80  # characters of the overrides part; a longer one is cut and ends in a digest of the whole
@@ -43,6 +44,36 @@ def run_folder_name(run_name: str | None, stamp: str, lora: str, overrides: str 
     return "_".join(part for part in (stamp, lora, safe_overrides(overrides)) if part)
 
 
+_RESERVED: dict[str, str] = {}  # default run folders this process has made: Hydra may resolve hydra.run.dir again
+
+
+def new_run_dir(base: str, run_name: str | None, stamp: str, lora: str, overrides: str | None) -> str:
+    """`<base>/<run folder name>`. A default name (no run_name) is taken now, by making the folder (mkdir is atomic):
+    a second run started in the same second with the same overrides gets `<name>-2`, and so on, instead of being
+    refused at the first one's lock. A named run's folder is the name as it is (resume=true finds it again); so is
+    the folder the ranks of one torchrun launch share (they agreed on the stamp, so on the name). A start that fails
+    removes the folder again if nothing was written into it (train.py)."""
+    path = f"{base}/{run_folder_name(run_name, stamp, lora, overrides)}"
+    if run_name or os.environ.get(RUN_STAMP_ENV):
+        return path
+    if path not in _RESERVED:
+        _RESERVED[path] = _make_first_free(path)
+    return _RESERVED[path]
+
+
+def _make_first_free(path: str) -> str:
+    for n in range(1, 1000):
+        candidate = path if n == 1 else f"{path}-{n}"
+        try:
+            Path(candidate).mkdir(parents=True)
+        except FileExistsError:
+            continue
+        except OSError:  # cannot be made (read-only, a file in the way): the folder check says so in one line
+            return path
+        return candidate
+    return path
+
+
 def sweep_folder_name(run_name: str | None, stamp: str) -> str:
     """A sweep's folder: its name, else its time stamp."""
     return str(run_name) if run_name else stamp
@@ -61,7 +92,7 @@ def eval_folder(run_dir, predictions, stamp) -> str:
 
 
 RESOLVERS = {
-    "apa_run_name": run_folder_name, "apa_sweep_name": sweep_folder_name, "apa_job_name": job_folder_name,
+    "apa_run_dir": new_run_dir, "apa_sweep_name": sweep_folder_name, "apa_job_name": job_folder_name,
     "apa_run_stamp": run_stamp,  # rank 0's time under torchrun / accelerate launch (apa.distributed), else now
     "apa_table3_setting": lambda unfreeze: "unfreeze" if unfreeze else "lora_only",  # table3_lora_only_0, ...
     "apa_eval_dir": eval_folder,
