@@ -14,7 +14,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from apa.config import check_command_line, register_configs
+from apa.command_line import check_command_line
+from apa.config import register_configs
 from apa.distributed import export_submitit_environment, launch_overrides
 from apa.errors import one_line_errors, override_arg
 
@@ -28,7 +29,7 @@ def resume_config(cfg: DictConfig, run_dir: Path, given: list[str]) -> DictConfi
         return cfg
     from hydra import compose
 
-    from apa.config import check_renamed_choices, override_keys
+    from apa.command_line import check_renamed_choices, override_keys
     from apa.run_folder import read_record, read_yaml
 
     read_record(run_dir)  # a run folder of another format is refused here, in one line

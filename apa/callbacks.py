@@ -78,7 +78,7 @@ def sweep_jobs(config: DictConfig) -> list[list[list[str]]] | None:
 
 def shared_keys(jobs: list[list[str]]) -> list[str]:
     """The override keys whose value is the same in every job (typed once, not swept)."""
-    from apa.config import override_keys
+    from apa.command_line import override_keys
 
     values = [dict(zip(override_keys(job), job, strict=True)) for job in jobs]
     return sorted(k for k in values[0] if all(v.get(k) == values[0][k] for v in values))
@@ -137,7 +137,7 @@ class SweepSummary(Callback):
         from hydra import compose
 
         from apa.checkpoint.hub import check_config_hub_access
-        from apa.config import override_keys
+        from apa.command_line import override_keys
 
         if not jobs:  # another sweeper: its jobs are not known in advance
             check_config_hub_access(config)

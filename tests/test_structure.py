@@ -18,7 +18,7 @@ LAYERS = [
     ("data, metrics, run folders",
      r"apa\.data(\..*)?|apa\.metrics|apa\.uncertainty|apa\.distributed|apa\.run_folder(\..*)?"),
     ("the checkpoint", r"apa\.checkpoint(\..*)?"),
-    ("config schema", r"apa\.config"),
+    ("config schema", r"apa\.config|apa\.command_line"),
     ("examples", r"apa\.sft(\..*)?"),
     ("training and evaluation", r"apa\.training(\..*)?|apa\.evaluation(\..*)?"),
     ("reporting", r"apa\.reporting(\..*)?"),

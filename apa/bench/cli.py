@@ -42,7 +42,7 @@ from apa.bench.flops import peak_tflops
 from apa.bench.generate import bench_generate, print_generate
 from apa.bench.sampler import bench_sampler, print_sampler_table
 from apa.bench.train import bench_training
-from apa.config import check_renamed_choices
+from apa.command_line import check_renamed_choices
 from apa.errors import one_line_errors
 from apa.run_folder import write_atomic
 

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from apa.config import EvalConfig, check_config, override_keys
+from apa.command_line import override_keys
+from apa.config import EvalConfig, check_config
 from apa.data.release import corpus_digest, same_dataset
 from apa.evaluation.examples import evaluation_set, train_means
 from apa.evaluation.predictions import (
