@@ -14,6 +14,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from apa.command_line import check_command_line
 from apa.config import register_configs
 from apa.distributed import export_submitit_environment, launch_overrides
 from apa.errors import one_line_errors
@@ -44,5 +45,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    one_line_errors(check_command_line)(sys.argv[1:])
     sys.argv += one_line_errors(launch_overrides)(sys.argv[1:])  # torchrun: one folder, rank 0's log only
     main()

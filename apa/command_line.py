@@ -23,8 +23,8 @@ RENAMED_CHOICES = {("lora", "paper_r64"): "fresh_r64"}
 
 def check_command_line(overrides: list[str]) -> None:
     """What Hydra would trip over before the job starts, refused in one line: a renamed config choice
-    (`lora=paper_r64`, alone or in a sweep), and an output folder (`hydra.run.dir`, `hydra.sweep.dir`) that is a
-    file (Hydra's own mkdir would end in a traceback)."""
+    (`lora=paper_r64`, alone or in a sweep), an output folder (`hydra.run.dir`, `hydra.sweep.dir`) that is a
+    file (Hydra's own mkdir would end in a traceback), a run name that is not a folder name, a quoted `~`."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     try:
@@ -36,10 +36,26 @@ def check_command_line(overrides: list[str]) -> None:
             folder = Path(str(override.value()))
             if folder.exists() and not folder.is_dir():
                 raise UserError(f"{override.key_or_group}={folder} is a file, not a folder: choose another folder")
+        _check_tilde(override)
         if override.key_or_group == "run_name":  # before Hydra makes a folder of it
             for value in override.sweep_string_iterator() if override.is_sweep_override() else [override.value()]:
                 check_run_name(value)
     check_renamed_choices(overrides, parsed)
+
+
+def _check_tilde(override) -> None:
+    """`"data.path='~/corp'"`: the shell leaves a quoted `~` alone and Hydra passes it on as it is, so the path would
+    be a folder named `~` in the working directory. Refused, naming the path the user meant."""
+    try:
+        values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.value()]
+    except Exception:  # noqa: BLE001 - a sweep only a sweeper can list (an interval): nothing to check here
+        return
+    for value in values:
+        if isinstance(value, str) and value.startswith("~") and not Path(value).exists():
+            meant = Path(value).expanduser()
+            raise UserError(f"{override.key_or_group}={value}: `~` is not expanded inside quotes (Hydra passes it on "
+                            f"as it is): give the path as {meant}" + ("" if meant.exists() else " (which does not "
+                                                                        "exist either)"))
 
 
 def check_renamed_choices(overrides: list[str], parsed=None) -> None:

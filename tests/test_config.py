@@ -3,6 +3,7 @@
 import importlib.util
 import itertools
 import json
+import os
 import subprocess
 import sys
 
@@ -149,6 +150,22 @@ def test_a_renamed_choice_is_refused_in_one_line_naming_the_new_one(argv):
     assert done.returncode == 2 and done.stderr.strip() == (
         "error: lora=paper_r64 was renamed lora=fresh_r64 (its numbers are the seed author's, not the paper's): use "
         "the new name")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", ["train.py", "evaluate.py"])
+def test_a_quoted_tilde_is_refused_naming_the_path_meant(script, tmp_path):
+    """`"data.path='~/corp'"`: the shell leaves a quoted `~` alone and Hydra passes it on, so the corpus was "not a
+    folder" although ~/corp exists. One line names the expanded path; nothing is written."""
+    (tmp_path / "home" / "corp").mkdir(parents=True)
+    env = {**os.environ, "HOME": str(tmp_path / "home")}
+    done = subprocess.run([sys.executable, str(REPO / script), "experiment=demo" if script == "train.py" else
+                           "data=sample", "data.path='~/corp'"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.strip() == (
+        f"error: data.path=~/corp: `~` is not expanded inside quotes (Hydra passes it on as it is): give the path as "
+        f"{tmp_path}/home/corp")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]  # no outputs/ folder
 
 
 def test_batch_and_accumulation_overrides_reach_sft_config(make_config, tmp_path):
