@@ -7,7 +7,9 @@ SweepSummary, before the first job: the model and data sources of every job are 
 cached: one `error:` line, exit 2, no sweep folder), and the keys every job shares are left out of the job folders'
 names (apa.run_folder.naming). At the end: one line per job (ok or failed, and where), then what to run next. A job
 refused with one of our errors (apa.errors) does not end the sweep in Hydra's traceback: the sweep ends with the
-summary and exit 2 (the folder removed if it holds nothing but Hydra's multirun.yaml).
+summary and exit 2 (the folder removed if it holds nothing but Hydra's multirun.yaml). Jobs a launcher runs in
+processes of their own (submitit on SLURM or locally, joblib) tell the sweep's process how they ended through
+`<sweep>/.jobs/` (apa.reporting.sweep), so the summary is the same.
 
 EvaluateAndCompare (a SweepSummary) also evaluates each job's checkpoints as the job ends, then compares the sweep.
 With `table3: true` (experiment=table3_lora_only / table3_unfreeze set it) it also evaluates the untrained model once
@@ -25,6 +27,7 @@ from __future__ import annotations
 import gc
 import logging
 import shlex
+import shutil
 import sys
 import traceback
 from collections.abc import Iterator
@@ -37,7 +40,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, read_write
 
 from apa.errors import EXIT_USAGE, UserError, as_user_error, full_traceback_wanted, hydra_value, override_arg
-from apa.reporting.sweep import JobResult, shown, sweep_summary
+from apa.reporting.sweep import JobResult, read_job_records, shown, sweep_summary, write_job_record
 
 log = logging.getLogger(__name__)
 SWEEP_LOG = "multirun.log"  # <sweep>/multirun.log, beside Hydra's multirun.yaml: what ran after the jobs
@@ -60,7 +63,7 @@ def logged_to(path: Path) -> Iterator[None]:
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"  # jobs run here, one after another
 SOURCE_KEYS = ("model", "data", "experiment")  # the overrides that can change where the model and data come from
-HYDRA_WROTE = {"multirun.yaml"}  # what a sweep folder holds before any job writes into it
+HYDRA_WROTE = {"multirun.yaml", ".submitit"}  # what a sweep folder holds before any job writes into it
 
 
 def sweep_jobs(config: DictConfig) -> list[list[list[str]]] | None:
@@ -164,6 +167,11 @@ class SweepSummary(Callback):
             if known is None and self.bug is None:
                 self.bug = exc
         self.jobs.append(result)
+        if OmegaConf.select(config, "hydra.launcher._target_") != BASIC_LAUNCHER:  # this job runs in its own process
+            write_job_record(Path(config.hydra.sweep.dir), config.hydra.job.num, result, self.failures)
+            if result.error is not None and result.foreseeable:  # told by the summary: not re-raised by the sweep's
+                job_return.status, job_return._return_value = JobStatus.COMPLETED, None  # process as a traceback
+            return
         last_of_batch = OmegaConf.select(config, "hydra.job.num", default=None) in self.batch_ends
         if last_of_batch and any(job.error is not None for job in self.jobs):
             self._end(interrupted=True)  # Hydra would end the sweep in the first failed job's traceback
@@ -181,14 +189,14 @@ class SweepSummary(Callback):
         from apa.run_folder import TRAINING_RECORD
 
         sweep = self.sweep_dir or Path(".")
-        if not self.jobs:  # the jobs ran in other processes (submitit, joblib): the runs they left
-            self.jobs = [JobResult(p.parent.name, p.parent, [])
-                         for p in sorted(sweep.glob(f"*/{TRAINING_RECORD}"))]
+        if not self.jobs:  # the jobs ran in other processes (submitit, joblib): their records, else the runs they left
+            self.jobs, failures = read_job_records(sweep)
+            self.failures += failures
+            self.jobs = self.jobs or [JobResult(p.parent.name, p.parent, [])
+                                      for p in sorted(sweep.glob(f"*/{TRAINING_RECORD}"))]
         removed = self.created and sweep.is_dir() and {p.name for p in sweep.iterdir()} <= HYDRA_WROTE
         if removed:  # nothing but Hydra's multirun.yaml: no sweep folder is left behind
-            for path in sweep.iterdir():
-                path.unlink()
-            sweep.rmdir()
+            shutil.rmtree(sweep)
         failed = [job for job in self.jobs if job.error is not None]
         steps = [self._retry(failed[0], removed)] if failed else self.next_steps(shlex.quote(shown(sweep)))
         if removed:

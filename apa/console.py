@@ -44,3 +44,18 @@ class ConsoleFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return record.levelno >= logging.WARNING or verbose(record.name)
+
+
+class RunLogHandler(logging.FileHandler):
+    """A job's `<run>/<job>.log`, opened on its first record (a command refused before it logs anything leaves an
+    existing run's log untouched). Once a refused start has removed its run folder, records are no longer written:
+    opening the file would fail (the folder is gone), in the middle of a launcher's own logging (submitit's "Job
+    completed"). Those records still reach the console."""
+
+    def __init__(self, filename: str, mode: str = "a", encoding: str | None = None, delay: bool = True, **kwargs):
+        super().__init__(filename, mode, encoding, delay=True, **kwargs)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.stream is None and not os.path.isdir(os.path.dirname(self.baseFilename)):
+            return
+        super().emit(record)

@@ -25,16 +25,19 @@ def run(cmd, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(list(cmd), cwd=REPO, capture_output=True, text=True, env=environ, check=False)
 
 
-def test_a_sweep_names_jobs_by_their_own_overrides_and_ends_with_a_summary_not_a_traceback(tmp_path):
+@pytest.mark.parametrize("launcher", ["basic", "submitit_local"])
+def test_a_sweep_names_jobs_by_their_own_overrides_and_ends_with_a_summary_not_a_traceback(tmp_path, launcher):
     """One job trains, one is refused (data.limit=0): the sweep goes on, then ends with one line per job, how to
-    train the failed one alone, and exit 2."""
+    train the failed one alone, and exit 2. The same with jobs in processes of their own (submitit, as on SLURM):
+    each job's outcome reaches the sweep's process through the sweep folder (it re-raised the job's error as
+    Hydra's traceback before), and a job's removed folder is not written into again (its log line crashed the job)."""
     sweep = tmp_path / "sweep"
-    done = run([*SWEEP, "data.limit=2,0", f"hydra.sweep.dir={sweep}"])
+    done = run([*SWEEP, "data.limit=2,0", f"hydra.sweep.dir={sweep}", f"hydra/launcher={launcher}"])
     assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-3000:]
     assert "Traceback" not in done.stderr and "Error executing job" not in done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
-    assert errors == ["error: data.limit=0 must be at least 1, or null for the whole split",
-                      "error: 1 of 2 jobs failed: fresh_r64_data.limit=0_1 (see above)"]
+    assert errors == ["error: data.limit=0 must be at least 1, or null for the whole split"] * (launcher == "basic") \
+        + ["error: 1 of 2 jobs failed: fresh_r64_data.limit=0_1 (see above)"]
     summary = done.stdout[done.stdout.rindex("Sweep "):].splitlines()
     assert summary[0] == f"Sweep {sweep}: 2 job(s), 1 ok, 1 failed"
     assert summary[1].split() == ["ok", "fresh_r64_data.limit=2_0", str(sweep / "fresh_r64_data.limit=2_0")]
@@ -45,13 +48,15 @@ def test_a_sweep_names_jobs_by_their_own_overrides_and_ends_with_a_summary_not_a
                           "prompts=terse trainer.num_train_epochs=1 'trainer.report_to=[]' data.limit=0 "
                           f"\"hydra.run.dir='{sweep}/fresh_r64_data.limit=0_1'\"")
     # only the swept key names the jobs: the shared ones are in the sweep's multirun.yaml
-    assert sorted(p.name for p in sweep.iterdir()) == ["fresh_r64_data.limit=2_0", "multirun.yaml"]
+    assert sorted(p.name for p in sweep.iterdir()) == [".submitit"] * (launcher != "basic") + [
+        "fresh_r64_data.limit=2_0", "multirun.yaml"]
     assert (sweep / "fresh_r64_data.limit=2_0" / "final_model").is_dir()
 
 
-def test_a_sweep_whose_jobs_all_fail_leaves_no_sweep_folder(tmp_path):
+@pytest.mark.parametrize("launcher", ["basic", "submitit_local"])
+def test_a_sweep_whose_jobs_all_fail_leaves_no_sweep_folder(tmp_path, launcher):
     sweep = tmp_path / "sweep"
-    done = run([*SWEEP, "data.limit=0,-1", f"hydra.sweep.dir={sweep}"])
+    done = run([*SWEEP, "data.limit=0,-1", f"hydra.sweep.dir={sweep}", f"hydra/launcher={launcher}"])
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
     assert f"(no job wrote anything: {sweep} is removed)" in done.stdout
     assert "2 job(s), 0 ok, 2 failed" in done.stdout and not sweep.exists()

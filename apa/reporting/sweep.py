@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from apa.run_folder.layout import write_json
+
+JOB_RECORDS = ".jobs"  # <sweep>/.jobs/<job number>.json: each job's outcome, from a job run in another process
 MAX_ERROR = 160  # characters of a failed job's error shown here (the whole line was printed when it failed)
 
 
@@ -16,6 +22,30 @@ class JobResult:
     log: Path | None = None  # where the job's log file is (if it logged anything)
     error: str | None = None  # None: trained
     foreseeable: bool = True  # the error is one of ours (apa.errors), not a bug
+
+
+def write_job_record(sweep_dir: Path, num: int, job: JobResult, failures: list[str]) -> None:
+    """A job run in another process (submitit, joblib) tells the sweep's own process how it ended, through the sweep
+    folder they share: its result, and the steps after training that failed in it (EvaluateAndCompare)."""
+    folder = Path(sweep_dir) / JOB_RECORDS
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / f"{int(num)}.json", {**dataclasses.asdict(job), "failures": failures})
+
+
+def read_job_records(sweep_dir: Path) -> tuple[list[JobResult], list[str]]:
+    """The jobs' records, in job order, and the failures they name; the records are removed once read."""
+    folder = Path(sweep_dir) / JOB_RECORDS
+    jobs, failures = [], []
+    for path in sorted(folder.glob("*.json"), key=lambda p: int(p.stem) if p.stem.isdigit() else -1):
+        try:
+            record = json.loads(path.read_text())
+            failures += [str(f) for f in record.pop("failures", [])]
+            jobs.append(JobResult(**{**record, "folder": Path(record["folder"]),
+                                     "log": Path(record["log"]) if record.get("log") else None}))
+        except (OSError, ValueError, TypeError, KeyError):  # a record cut short: the job is told by its folder
+            continue
+    shutil.rmtree(folder, ignore_errors=True)
+    return jobs, failures
 
 
 def shown(path: Path) -> str:
