@@ -169,6 +169,34 @@ def test_a_wav_header_that_declares_less_than_the_file_holds_is_named(tmp_path, 
     assert str(cut) in message and "more than its WAV header declares" in message and "0.25 s are read" in message
 
 
+def test_a_wav_cut_short_of_what_its_header_declares_is_refused_naming_both_lengths(tmp_path, caplog):
+    """A partial copy or download: the header still declares the whole clip, libsndfile silently read what was left
+    (0.62 s of 2.58 s), trained against labels for the whole sentence. Now a counted skip of its own kind. A header
+    written as a stream (data size 0 or 2**32-1: length unknown) is read as it is."""
+    import struct
+
+    from apa.data.audio import AudioError
+
+    t = np.linspace(0, 2.0, 32000, endpoint=False)
+    whole = tmp_path / "whole.wav"
+    sf.write(whole, (0.3 * np.sin(2 * np.pi * 200 * t)).astype(np.float32), 16000, subtype="PCM_16")
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(whole.read_bytes()[:20000])  # 0.62 s of the 2 s declared
+    with pytest.raises(AudioError) as refused:
+        decode_audio(cut)
+    assert refused.value.kind == "truncated audio"
+    assert str(refused.value) == (f"truncated audio: {cut}: its header declares 2.00 s, the file holds 0.62 s (a "
+                                  "copy or download cut short?): copy the file again")
+    data = bytearray(whole.read_bytes()[:20000])
+    at = data.index(b"data")
+    data[at + 4:at + 8] = struct.pack("<I", 0xFFFFFFFF)  # a streamed header: no length
+    streamed = tmp_path / "streamed.wav"
+    streamed.write_bytes(bytes(data))
+    with caplog.at_level("WARNING", logger="apa.data.audio"):
+        assert decode_audio(streamed).size == (20000 - at - 8) // 2
+    assert decode_audio(whole).size == 32000
+
+
 @pytest.mark.parametrize("kind", ["file", "uncreatable", "relative"])
 def test_the_cache_folder_is_absolute_or_one_line_naming_apa_cache_dir(tmp_path, monkeypatch, kind):
     """APA_CACHE_DIR that is a file or cannot be created was a traceback from the tiny model's generator; a relative

@@ -79,19 +79,49 @@ def _warn_once(source, what: str, message: str, *args) -> None:
         log.warning("%s: " + message, name, *args)
 
 
+def _wav_data(path: Path) -> tuple[int, int] | None:
+    """(where the samples start, how many bytes of them the header declares) of a RIFF WAV file, else None."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return None
+            pos = 12
+            while True:
+                f.seek(pos)
+                chunk = f.read(8)
+                if len(chunk) < 8:
+                    return None
+                size = int.from_bytes(chunk[4:], "little")
+                if chunk[:4] == b"data":
+                    return pos + 8, size
+                pos += 8 + size + (size & 1)  # chunks are padded to an even size
+    except OSError:
+        return None
+
+
 def _check_wav_length(path: Path, frames: int) -> None:
-    """Warn when a WAV file holds much more audio data than its header declares (libsndfile reads only the declared
-    part): a header written before the recording ended, and the rest of the speech unheard."""
+    """Compare a WAV file's samples with what its header declares (libsndfile reads whichever is less, silently):
+    - less data than declared (a copy or download cut short): refused, a counted skip, since its labels describe
+      the whole sentence;
+    - more than declared (a header written before the recording ended): the rest of the speech goes unheard; a
+      warning."""
     try:
         info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError, OSError):
         return
     width = _BYTES_PER_SAMPLE.get(info.subtype)
-    if info.format != "WAV" or width is None:
+    data = _wav_data(path) if info.format == "WAV" and width is not None else None
+    if data is None:
         return
-    declared = frames * info.channels * width
-    extra = os.path.getsize(path) - declared - 44  # 44: the canonical header
-    if extra > 0.1 * info.samplerate * info.channels * width:  # more than 0.1 s of audio beyond the header's count
+    offset, declared = data
+    second = info.samplerate * info.channels * width  # bytes of one second of audio
+    held = os.path.getsize(path) - offset
+    if 0 < declared < 0xFFFFFFFF and held < declared - 0.1 * second:  # 0 and 2**32-1: written as a stream, no length
+        raise AudioError("truncated audio", f"{path}: its header declares {declared / second:.2f} s, the file holds "
+                         f"{held / second:.2f} s (a copy or download cut short?): copy the file again")
+    extra = held - frames * info.channels * width
+    if extra > 0.1 * second:  # more than 0.1 s of audio beyond the header's count
         _warn_once(path, "length", "the file holds %d bytes more than its WAV header declares (about %.1f s of "
                    "audio): only the declared %.2f s are read. Rewrite the header (e.g. `sox in.wav out.wav`)",
-                   extra, extra / (info.samplerate * info.channels * width), frames / info.samplerate)
+                   extra, extra / second, frames / info.samplerate)
