@@ -232,6 +232,7 @@ def default_out(paths: list[Path]) -> Path:
 
 
 def write_report(paths: list[Path], out: Path | None = None, audio: str = "auto") -> Path:
+    find_runs(paths)  # a path with no runs is refused before the folder is made
     out = output_folder(out or default_out(paths))
     out.mkdir(parents=True, exist_ok=True)
     target = out / "report.html"

@@ -146,6 +146,9 @@ def find_runs(paths: list[Path]) -> list[Path]:
     """Run folders: each path that is one, else the runs directly inside it (a sweep folder); a run reached twice
     (given twice, or as itself and inside its sweep) counts once."""
     runs: list[Path] = []
+    missing = [str(p) for p in paths if not Path(p).exists()]
+    if missing:  # a typo among several paths would otherwise leave its runs out without a word
+        raise RunFolderError(f"{', '.join(missing)}: no such folder; give run folders or folders of runs (a sweep)")
     for path in map(Path, paths):
         if (path / TRAINING_RECORD).exists():
             found = [path]

@@ -93,3 +93,17 @@ def test_a_dangling_symlink_as_run_folder_is_one_line(tmp_path, capsys):
         start()
     assert stopped.value.code == 2
     assert f"cannot use {link}: it exists as something else" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [compare.main, report.main, table3.main])
+def test_a_path_that_does_not_exist_is_named_even_beside_real_runs(sweep, tmp_path, capsys, command):
+    """A typo'd path: "no run folders … in <path>" did not say it does not exist; beside a real sweep, its runs
+    were left out of the comparison without a word."""
+    typo = tmp_path / "nonexist"
+    for paths in ([typo], [sweep, typo]):
+        with pytest.raises(SystemExit) as stopped:
+            command([*map(str, paths), "--out", str(tmp_path / "out")])
+        assert stopped.value.code == 2
+        assert capsys.readouterr().err.strip() == (f"error: {typo}: no such folder; give run folders or folders of "
+                                                   "runs (a sweep)")
+    assert not (tmp_path / "out").exists()
