@@ -8,6 +8,7 @@ PNG plots: training loss, metrics per epoch, human-vs-predicted scores.
 from __future__ import annotations
 
 import argparse
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,7 +50,7 @@ from apa.reporting.table import (  # noqa: E402
     undefined_note,
     value,
 )
-from apa.run_folder import EVAL_DIR, FINAL_MODEL, find_runs, output_folder, write_atomic  # noqa: E402
+from apa.run_folder import EVAL_DIR, FINAL_MODEL, PREDICTIONS, find_runs, output_folder, write_atomic  # noqa: E402
 
 EPOCH_METRICS = ("pcc_total", "wer", "per", "mdd_f1")  # metrics_per_epoch.png
 PAPER_LORA = "speech LoRA"  # the paper's rows in the comparison: run "paper (arXiv 2509.02915, <setting>)"
@@ -128,9 +129,24 @@ def comparison_notes(rows: list[dict]) -> list[str]:
     random = [r for r in rows if r.get("random_weights")]
     if random:
         notes.append(random_weights_note(any(not r.get("n_apa_parsed") for r in random)))  # none parsed, or none yet
+    missing = answers_missing_note(rows)
+    if missing:
+        notes.append(missing)
     ours = [Row(r) for r in rows if r["checkpoint"] != NOT_EVALUATED]
     why = undefined_note(ours, lambda row: f"{row.get('run')} {row.get('checkpoint')}", lambda row: row.get("run"))
     return notes + ([why] if why else [])
+
+
+def answers_missing_note(rows: list[dict]) -> str | None:
+    """Evaluated checkpoints whose answers are gone (apa.reporting.runs.collect's `answers_missing`: metrics.json
+    without its predictions file): named, with what is missing because of it and how to write them again."""
+    missing = [r for r in rows if r.get("answers_missing")]
+    if not missing:
+        return None
+    named = "; ".join(f"{r['run']} {r['checkpoint']} (`{r['answers_missing']}`)" for r in missing)
+    return (f"**The answers of {len(missing)} evaluated checkpoint(s) are missing** (no {PREDICTIONS}): {named}. "
+            "Their metrics rows stand, but their answers are not in the utterance browser, the scatter plot or the "
+            "paired differences; `python evaluate.py run_dir=<run> checkpoint=<checkpoint>` writes them again.")
 
 
 def write_tables(rows: list[dict], out: Path, confidence: Confidence | None = None) -> str:
@@ -219,6 +235,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("paths", nargs="+", type=Path, help="a sweep folder, or run folders")
     parser.add_argument("--out", type=Path, help="where to write comparison.md/csv and the plots")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     print(compare(args.paths, args.out))
 
 
