@@ -21,9 +21,11 @@ from apa.data.records import APA_ASPECTS  # noqa: E402
 from apa.errors import one_line_errors  # noqa: E402
 from apa.reporting.confidence import (  # noqa: E402
     DIFFERENCE_NOTE,
+    REPEATS_TITLE,
     configurations,
     difference_rows,
     difference_table,
+    repeats_note,
     seed_table,
     verdicts,
 )
@@ -157,9 +159,12 @@ def write_tables(rows: list[dict], out: Path, confidence: Confidence | None = No
     write_atomic(out / "comparison.csv", table.csv())
     notes = comparison_notes(rows)
     text = table.markdown() + ("\n" + "\n\n".join(notes) + "\n" if notes else "")
-    for title, extra, name, note in (confidence or Confidence()).tables():
+    confidence = confidence or Confidence()
+    for title, extra, name, note in confidence.tables():
         write_atomic(out / name, extra.csv())
         text += f"\n## {title}\n\n{note}\n\n" + extra.markdown()
+    if confidence.repeats:
+        text += f"\n## {REPEATS_TITLE}\n\n{confidence.repeats}\n"
     write_atomic(out / "comparison.md",
                  "# Run comparison\n\nOne row per run and evaluated checkpoint; the paper's Table 3 below. "
                  f"{' '.join(table.notes)}\n\n" + text)
@@ -172,11 +177,12 @@ class Confidence:
 
     seeds: Table | None = None
     differences: list[Row] = field(default_factory=list)
+    repeats: str | None = None  # the runs that repeat another's config and seed (confidence.repeats_note)
 
     @classmethod
     def of(cls, runs: list[Path], labels: dict[Path, str]) -> Confidence:
         configs = configurations(runs, labels)
-        return cls(seed_table(configs), difference_rows(configs, labels))
+        return cls(seed_table(configs), difference_rows(configs, labels), repeats_note(configs, labels))
 
     def tables(self) -> list[tuple[str, Table, str, str]]:
         """(title, table, CSV name, note) of each table there is."""

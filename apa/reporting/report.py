@@ -32,6 +32,7 @@ from apa.reporting.compare import (
     run_column,
     test_set_columns,
 )
+from apa.reporting.confidence import REPEATS_TITLE
 from apa.reporting.curves import epoch_figure, loss_figure, loss_series, svg_image
 from apa.reporting.runs import collect, run_labels
 from apa.reporting.table import (
@@ -165,12 +166,15 @@ def config_differences(runs: list[Path], records: dict[Path, dict], labels: dict
 def confidence_section(runs: list[Path], labels: dict[Path, str]) -> str:
     """The differences between configurations (paired, with intervals and p) and the seed aggregate, or why there
     are none."""
-    tables = Confidence.of(runs, labels).tables()
+    confidence = Confidence.of(runs, labels)
+    tables = confidence.tables()
+    repeats = (f'<h3>{REPEATS_TITLE}</h3><p class="note warning">{_inline(confidence.repeats)}</p>'
+               if confidence.repeats else "")
     if not tables:
-        return ("<p>One configuration with one run: nothing to set side by side. Each figure's own 95 % interval is "
-                "in the comparison above.</p>")
+        return repeats or ("<p>One configuration with one run: nothing to set side by side. Each figure's own 95 % "
+                           "interval is in the comparison above.</p>")
     return "".join(f"<h3>{html.escape(title)}</h3><p>{html.escape(note)}</p>" + table.html("confidence")
-                   for title, table, _, note in tables)
+                   for title, table, _, note in tables) + repeats
 
 
 def curves(rows: list[dict], runs: list[Path], labels: dict[Path, str]) -> str:
