@@ -3,11 +3,12 @@
     python train.py -m experiment=demo lora=pretrained_r320,fresh_r64                    (SweepSummary: train.yaml)
     python train.py -m experiment=demo lora=pretrained_r320,fresh_r64 hydra/callbacks=evaluate_and_compare
 
-SweepSummary, before the first job: the model and data sources of every job are checked once (no hub and nothing
-cached: one `error:` line, exit 2, no sweep folder), and the keys every job shares are left out of the job folders'
-names (apa.run_folder.naming). At the end: one line per job (ok or failed, and where), then what to run next. A job
-refused with one of our errors (apa.errors) does not end the sweep in Hydra's traceback: the sweep ends with the
-summary and exit 2 (the folder removed if it holds nothing but Hydra's multirun.yaml).
+SweepSummary, before the first job: two jobs that would train the same config are refused, the model and data
+sources of every job are checked once (either: one `error:` line, exit 2, no sweep folder), and the keys every job
+shares are left out of the job folders' names (apa.run_folder.naming). At the end: one line per job (ok or failed,
+and where), then what to run next. A job refused with one of our errors (apa.errors) does not end the sweep in
+Hydra's traceback: the sweep ends with the summary and exit 2 (the folder removed if it holds nothing but Hydra's
+multirun.yaml).
 
 EvaluateAndCompare (a SweepSummary) also evaluates each job's checkpoints as the job ends, then compares the sweep.
 With `table3: true` (experiment=table3_lora_only / table3_unfreeze set it) it also evaluates the untrained model once
@@ -23,6 +24,7 @@ Hydra only warns when a callback raises, so failures are remembered and turned i
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import shlex
 import sys
@@ -69,11 +71,17 @@ def sweep_jobs(config: DictConfig) -> list[list[list[str]]] | None:
     if OmegaConf.select(config, "hydra.sweeper._target_") != BASIC_SWEEPER:
         return None
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    batch = OmegaConf.select(config, "hydra.sweeper.max_batch_size")
+    return BasicSweeper.split_arguments(sweep_overrides(config), batch)
+
+
+def sweep_overrides(config: DictConfig) -> list:
+    """The sweep's overrides as Hydra parses them: the experiment's sweeper params, then the command line's."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     params = [f"{k}={v}" for k, v in (OmegaConf.select(config, "hydra.sweeper.params") or {}).items()]
-    overrides = OverridesParser.create().parse_overrides([*params, *config.hydra.overrides.task])
-    return BasicSweeper.split_arguments(overrides, OmegaConf.select(config, "hydra.sweeper.max_batch_size"))
+    return OverridesParser.create().parse_overrides([*params, *config.hydra.overrides.task])
 
 
 def shared_keys(jobs: list[list[str]]) -> list[str]:
@@ -115,6 +123,7 @@ class SweepSummary(Callback):
                 raise UserError(f"{self.sweep_dir} already holds results ({', '.join(held[:5])}): choose another "
                                 "hydra.sweep.dir (or leave it unset for a fresh timestamped one); resume a run in it "
                                 "with `python train.py resume=true hydra.run.dir=<its run folder>`")
+            self._check_distinct(jobs, kwargs.get("config_name") or "train", config)
             self._check_sources(jobs, kwargs.get("config_name") or "train", config)
         except Exception as exc:
             error = as_user_error(exc)
@@ -130,6 +139,33 @@ class SweepSummary(Callback):
         if OmegaConf.select(config, "hydra.launcher._target_") == BASIC_LAUNCHER and batches:
             ends = [sum(map(len, batches[:n + 1])) - 1 for n in range(len(batches))]
             self.batch_ends = set(ends)
+
+    @staticmethod
+    def _check_distinct(jobs: list[list[str]], config_name: str, config: DictConfig) -> None:
+        """Two jobs that would train the same config (a value swept twice, `lora=fresh_r64,fresh_r64`, or spelt
+        twice, `trainer.num_train_epochs=2,2.0`) are refused: the second, same seed and all, would be the first again,
+        not a replicate. A job whose config cannot be composed is left to fail when it runs, as before."""
+        from hydra import compose
+
+        seen: dict[str, int] = {}
+        for n, job in enumerate(jobs):
+            try:
+                key = json.dumps(OmegaConf.to_container(compose(config_name=config_name, overrides=job)),
+                                 sort_keys=True, default=str)
+            except Exception:  # noqa: BLE001 - the job reports it in its own words when it runs
+                continue
+            if key in seen:
+                first = jobs[seen[key]]
+                spelt = [" and ".join(pair) for pair in zip([o for o in first if o not in job],
+                                                            [o for o in job if o not in first], strict=False)]
+                swept = [(o, list(o.sweep_string_iterator())) for o in sweep_overrides(config) if o.is_sweep_override()]
+                twice = [f"{o.key_or_group}={v} is given twice ({o.input_line})" for o, values in swept
+                         for i, v in enumerate(values) if v in values[:i]]
+                what = f"{spelt[0]} are one value" if spelt else twice[0] if twice else " ".join(job)
+                raise UserError(f"jobs {seen[key]} and {n} of this sweep would train the same config: {what}. The "
+                                "same config trains with the same seed, so the second job would repeat the first, not "
+                                "replicate it: give each value once (for replicates, sweep the seed: seed=1,2,3)")
+            seen[key] = n
 
     @staticmethod
     def _check_sources(jobs: list[list[str]], config_name: str, config: DictConfig) -> None:
