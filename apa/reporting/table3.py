@@ -81,9 +81,11 @@ def differences_from_paper(record: dict) -> list[str]:
     data, trainer = config.get("data") or {}, config.get("trainer") or {}
     out = [f"model={model.get('name')}: random weights"] if random_weights(model) else []
     paper = _paper_config("prompts")
-    if any(task in prompts and prompts[task] != paper[task] for task in ("apa", "mdd")):
-        out.append(f"prompts={prompts.get('name')} (paper: prompts={paper['name']})" if prompts.get("name") !=
-                   paper["name"] else f"prompts={paper['name']} edited (not the paper's text)")
+    texts = [task for task in ("apa", "mdd") if task in prompts]  # else only the name tells (an older record)
+    named = prompts.get("name", paper["name"])
+    if any(prompts[task] != paper[task] for task in texts) or not texts and named != paper["name"]:
+        out.append(f"prompts={named} (paper: prompts={paper['name']})" if named != paper["name"] else
+                   f"prompts={paper['name']} edited (not the paper's text)")
     paper = _paper_config("data")
     out += [f"data{'' if k == 'name' else '.' + k}={data[k]} (paper: {paper[k]})" for k in ("name", "labels")
             if k in data and data[k] != paper[k]]
