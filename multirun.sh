@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Sweep both LoRA configs, evaluate every checkpoint of every job, then compare them (comparison.md/csv, PNGs, and
-# report.html: the comparison with curves and an utterance browser, opened offline in any browser).
+# Sweep both LoRA configs (or the values of your own lora=), evaluate every checkpoint of every job, then compare
+# them (comparison.md/csv, PNGs, and report.html: the comparison with curves and an utterance browser, opened offline
+# in any browser).
 #   ./multirun.sh experiment=demo                       the CPU demo (tiny model, bundled sample)
 #   ./multirun.sh trainer.num_train_epochs=4 hydra.sweep.dir=outputs/my-sweep      (full corpus from the hub)
 #   GPUS=4 ./multirun.sh                each config data parallel on 4 GPUs, then each run's checkpoints evaluated
@@ -12,9 +13,16 @@ cd "$(dirname "$0")"
 PY="${PYTHON:-python}"
 
 sweep_dir=""
+own="pretrained_r320,fresh_r64"  # this script's sweep; a lora= among the arguments replaces it (as Hydra reads them)
+loras="$own"
 for arg in "$@"; do
-  case "$arg" in hydra.sweep.dir=*) sweep_dir="${arg#hydra.sweep.dir=}" ;; esac
+  case "$arg" in
+    hydra.sweep.dir=*) sweep_dir="${arg#hydra.sweep.dir=}" ;;
+    lora=*) loras="${arg#lora=}" ;;
+  esac
 done
+if [ "$loras" = "$own" ]; then what="both LoRA configs (lora=$own)"; else
+  what="lora=$loras (your lora=, in place of this script's lora=$own)"; fi
 # as Hydra reads it: quotes around the value (a path with a space) are grammar, not part of the path
 case "$sweep_dir" in \'*\') sweep_dir="${sweep_dir:1:${#sweep_dir}-2}" ;; \"*\") sweep_dir="${sweep_dir:1:${#sweep_dir}-2}" ;; esac
 if [ -z "$sweep_dir" ]; then
@@ -30,23 +38,39 @@ fi
 
 GPUS="${GPUS:-1}"
 if [ "$GPUS" -le 1 ]; then
-  echo "== train both LoRA configs, evaluate every checkpoint of each, compare: $sweep_dir"
+  echo "== train $what, evaluate every checkpoint of each job, compare: $sweep_dir"
   # One process: the evaluate_and_compare callback (conf/hydra/callbacks/) runs evaluate.py's and apa.reporting.compare's
   # code after each job and after the sweep, so the libraries are imported once. It checks the model and data sources
   # before the first job (no hub: one error line, exit 2, no sweep folder) and ends with the sweep's summary.
-  exec "$PY" train.py -m lora=pretrained_r320,fresh_r64 hydra/callbacks=evaluate_and_compare "$@"
+  # (jobs that would train the same config, a value given twice, are refused there before the first one)
+  exec "$PY" train.py -m "lora=$own" hydra/callbacks=evaluate_and_compare "$@"
 fi
 
-# Several GPUs: each LoRA config in turn trains data parallel through the launcher (one process per GPU), into
-# <sweep>/<lora>_<n> as a Hydra sweep would name it; then each run is evaluated through the same launcher (every
-# rank generates whole batches, rank 0 merges and scores: the files one process would write); then the comparison.
+# Several GPUs: each LoRA config in turn (this script's two, or the values of your lora=) trains data parallel
+# through the launcher (one process per GPU), into <sweep>/<lora>_<n> as a Hydra sweep would name it; then each run
+# is evaluated through the same launcher (every rank generates whole batches, rank 0 merges and scores: the files one
+# process would write); then the comparison. A value given twice would train one config twice: refused, as a sweep
+# refuses it (apa.callbacks.SweepSummary).
+IFS=, read -r -a lora_list <<< "$loras"
+given=" "
+for lora in "${lora_list[@]}"; do
+  case "$given" in *" $lora "*)
+    echo "error: lora=$lora is given twice (lora=$loras): two jobs would train the same config with the same seed," \
+      "the second a repeat of the first, not a replicate: give each value once" >&2
+    exit 2 ;;
+  esac
+  given+="$lora "
+done
+args=()
+for arg in "$@"; do case "$arg" in lora=*) ;; *) args+=("$arg") ;; esac; done
+echo "== train $what on $GPUS GPUs each, evaluate every checkpoint of each job, compare: $sweep_dir"
 read -r -a launcher <<< "${LAUNCHER:-$PY -m torch.distributed.run --standalone --nproc_per_node=$GPUS}"
 n=0
 runs=()
-for lora in pretrained_r320 fresh_r64; do
+for lora in "${lora_list[@]}"; do
   run_dir="$sweep_dir/${lora}_$n"
   echo "== train $lora on $GPUS GPUs: ${launcher[*]} -> $run_dir"
-  "${launcher[@]}" train.py "lora=$lora" "$@" "hydra.run.dir=$run_dir"
+  "${launcher[@]}" train.py "lora=$lora" ${args[@]+"${args[@]}"} "hydra.run.dir=$run_dir"
   runs+=("$run_dir")
   n=$((n + 1))
 done

@@ -3,13 +3,13 @@
     python train.py -m experiment=demo lora=pretrained_r320,fresh_r64                    (SweepSummary: train.yaml)
     python train.py -m experiment=demo lora=pretrained_r320,fresh_r64 hydra/callbacks=evaluate_and_compare
 
-SweepSummary, before the first job: the model and data sources of every job are checked once (no hub and nothing
-cached: one `error:` line, exit 2, no sweep folder), and the keys every job shares are left out of the job folders'
-names (apa.run_folder.naming). At the end: one line per job (ok or failed, and where), then what to run next. A job
-refused with one of our errors (apa.errors) does not end the sweep in Hydra's traceback: the sweep ends with the
-summary and exit 2 (the folder removed if it holds nothing but Hydra's multirun.yaml). Jobs a launcher runs in
-processes of their own (submitit on SLURM or locally, joblib) tell the sweep's process how they ended through
-`<sweep>/.jobs/` (apa.reporting.sweep), so the summary is the same.
+SweepSummary, before the first job: two jobs that would train the same config are refused, the model and data
+sources of every job are checked once (either: one `error:` line, exit 2, no sweep folder), and the keys every job
+shares are left out of the job folders' names (apa.run_folder.naming). At the end: one line per job (ok or failed,
+and where), then what to run next. A job refused with one of our errors (apa.errors) does not end the sweep in
+Hydra's traceback: the sweep ends with the summary and exit 2 (the folder removed if it holds nothing but Hydra's
+multirun.yaml). Jobs a launcher runs in processes of their own (submitit, joblib) tell the sweep's process how they
+ended through `<sweep>/.jobs/` (apa.reporting.sweep), so the summary is the same.
 
 EvaluateAndCompare (a SweepSummary) also evaluates each job's checkpoints as the job ends, then compares the sweep.
 With `table3: true` (experiment=table3_lora_only / table3_unfreeze set it) it also evaluates the untrained model once
@@ -39,6 +39,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, read_write
 
+from apa.command_line import check_distinct_jobs, shared_keys, sweep_jobs
 from apa.errors import EXIT_USAGE, UserError, as_user_error, full_traceback_wanted, hydra_value, override_arg
 from apa.reporting.sweep import JobResult, read_job_records, shown, sweep_summary, write_job_record
 
@@ -60,31 +61,9 @@ def logged_to(path: Path) -> Iterator[None]:
         root.removeHandler(handler)
         handler.close()
 
-BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"  # jobs run here, one after another
 SOURCE_KEYS = ("model", "data", "experiment")  # the overrides that can change where the model and data come from
 HYDRA_WROTE = {"multirun.yaml", ".submitit"}  # what a sweep folder holds before any job writes into it
-
-
-def sweep_jobs(config: DictConfig) -> list[list[list[str]]] | None:
-    """The sweep's batches of jobs (each job its list of overrides), as Hydra's basic sweeper splits them; None
-    for another sweeper."""
-    if OmegaConf.select(config, "hydra.sweeper._target_") != BASIC_SWEEPER:
-        return None
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    params = [f"{k}={v}" for k, v in (OmegaConf.select(config, "hydra.sweeper.params") or {}).items()]
-    overrides = OverridesParser.create().parse_overrides([*params, *config.hydra.overrides.task])
-    return BasicSweeper.split_arguments(overrides, OmegaConf.select(config, "hydra.sweeper.max_batch_size"))
-
-
-def shared_keys(jobs: list[list[str]]) -> list[str]:
-    """The override keys whose value is the same in every job (typed once, not swept)."""
-    from apa.command_line import override_keys
-
-    values = [dict(zip(override_keys(job), job, strict=True)) for job in jobs]
-    return sorted(k for k in values[0] if all(v.get(k) == values[0][k] for v in values))
 
 
 class SweepSummary(Callback):
@@ -118,6 +97,7 @@ class SweepSummary(Callback):
                 raise UserError(f"{self.sweep_dir} already holds results ({', '.join(held[:5])}): choose another "
                                 "hydra.sweep.dir (or leave it unset for a fresh timestamped one); resume a run in it "
                                 "with `python train.py resume=true hydra.run.dir=<its run folder>`")
+            check_distinct_jobs(jobs, kwargs.get("config_name") or "train", config)
             self._check_sources(jobs, kwargs.get("config_name") or "train", config)
         except Exception as exc:
             error = as_user_error(exc)

@@ -1,12 +1,18 @@
 """What a command line may say, checked before Hydra acts on it: the keys it sets, renamed config choices, output
-folders that cannot be folders, run names that are not plain folder names."""
+folders that cannot be folders, run names that are not plain folder names, a quoted `~`; and the jobs a sweep's
+command line makes (as Hydra's basic sweeper splits them), none of which may train the same config as another."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
 
 from apa.errors import UserError
 from apa.run_folder.naming import check_run_name
+
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 
 
 def override_keys(overrides: list[str]) -> list[str]:
@@ -75,3 +81,57 @@ def check_renamed_choices(overrides: list[str], parsed=None) -> None:
             if new:
                 raise UserError(f"{override.key_or_group}={value} was renamed {override.key_or_group}={new} (its "
                                 "numbers are the seed author's, not the paper's): use the new name")
+
+
+def sweep_jobs(config: DictConfig) -> list[list[list[str]]] | None:
+    """The sweep's batches of jobs (each job its list of overrides), as Hydra's basic sweeper splits them; None
+    for another sweeper."""
+    if OmegaConf.select(config, "hydra.sweeper._target_") != BASIC_SWEEPER:
+        return None
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    batch = OmegaConf.select(config, "hydra.sweeper.max_batch_size")
+    return BasicSweeper.split_arguments(sweep_overrides(config), batch)
+
+
+def sweep_overrides(config: DictConfig) -> list:
+    """The sweep's overrides as Hydra parses them: the experiment's sweeper params, then the command line's."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = [f"{k}={v}" for k, v in (OmegaConf.select(config, "hydra.sweeper.params") or {}).items()]
+    return OverridesParser.create().parse_overrides([*params, *config.hydra.overrides.task])
+
+
+def shared_keys(jobs: list[list[str]]) -> list[str]:
+    """The override keys whose value is the same in every job (typed once, not swept)."""
+    from apa.command_line import override_keys
+
+    values = [dict(zip(override_keys(job), job, strict=True)) for job in jobs]
+    return sorted(k for k in values[0] if all(v.get(k) == values[0][k] for v in values))
+
+
+def check_distinct_jobs(jobs: list[list[str]], config_name: str, config: DictConfig) -> None:
+    """Two jobs that would train the same config (a value swept twice, `lora=fresh_r64,fresh_r64`, or spelt
+    twice, `trainer.num_train_epochs=2,2.0`) are refused: the second, same seed and all, would be the first again,
+    not a replicate. A job whose config cannot be composed is left to fail when it runs, as before."""
+    from hydra import compose
+
+    seen: dict[str, int] = {}
+    for n, job in enumerate(jobs):
+        try:
+            key = json.dumps(OmegaConf.to_container(compose(config_name=config_name, overrides=job)),
+                             sort_keys=True, default=str)
+        except Exception:  # noqa: BLE001 - the job reports it in its own words when it runs
+            continue
+        if key in seen:
+            first = jobs[seen[key]]
+            spelt = [" and ".join(pair) for pair in zip([o for o in first if o not in job],
+                                                        [o for o in job if o not in first], strict=False)]
+            swept = [(o, list(o.sweep_string_iterator())) for o in sweep_overrides(config) if o.is_sweep_override()]
+            twice = [f"{o.key_or_group}={v} is given twice ({o.input_line})" for o, values in swept
+                     for i, v in enumerate(values) if v in values[:i]]
+            what = f"{spelt[0]} are one value" if spelt else twice[0] if twice else " ".join(job)
+            raise UserError(f"jobs {seen[key]} and {n} of this sweep would train the same config: {what}. The "
+                            "same config trains with the same seed, so the second job would repeat the first, not "
+                            "replicate it: give each value once (for replicates, sweep the seed: seed=1,2,3)")
+        seen[key] = n

@@ -129,3 +129,52 @@ def test_multirun_sh_reads_a_quoted_sweep_folder_as_hydra_does(tmp_path):
     assert done.returncode == 2 and done.stderr.strip() == (f"error: {sweep} already holds results; choose another "
                                                             "hydra.sweep.dir (or leave it unset)")
     assert (sweep / "multirun.yaml").read_text() == "the earlier sweep\n"
+
+
+TWICE = ("error: jobs 0 and 1 of this sweep would train the same config: {what}. The same config trains with the "
+         "same seed, so the second job would repeat the first, not replicate it: give each value once (for "
+         "replicates, sweep the seed: seed=1,2,3)")
+
+
+LORA_TWICE = "lora=fresh_r64 is given twice (lora=fresh_r64,fresh_r64)"
+
+
+@pytest.mark.parametrize(("how", "values", "what"), [
+    ("multirun.sh", ["lora=fresh_r64,fresh_r64"], LORA_TWICE),
+    ("train.py -m", ["seed=1,2", "lora=fresh_r64,fresh_r64"], LORA_TWICE),
+    ("train.py -m", ["trainer.num_train_epochs=2,2.0"],
+     "trainer.num_train_epochs=2 and trainer.num_train_epochs=2.0 are one value"),
+], ids=["multirun.sh", "with seeds", "spelt twice"])
+def test_a_sweep_that_would_train_one_config_twice_is_refused_before_its_first_job(tmp_path, how, values, what):
+    """`./multirun.sh experiment=demo lora=fresh_r64,fresh_r64` trained the same job twice (seed 42 both times), and
+    its comparison showed the pair as two seeds; its banner said "train both LoRA configs". Now the banner says what
+    the command line asked for, and the sweep is refused in one line before any job or folder."""
+    sweep = tmp_path / "sweep"
+    cmd = (["bash", str(REPO / "multirun.sh")] if how == "multirun.sh" else [sys.executable, str(REPO / "train.py"),
+                                                                           "-m"])
+    done = run([*cmd, "experiment=demo", *values, f"hydra.sweep.dir={sweep}"], PYTHON=sys.executable)
+    assert done.returncode == 2 and done.stderr.strip() == TWICE.format(what=what), done.stderr[-3000:]
+    assert not sweep.exists() and "Launching" not in done.stdout
+    if how == "multirun.sh":
+        assert done.stdout.splitlines() == [
+            "== train lora=fresh_r64,fresh_r64 (your lora=, in place of this script's lora=pretrained_r320,fresh_r64)"
+            f", evaluate every checkpoint of each job, compare: {sweep}"]
+
+
+def test_multirun_sh_on_several_gpus_trains_the_lora_values_given_and_refuses_one_given_twice(tmp_path):
+    """GPUS=2: each job's own lora= came first and the command line's replaced it, so every job trained the value
+    given, in folders named after the script's two configs. Each value given now trains once, in its own folder
+    (LAUNCHER=echo prints the commands; PYTHON=true stands in for compare and report)."""
+    sweep = tmp_path / "sweep"
+    env = {"GPUS": "2", "LAUNCHER": "echo", "PYTHON": "true"}
+    done = run(["bash", str(REPO / "multirun.sh"), "lora=fresh_r64", f"hydra.sweep.dir={sweep}"], **env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[:3] == [
+        "== train lora=fresh_r64 (your lora=, in place of this script's lora=pretrained_r320,fresh_r64) on 2 GPUs "
+        f"each, evaluate every checkpoint of each job, compare: {sweep}",
+        f"== train fresh_r64 on 2 GPUs: echo -> {sweep}/fresh_r64_0",
+        f"train.py lora=fresh_r64 hydra.sweep.dir={sweep} hydra.run.dir={sweep}/fresh_r64_0"]
+    done = run(["bash", str(REPO / "multirun.sh"), "lora=fresh_r64,fresh_r64", f"hydra.sweep.dir={sweep}"], **env)
+    assert done.returncode == 2 and done.stdout == "" and done.stderr.strip() == (
+        "error: lora=fresh_r64 is given twice (lora=fresh_r64,fresh_r64): two jobs would train the same config with "
+        "the same seed, the second a repeat of the first, not a replicate: give each value once")

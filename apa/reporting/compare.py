@@ -8,6 +8,7 @@ PNG plots: training loss, metrics per epoch, human-vs-predicted scores.
 from __future__ import annotations
 
 import argparse
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,9 +21,11 @@ from apa.data.records import APA_ASPECTS  # noqa: E402
 from apa.errors import one_line_errors  # noqa: E402
 from apa.reporting.confidence import (  # noqa: E402
     DIFFERENCE_NOTE,
+    REPEATS_TITLE,
     configurations,
     difference_rows,
     difference_table,
+    repeats_note,
     seed_table,
     verdicts,
 )
@@ -49,7 +52,7 @@ from apa.reporting.table import (  # noqa: E402
     undefined_note,
     value,
 )
-from apa.run_folder import EVAL_DIR, FINAL_MODEL, find_runs, output_folder, write_atomic  # noqa: E402
+from apa.run_folder import EVAL_DIR, FINAL_MODEL, PREDICTIONS, find_runs, output_folder, write_atomic  # noqa: E402
 
 EPOCH_METRICS = ("pcc_total", "wer", "per", "mdd_f1")  # metrics_per_epoch.png
 PAPER_LORA = "speech LoRA"  # the paper's rows in the comparison: run "paper (arXiv 2509.02915, <setting>)"
@@ -128,9 +131,24 @@ def comparison_notes(rows: list[dict]) -> list[str]:
     random = [r for r in rows if r.get("random_weights")]
     if random:
         notes.append(random_weights_note(any(not r.get("n_apa_parsed") for r in random)))  # none parsed, or none yet
+    missing = answers_missing_note(rows)
+    if missing:
+        notes.append(missing)
     ours = [Row(r) for r in rows if r["checkpoint"] != NOT_EVALUATED]
     why = undefined_note(ours, lambda row: f"{row.get('run')} {row.get('checkpoint')}", lambda row: row.get("run"))
     return notes + ([why] if why else [])
+
+
+def answers_missing_note(rows: list[dict]) -> str | None:
+    """Evaluated checkpoints whose answers are gone (apa.reporting.runs.collect's `answers_missing`: metrics.json
+    without its predictions file): named, with what is missing because of it and how to write them again."""
+    missing = [r for r in rows if r.get("answers_missing")]
+    if not missing:
+        return None
+    named = "; ".join(f"{r['run']} {r['checkpoint']} (`{r['answers_missing']}`)" for r in missing)
+    return (f"**The answers of {len(missing)} evaluated checkpoint(s) are missing** (no {PREDICTIONS}): {named}. "
+            "Their metrics rows stand, but their answers are not in the utterance browser, the scatter plot or the "
+            "paired differences; `python evaluate.py run_dir=<run> checkpoint=<checkpoint>` writes them again.")
 
 
 def write_tables(rows: list[dict], out: Path, confidence: Confidence | None = None) -> str:
@@ -141,9 +159,12 @@ def write_tables(rows: list[dict], out: Path, confidence: Confidence | None = No
     write_atomic(out / "comparison.csv", table.csv())
     notes = comparison_notes(rows)
     text = table.markdown() + ("\n" + "\n\n".join(notes) + "\n" if notes else "")
-    for title, extra, name, note in (confidence or Confidence()).tables():
+    confidence = confidence or Confidence()
+    for title, extra, name, note in confidence.tables():
         write_atomic(out / name, extra.csv())
         text += f"\n## {title}\n\n{note}\n\n" + extra.markdown()
+    if confidence.repeats:
+        text += f"\n## {REPEATS_TITLE}\n\n{confidence.repeats}\n"
     write_atomic(out / "comparison.md",
                  "# Run comparison\n\nOne row per run and evaluated checkpoint; the paper's Table 3 below. "
                  f"{' '.join(table.notes)}\n\n" + text)
@@ -156,11 +177,12 @@ class Confidence:
 
     seeds: Table | None = None
     differences: list[Row] = field(default_factory=list)
+    repeats: str | None = None  # the runs that repeat another's config and seed (confidence.repeats_note)
 
     @classmethod
     def of(cls, runs: list[Path], labels: dict[Path, str]) -> Confidence:
         configs = configurations(runs, labels)
-        return cls(seed_table(configs), difference_rows(configs, labels))
+        return cls(seed_table(configs), difference_rows(configs, labels), repeats_note(configs, labels))
 
     def tables(self) -> list[tuple[str, Table, str, str]]:
         """(title, table, CSV name, note) of each table there is."""
@@ -219,6 +241,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("paths", nargs="+", type=Path, help="a sweep folder, or run folders")
     parser.add_argument("--out", type=Path, help="where to write comparison.md/csv and the plots")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     print(compare(args.paths, args.out))
 
 

@@ -26,28 +26,34 @@ from apa.uncertainty import RESAMPLES, SEED, SPEAKER, NotPaired, paired
 log = logging.getLogger(__name__)
 
 # What may differ between the runs of one configuration: the seed (and what interpolates it), and how a run was
-# started or continued
-SEED_KEYS = frozenset({"seed", "trainer.seed", "trainer.data_seed", "resume", "extend", "allow_other_versions"})
+# started or continued. Two runs of one configuration with the same SEED_KEYS are one training run twice.
+SEED_KEYS = frozenset({"seed", "trainer.seed", "trainer.data_seed"})
+RESTART_KEYS = frozenset({"resume", "extend", "allow_other_versions"})
 HEADLINE = ("pcc_accuracy", "pcc_fluency", "pcc_prosodic", "pcc_total", "wer", "per", "mdd_f1")  # differences
 HEADERS = dict(zip(TABLE_COLUMNS, TABLE_HEADERS, strict=True))
 
 
 @dataclass(frozen=True)
 class Configuration:
-    """Runs that differ only in SEED_KEYS: `label` names what sets it apart from the others compared."""
+    """Runs that differ only in SEED_KEYS (and RESTART_KEYS): `label` names what sets it apart from the others
+    compared; `runs` holds one run per seed (the replicates); `repeats` each further run of a seed already there,
+    with the run it repeats (the same config and seed: not a replicate, counted once)."""
 
     label: str
     runs: tuple[Path, ...]
+    repeats: tuple[tuple[Path, Path], ...] = ()
 
     def seed_of(self, run: Path) -> object:
         return read_record(run)["config"].get("seed")
 
 
 def configurations(runs: list[Path], labels: dict[Path, str]) -> list[Configuration]:
-    """`runs` grouped by their resolved config without SEED_KEYS, in order of first appearance. A group is labelled
-    by the keys whose values differ between groups (`lora.name=fresh_r64`), or by its first run's label."""
-    flat = {run: {k: v for k, v in flatten_config(read_record(run)["config"]).items() if k not in SEED_KEYS}
-            for run in runs}
+    """`runs` grouped by their resolved config without SEED_KEYS and RESTART_KEYS, in order of first appearance,
+    each run of a seed already in its group set apart as a repeat. A group is labelled by the keys whose values
+    differ between groups (`lora.name=fresh_r64`), or by its first run's label."""
+    whole = {run: flatten_config(read_record(run)["config"]) for run in runs}
+    flat = {run: {k: v for k, v in config.items() if k not in SEED_KEYS | RESTART_KEYS}
+            for run, config in whole.items()}
     groups: dict[str, list[Path]] = {}
     for run in runs:
         groups.setdefault(json.dumps(flat[run], sort_keys=True, default=str), []).append(run)
@@ -61,8 +67,31 @@ def configurations(runs: list[Path], labels: dict[Path, str]) -> list[Configurat
     out = []
     for members in groups.values():
         shown = ", ".join(f"{k.removesuffix('.name')}={_short(flat[members[0]].get(k))}" for k in shown_keys[:3])
-        out.append(Configuration(shown or labels[members[0]], tuple(members)))
+        seeds: dict[str, Path] = {}  # each seed's first run
+        repeats = []
+        for run in members:
+            seed = json.dumps({k: whole[run].get(k) for k in sorted(SEED_KEYS)}, default=str)
+            if seed in seeds:
+                repeats.append((run, seeds[seed]))
+            else:
+                seeds[seed] = run
+        out.append(Configuration(shown or labels[members[0]], tuple(seeds.values()), tuple(repeats)))
     return out
+
+
+REPEATS_TITLE = "Repeated runs"
+
+
+def repeats_note(configs: list[Configuration], labels: dict[Path, str]) -> str | None:
+    """The runs that repeat another run's config and seed, named, and how they are counted; None without any."""
+    pairs = [(run, first, config.seed_of(run)) for config in configs for run, first in config.repeats]
+    if not pairs:
+        return None
+    named = "; ".join(f"{labels[run]} repeats {labels[first]} (seed {seed})" for run, first, seed in pairs)
+    return (f"**Same config, same seed: not replicates.** {named}. Such runs are one training run twice (any "
+            "difference between them is nondeterminism, not the spread across seeds), so \"Across seeds\" and the "
+            "differences count each seed once, its first run; their own rows above stand as they are. For "
+            "replicates, sweep the seed: `python train.py -m seed=1,2,3 …`.")
 
 
 def _short(v) -> str:

@@ -24,7 +24,15 @@ from apa.data.release import describe as describe_data
 from apa.errors import one_line_errors
 from apa.metrics import fmt
 from apa.reporting.browser import AUTO_EMBED_BYTES, browser_data
-from apa.reporting.compare import Confidence, comparison_notes, comparison_rows, run_column, test_set_columns
+from apa.reporting.compare import (
+    Confidence,
+    answers_missing_note,
+    comparison_notes,
+    comparison_rows,
+    run_column,
+    test_set_columns,
+)
+from apa.reporting.confidence import REPEATS_TITLE
 from apa.reporting.curves import epoch_figure, loss_figure, loss_series, svg_image
 from apa.reporting.runs import collect, run_labels
 from apa.reporting.table import (
@@ -83,6 +91,12 @@ def notes_html(rows: list[dict]) -> str:
     first words in bold) stands out."""
     return "".join(f'<p class="note{" warning" if note.startswith("**") else ""}">{_inline(note)}</p>'
                    for note in comparison_notes(rows))
+
+
+def _missing_answers(rows: list[dict]) -> str:
+    """In the utterance browser: which evaluated checkpoints have no view because their answers are missing."""
+    note = answers_missing_note(rows)
+    return f'<p class="note warning">{_inline(note)}</p>' if note else ""
 
 
 def parameters_table(runs: list[Path], records: dict[Path, dict], labels: dict[Path, str]) -> str:
@@ -152,12 +166,15 @@ def config_differences(runs: list[Path], records: dict[Path, dict], labels: dict
 def confidence_section(runs: list[Path], labels: dict[Path, str]) -> str:
     """The differences between configurations (paired, with intervals and p) and the seed aggregate, or why there
     are none."""
-    tables = Confidence.of(runs, labels).tables()
+    confidence = Confidence.of(runs, labels)
+    tables = confidence.tables()
+    repeats = (f'<h3>{REPEATS_TITLE}</h3><p class="note warning">{_inline(confidence.repeats)}</p>'
+               if confidence.repeats else "")
     if not tables:
-        return ("<p>One configuration with one run: nothing to set side by side. Each figure's own 95 % interval is "
-                "in the comparison above.</p>")
+        return repeats or ("<p>One configuration with one run: nothing to set side by side. Each figure's own 95 % "
+                           "interval is in the comparison above.</p>")
     return "".join(f"<h3>{html.escape(title)}</h3><p>{html.escape(note)}</p>" + table.html("confidence")
-                   for title, table, _, note in tables)
+                   for title, table, _, note in tables) + repeats
 
 
 def curves(rows: list[dict], runs: list[Path], labels: dict[Path, str]) -> str:
@@ -208,7 +225,7 @@ def render(paths: list[Path], out_dir: Path, audio: str = "auto") -> str:
         ("utterances", "Utterances",
          f'<p>{n_utts} utterances × {len(data["views"])} evaluated checkpoints. Pick a run and checkpoint; filter and '
          'sort; every row has its clip, the reference and predicted scores (coloured by error) and the phones '
-         'aligned as the MDD scorer counts them.</p><div id="browser"></div>'),
+         'aligned as the MDD scorer counts them.</p>' + _missing_answers(rows) + '<div id="browser"></div>'),
     ]
     nav = " · ".join(f'<a href="#{key}">{html.escape(name)}</a>' for key, name, _ in sections)
     body = "".join(f'<section id="{key}"><h2>{html.escape(name)}</h2>{content}</section>'

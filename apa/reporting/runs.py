@@ -9,6 +9,7 @@ import logging
 from pathlib import Path
 
 from apa.data.release import describe as describe_data
+from apa.errors import override_arg
 from apa.run_folder import PREDICTIONS, epoch_of, evaluations, read_fingerprint, read_metrics, read_record
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,20 @@ def collect(run: Path) -> list[dict]:
     split = {"split": data.get("test_split"),
              "training_split": data.get("test_split") is not None and data.get("test_split") == data.get("train_split")}
     return [{**common, "checkpoint": e.name, "epoch": epoch_of(e.name), "test_set": scored_set_digest(e),
-             "data": describe_data(evaluated_data(e)), **split, **read_metrics(e)} for e in evaluated]
+             "data": describe_data(evaluated_data(e)), **split, **_answers_missing(run, e), **read_metrics(e)}
+            for e in evaluated]
+
+
+def _answers_missing(run: Path, eval_dir: Path) -> dict:
+    """{"answers_missing": <the missing file>} for an evaluation whose metrics.json stands without its answers
+    (predictions.jsonl deleted or lost), with a warning naming the file; {} where they are there."""
+    path = eval_dir / PREDICTIONS
+    if path.is_file():
+        return {}
+    log.warning("%s is missing: the answers of %s %s are left out (utterance browser, scatter plot, paired "
+                "differences) while its metrics row stays; evaluate it again to write them: python evaluate.py %s "
+                "checkpoint=%s", path, run.name, eval_dir.name, override_arg("run_dir", run), eval_dir.name)
+    return {"answers_missing": str(path)}
 
 
 def run_labels(runs: list[Path]) -> dict[Path, str]:

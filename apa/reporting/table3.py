@@ -11,9 +11,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
+from apa.constants import CONF_DIR
 from apa.data.release import describe
 from apa.errors import one_line_errors
 from apa.reporting.confidence import DIFFERENCE_NOTE, compare_evaluations, difference_table, verdicts
+from apa.reporting.runs import random_weights
 from apa.reporting.table import (
     CI_KEYS,
     COVERAGE_KEYS,
@@ -21,14 +25,17 @@ from apa.reporting.table import (
     NO_TRAINING,
     PAPER,
     PCC_P_KEYS,
+    RANDOM_MARK,
     TABLE_COLUMNS,
     UNFREEZE,
     Column,
     Row,
     Table,
+    config_value,
     coverage_columns,
     metric_columns,
     paper_rows,
+    random_weights_note,
     value,
 )
 from apa.run_folder import (
@@ -43,7 +50,15 @@ from apa.run_folder import (
 )
 
 BASELINE_DIR = "baseline"  # <sweep or run>/baseline/base_model/: the untrained model's evaluation (epoch 0)
-KEYS = ("setting", "epoch", "source", *TABLE_COLUMNS, *CI_KEYS, *PCC_P_KEYS, *COVERAGE_KEYS)  # table3.csv's columns
+# table3.csv's columns: `random_weights` and `differs_from_paper` (differences_from_paper) mark our rows as the
+# Markdown's source column does (RANDOM_MARK, SETTING_MARK)
+KEYS = ("setting", "epoch", "source", *TABLE_COLUMNS, *CI_KEYS, *PCC_P_KEYS, *COVERAGE_KEYS, "random_weights",
+        "differs_from_paper")
+SETTING_MARK = "≠"  # a run that did not train in the paper's setting (differences_from_paper)
+# The config files that hold the paper's setting (what experiment=table3_* trains): a run's record is compared with
+# their values (differences_from_paper)
+PAPER_CONFIG = {"trainer": "trainer/paper_table3.yaml", "prompts": "prompts/paper.yaml",
+                "data": "data/speechocean762.yaml", "unfreeze": "experiment/table3_unfreeze.yaml"}
 
 
 def setting_of(record: dict) -> str:
@@ -51,11 +66,80 @@ def setting_of(record: dict) -> str:
     return UNFREEZE if record["config"]["model"].get("unfreeze") else LORA_ONLY
 
 
+def _paper_config(name: str) -> dict:
+    return OmegaConf.to_container(OmegaConf.load(CONF_DIR / PAPER_CONFIG[name]), resolve=False)
+
+
+def differences_from_paper(record: dict) -> list[str]:
+    """How a run's training differs from the paper's Table 3 setting, read from its record: a base model with random
+    weights; prompts other than the paper's text; data other than the whole SpeechOcean762 with its original labels;
+    what the paper states of its training (epochs, learning rate, 64 examples per optimizer step: the values of
+    trainer=paper_table3, with any max_steps); an Unfreeze of other modules than the paper's. [] in the paper's.
+    What the record does not hold (an older run) is not counted as a difference."""
+    config = record["config"]
+    model, prompts = config.get("model") or {}, config.get("prompts") or {}
+    data, trainer = config.get("data") or {}, config.get("trainer") or {}
+    out = [f"model={model.get('name')}: random weights"] if random_weights(model) else []
+    paper = _paper_config("prompts")
+    texts = [task for task in ("apa", "mdd") if task in prompts]  # else only the name tells (an older record)
+    named = prompts.get("name", paper["name"])
+    if any(prompts[task] != paper[task] for task in texts) or not texts and named != paper["name"]:
+        out.append(f"prompts={named} (paper: prompts={paper['name']})" if named != paper["name"] else
+                   f"prompts={paper['name']} edited (not the paper's text)")
+    paper = _paper_config("data")
+    out += [f"data{'' if k == 'name' else '.' + k}={data[k]} (paper: {paper[k]})" for k in ("name", "labels")
+            if k in data and data[k] != paper[k]]
+    if data.get("limit") is not None:
+        out.append(f"data.limit={data['limit']} (paper: the whole split)")
+    paper = _paper_config("trainer")
+    out += [f"trainer.{key}={config_value(trainer[key])} (paper: {config_value(paper[key])})"
+            for key in ("num_train_epochs", "learning_rate") if key in trainer and trainer[key] != paper[key]]
+    step = ("per_device_train_batch_size", "gradient_accumulation_steps")
+    if all(key in trainer for key in step):
+        per_step = trainer[step[0]] * trainer[step[1]] * ((record.get("data") or {}).get("world_size") or 1)
+        if per_step != paper[step[0]] * paper[step[1]]:
+            out.append(f"{per_step} examples per optimizer step (paper: {paper[step[0]] * paper[step[1]]})")
+    if trainer.get("max_steps") not in (None, -1):
+        out.append(f"trainer.max_steps={trainer['max_steps']} (paper: whole epochs)")
+    paper_unfreeze = _paper_config("unfreeze")["model"]["unfreeze"]
+    if model.get("unfreeze") and sorted(model["unfreeze"]) != sorted(paper_unfreeze):
+        out.append(f"model.unfreeze={config_value(model['unfreeze'])} (paper's Unfreeze: "
+                   f"{config_value(paper_unfreeze)})")
+    return out
+
+
 def run_rows(run: Path) -> list[Row]:
-    """A row per evaluated epoch checkpoint of `run`."""
-    setting = setting_of(read_record(run))
-    return [Row({**read_metrics(e), "setting": setting, "epoch": int(epoch_of(e.name)), "source": run.name})
+    """A row per evaluated epoch checkpoint of `run`, marked where it had random weights or another setting than
+    the paper's (differences_from_paper)."""
+    record = read_record(run)
+    setting, differs = setting_of(record), "; ".join(differences_from_paper(record))
+    marks = {"random_weights": random_weights(record["config"].get("model") or {}), "differs_from_paper": differs}
+    return [Row({**read_metrics(e), "setting": setting, "epoch": int(epoch_of(e.name)), "source": run.name, **marks})
             for e in evaluations(run) if epoch_of(e.name).isdigit()]
+
+
+def _source(row: Row) -> str:
+    """The row's source with its marks: † random weights, ≠ not the paper's setting (setting_notes)."""
+    marks = [mark for mark, key in ((RANDOM_MARK, "random_weights"), (SETTING_MARK, "differs_from_paper"))
+             if row.get(key)]
+    return " ".join([str(row.get("source")), *marks])
+
+
+def setting_notes(rows: list[Row]) -> list[str]:
+    """What the marks of our rows say: random weights (the comparison's own note), and in what each run marked ≠
+    differs from the paper's setting."""
+    ours = [row for row in rows if row.kind != PAPER]
+    notes = []
+    random = [row for row in ours if row.get("random_weights")]
+    if random:
+        notes.append(random_weights_note(any(not row.get("n_apa_parsed") for row in random)))
+    differing = dict.fromkeys((row.get("source"), row.get("differs_from_paper")) for row in ours
+                              if row.get("differs_from_paper"))
+    if differing:
+        notes.append(f"**Runs marked {SETTING_MARK} did not train in the paper's setting**, so their rows stand beside "
+                     "the paper's for the layout, not as a reproduction of it: "
+                     + "; ".join(f"{source}: {differs}" for source, differs in differing) + ".")
+    return notes
 
 
 def baseline_metrics(folder: Path) -> dict | None:
@@ -127,8 +211,9 @@ def write_table3(runs: list[Path], baseline: Path | None, out: Path) -> str:
     rows = table3_rows(runs, baseline)
     paper = {(r.get("setting"), r.get("epoch")): r for r in rows if r.kind == PAPER}
     inside = Column("paper inside our 95 % CI", lambda row: paper_inside(row, paper), note=INSIDE_NOTE)
-    table = Table([value("setting"), value("epoch"), value("source"), *metric_columns(), inside, *coverage_columns()],
-                  rows, KEYS)
+    table = Table([value("setting"), value("epoch"), Column("source", _source), *metric_columns(), inside,
+                   *coverage_columns()], rows, KEYS)
+    marks = setting_notes(rows)
     differences = setting_differences(runs)
     missing = [] if any(r.get("setting") == NO_TRAINING and r.kind != PAPER for r in rows) else [
         "No untrained baseline was found (evaluate it with `python evaluate.py model=... data=...`, or pass "
@@ -138,11 +223,12 @@ def write_table3(runs: list[Path], baseline: Path | None, out: Path) -> str:
                  "# Table 3, reproduced\n\nThe paper's Table 3 (arXiv 2509.02915): PCC per aspect, WER, PER and F1 "
                  "(P, R) per epoch, for the LoRA-only and the Unfreeze settings; each of our rows above the paper's "
                  f"for the same setting and epoch. {' '.join([*table.notes, *missing])}\n\n{data_line(runs)}\n\n"
-                 + table.markdown() + _differences_section(differences))
+                 + "".join(f"{note}\n\n" for note in marks) + table.markdown() + _differences_section(differences))
     write_atomic(out / "table3.csv", table.csv())
     if differences:
         write_atomic(out / "table3_differences.csv", difference_table(differences).csv())
-    return table.markdown() + "".join(f"\n{line}" for line in verdicts(differences))
+    return table.markdown() + "".join(f"\n{note}\n" for note in marks) + "".join(f"\n{line}" for line in
+                                                                               verdicts(differences))
 
 
 def _differences_section(rows: list[Row]) -> str:

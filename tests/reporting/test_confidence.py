@@ -114,7 +114,7 @@ def test_table3_pairs_unfreeze_with_lora_only_epoch_by_epoch_and_checks_the_pape
     assert "no evidence of a difference" in printed
     assert (tmp_path / "table3_differences.csv").is_file()
     # the paper's figures checked against our intervals, per row
-    line = next(row for row in text.splitlines() if row.startswith("| LoRA-only | 1 | lora_only |"))
+    line = next(row for row in text.splitlines() if row.startswith("| LoRA-only | 1 | lora_only † ≠ |"))
     assert "/9" in line
 
 
@@ -131,3 +131,29 @@ def test_runs_of_one_name_from_two_sweeps_stay_apart_and_a_run_given_twice_count
     assert ours == ["a/pretrained_r320_1", "b/pretrained_r320_1"]
     assert sorted(p.name for p in out.glob("scatter_*.png")) == ["scatter_a__pretrained_r320_1.png",
                                                                    "scatter_b__pretrained_r320_1.png"]
+
+
+@pytest.mark.slow
+def test_runs_of_one_config_and_one_seed_are_one_run_twice_not_two_seeds(tmp_path):
+    """`multirun.sh lora=fresh_r64,fresh_r64` trained one job twice (seed 42 both times), and "Across seeds" showed
+    the pair as a two-seed mean ± sd (`seeds 42, 42`, `± 0.000`). A repeat counts once there (and in the
+    differences), and comparison.md, the console and report.html name it."""
+    from apa.reporting.report import write_report
+
+    sweep = tmp_path / "sweep"
+    for name, seed in (("fresh_r64_0", 42), ("fresh_r64_1", 42), ("fresh_r64_2", 7)):
+        _run(sweep, name, "fresh_r64", seed, quality=1.0)
+    note = "**Same config, same seed: not replicates.** fresh_r64_1 repeats fresh_r64_0 (seed 42)."
+    printed = compare([sweep], tmp_path / "three")
+    assert note in printed and note in (tmp_path / "three" / "comparison.md").read_text()
+    seeds = (tmp_path / "three" / "comparison_seeds.csv").read_text().splitlines()
+    assert len(seeds) == 2 and seeds[1].startswith('fresh_r64_0,final_model,final,"42, 7",2,'), seeds
+    # the repeated pair alone: no seed aggregate at all, only the note
+    (sweep / "fresh_r64_2" / "training_config.json").unlink()
+    printed = compare([sweep / "fresh_r64_0", sweep / "fresh_r64_1"], tmp_path / "two")
+    assert "## Across seeds" not in printed and "± " not in printed and f"## Repeated runs\n\n{note}" in printed
+    assert not (tmp_path / "two" / "comparison_seeds.csv").exists()
+    page = write_report([sweep / "fresh_r64_0", sweep / "fresh_r64_1"], tmp_path / "two", audio="none").read_text()
+    section = page[page.index('<section id="confidence">'):page.index('<section id="curves">')]
+    assert "<h3>Repeated runs</h3>" in section and "One configuration with one run" not in section
+    assert "<strong>Same config, same seed: not replicates.</strong> fresh_r64_1 repeats fresh_r64_0" in section

@@ -294,3 +294,29 @@ def test_report_carries_comparison_md_s_warnings_in_chromium(tmp_path, browser):
     assert config.all_inner_texts()[1:] == ["2", "0"]
     page.screenshot("report_warnings.png")
     assert page.errors == []
+
+
+def test_a_lost_predictions_file_is_named_on_the_console_in_comparison_md_and_in_the_report(tmp_path, caplog):
+    """`rm <run>/eval/final_model/predictions.jsonl`: compare and report said nothing, and final_model was silently
+    absent from the utterance browser beside its metrics row. Both warn naming the file, and say so in their notes
+    (report.html also in the browser's section)."""
+    import logging
+
+    from apa.reporting.compare import compare
+
+    root = make_sweep(tmp_path / "sweep", runs=("fresh_r64_0",), epochs=1, n_utterances=3)
+    lost = root / "fresh_r64_0" / "eval" / "final_model" / "predictions.jsonl"
+    lost.unlink()
+    with caplog.at_level(logging.WARNING):
+        compare([root], tmp_path / "compared")
+        report = write_report([root], tmp_path / "report", audio="none")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2 and all(w.startswith(f"{lost} is missing: the answers of fresh_r64_0 final_model "
+                                                   "are left out") for w in warnings), warnings
+    assert f"python evaluate.py run_dir={root / 'fresh_r64_0'} checkpoint=final_model" in warnings[0]
+    note = "The answers of 1 evaluated checkpoint(s) are missing** (no predictions.jsonl): fresh_r64_0 final_model"
+    assert note in (tmp_path / "compared" / "comparison.md").read_text()
+    text = report.read_text()
+    browser_section = text[text.index('<section id="utterances">'):]
+    assert "<strong>The answers of 1 evaluated checkpoint(s) are missing</strong>" in browser_section
+    assert [v["key"] for v in embedded(report)["views"]] == ["fresh_r64_0/checkpoint-epoch-1"]

@@ -4,8 +4,11 @@ table laid out as the paper's, its values beside ours."""
 import csv
 import json
 
+from omegaconf import OmegaConf
+
 from apa.reporting.table import LORA_ONLY, NO_TRAINING, PAPER_TABLE3, PAPER_UNFREEZE, UNFREEZE, paper_rows
-from apa.reporting.table3 import write_table3
+from apa.reporting.table3 import differences_from_paper, write_table3
+from tests.synthetic_runs import make_sweep
 
 
 def test_the_paper_values_are_stored_as_printed():
@@ -22,6 +25,51 @@ def test_all_nine_paper_rows_carry_f1_precision_and_recall():
         (NO_TRAINING, 0), *((LORA_ONLY, e) for e in (1, 2, 3, 4)), *((UNFREEZE, e) for e in (1, 2, 3, 4))]
     for row in rows:
         assert all(isinstance(row.get(k), float) for k in ("mdd_f1", "mdd_precision", "mdd_recall")), row
+
+
+def _record(make_config, *overrides: str, world_size: int = 1) -> dict:
+    """A run record's config as train.py composes and records it."""
+    return {"config": OmegaConf.to_container(make_config(*overrides), resolve=True), "data": {"world_size": world_size}}
+
+
+def test_what_a_run_changed_from_the_paper_s_setting_is_read_from_its_record(make_config):
+    assert differences_from_paper(_record(make_config, "experiment=table3_lora_only")) == []
+    # the same 64 examples per optimizer step, other batching: still the paper's setting
+    assert differences_from_paper(_record(make_config, "experiment=table3_unfreeze", "trainer=fast_b64x1")) == []
+    assert differences_from_paper(_record(make_config, "experiment=table3", "trainer=b32x2", world_size=2)) == [
+        "128 examples per optimizer step (paper: 64)"]
+    assert differences_from_paper(_record(make_config, "experiment=demo")) == [
+        "model=tiny: random weights", "prompts=concise (paper: prompts=paper)", "data=sample (paper: speechocean762)",
+        "data.labels=2024 (paper: original)", "data.limit=4 (paper: the whole split)",
+        "trainer.num_train_epochs=2 (paper: 4)", "trainer.learning_rate=0.001 (paper: 2e-05)",
+        "8 examples per optimizer step (paper: 64)"]
+    assert differences_from_paper(_record(make_config, "experiment=table3", "model.unfreeze=[audio_encoder]",
+                                          "prompts.mdd=Transcribe.", "trainer.max_steps=5")) == [
+        "prompts=paper edited (not the paper's text)", "trainer.max_steps=5 (paper: whole epochs)",
+        'model.unfreeze=["audio_encoder"] (paper\'s Unfreeze: ["audio_encoder", "audio_projector"])']
+
+
+def test_table3_marks_a_demo_run_and_says_how_it_differs_from_the_paper(tmp_path, capsys):
+    """`apa table3 <demo run>` placed a random-weights run trained on other prompts, data and trainer numbers as
+    "LoRA-only" rows beside the paper's, unmarked. Its rows are marked as compare marks them († random weights) and
+    ≠ (not the paper's setting), and table3.md, table3.csv and the console say what differs."""
+    from apa.reporting.table3 import main
+
+    run = make_sweep(tmp_path / "sweep", runs=("fresh_r64_0",), epochs=2, tiny=True, unparsed=1.0) / "fresh_r64_0"
+    main([str(run)])
+    table = (run / "table3.md").read_text()
+    lines = [line for line in table.splitlines() if line.startswith("| LoRA-only | 1 |")]
+    assert lines[0].startswith("| LoRA-only | 1 | fresh_r64_0 † ≠ |") and "| paper |" in lines[1], lines
+    differs = ("fresh_r64_0: model=tiny: random weights; data=sample (paper: speechocean762); data.labels=2024 "
+               "(paper: original); trainer.num_train_epochs=2 (paper: 4); trainer.learning_rate=0.001 (paper: 2e-05).")
+    setting = "**Runs marked ≠ did not train in the paper's setting**, so their rows stand beside the paper's"
+    for text in (table, capsys.readouterr().out):
+        assert "**Runs marked † started from a generated miniature with random weights**" in text
+        assert setting in text and differs in text
+    with (run / "table3.csv").open() as f:
+        ours = [r for r in csv.DictReader(f) if r["source"] == "fresh_r64_0"]
+    assert len(ours) == 2 and all(r["random_weights"] == "True" for r in ours)
+    assert ours[0]["differs_from_paper"] == differs.removeprefix("fresh_r64_0: ").removesuffix(".")
 
 
 def test_the_sweep_trains_both_settings_for_four_epochs_and_writes_table3(table3_sweep):
@@ -77,7 +125,7 @@ def test_table3_finds_the_runs_of_a_sweep_whose_jobs_ran_elsewhere(table3_sweep,
     assert not callback.failures and len(callback.runs) == 2
     assert "unfreeze" not in callback.base_model["model"]  # the untrained base: no setting's modules
     table = (sweep / "table3.md").read_text()
-    assert "| Unfreeze | 4 | table3_unfreeze_1 |" in table and "| no training | 0 | this project" in table
+    assert "| Unfreeze | 4 | table3_unfreeze_1 † ≠ |" in table and "| no training | 0 | this project" in table
 
 
 def test_the_sweep_prints_one_table_at_its_end_and_logs_the_rest(table3_sweep):
