@@ -228,6 +228,14 @@ def _count_phones(entry) -> int:
         return 0
 
 
+def skip_entry(report: SkipReport, utt_id: str, entry, kind: str, detail: str) -> None:
+    """Skip an utterance for a reason other than its labels (`entry`, its scores.json entry, or None): its phones
+    count in the split and among the skipped ones, as an audio skip's do."""
+    phones = _count_phones(entry)
+    report.phones += phones
+    report.skip(utt_id, kind, detail, phones)
+
+
 def check_label_policy(on_label_mismatch: str) -> None:
     if on_label_mismatch not in ON_LABEL_MISMATCH:
         raise DataError(f"data.on_label_mismatch={on_label_mismatch!r} is unknown: use error (stop, the default) or "

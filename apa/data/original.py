@@ -12,8 +12,15 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from apa.data.labels import DataError, SkipReport, read_entry
+from apa.data.labels import DataError, SkipReport, read_entry, skip_entry
 from apa.data.records import Utterance
+
+KALDI_COMMAND = "Kaldi pipe command in wav.scp (not supported)"  # the skip reason, wherever a wav.scp is read
+
+
+def is_kaldi_command(value: str) -> bool:
+    """A wav.scp value that is a command writing the audio to a pipe (`sox in.flac -t wav - |`), not a file."""
+    return value.endswith("|")
 
 
 def read_corpus_text(path: Path) -> str:
@@ -35,6 +42,11 @@ def read_corpus_text(path: Path) -> str:
 def read_kaldi_map(path: Path) -> dict[str, str]:
     """A Kaldi table (wav.scp, text, utt2spk): id -> the rest of its line; a repeated id stops the run, naming
     `path:line`."""
+    return {utt_id: value for utt_id, (_, value) in read_kaldi_lines(path).items()}
+
+
+def read_kaldi_lines(path: Path) -> dict[str, tuple[int, str]]:
+    """`read_kaldi_map` with line numbers: id -> (its line, the rest of the line)."""
     if not path.is_file():
         root, split = path.parent.parent, path.parent.name
         splits = sorted(p.parent.name for p in root.glob(f"*/{path.name}")) if root.is_dir() else []
@@ -42,7 +54,7 @@ def read_kaldi_map(path: Path) -> dict[str, str]:
             raise DataError(f"the corpus at {root} has no split {split!r} ({path} not found): its splits are "
                             f"{', '.join(splits)} (data.train_split, data.test_split)")
         raise DataError(f"{path} not found: data.path must point at the corpus root (WAVE/, train/, test/, resource/)")
-    out: dict[str, str] = {}
+    out: dict[str, tuple[int, str]] = {}
     # lines end at "\n" only (as Kaldi reads them), so that line numbers are an editor's; "\r" is stripped with the
     # other whitespace
     for n, line in enumerate(read_corpus_text(path).split("\n"), 1):
@@ -51,7 +63,7 @@ def read_kaldi_map(path: Path) -> dict[str, str]:
             continue
         if fields[0] in out:
             raise DataError(f"{path}:{n}: duplicate id {fields[0]}")
-        out[fields[0]] = fields[1].strip() if len(fields) > 1 else ""
+        out[fields[0]] = (n, fields[1].strip() if len(fields) > 1 else "")
     return out
 
 
@@ -87,19 +99,24 @@ def read_scores(path: Path) -> dict:
 
 def read_original_layout(root: str | Path, split: str, report: SkipReport,
                          on_label_mismatch: str = "error") -> list[Utterance]:
-    """Utterances of one split; entries with bad labels are skipped and counted in `report`."""
+    """Utterances of one split; entries with bad labels, or whose wav.scp line cannot be used, are skipped and counted
+    in `report`."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"data.path={root} is not a folder: point it at a SpeechOcean762 copy in the original layout")
-    wavs = read_kaldi_map(root / split / "wav.scp")
+    wavs = read_kaldi_lines(root / split / "wav.scp")
     speakers = read_kaldi_map(root / split / "utt2spk") if (root / split / "utt2spk").is_file() else {}
     scores_path = root / "resource" / "scores.json"
     if not scores_path.is_file():
         raise DataError(f"{scores_path} not found: the original layout keeps the labels in resource/scores.json")
     labels = read_scores(scores_path)
     out = []
-    for utt_id, rel in wavs.items():
+    for utt_id, (n, rel) in wavs.items():
         report.total += 1
+        problem = _wav_scp_problem(f"{split}/wav.scp:{n}", rel)
+        if problem:
+            skip_entry(report, utt_id, labels.get(utt_id), *problem)
+            continue
         if utt_id not in labels:
             report.skip(utt_id, "id in wav.scp but not in scores.json")
             continue
@@ -107,3 +124,11 @@ def read_original_layout(root: str | Path, split: str, report: SkipReport,
         if utt is not None:
             out.append(utt)
     return out
+
+
+def _wav_scp_problem(where: str, rel: str) -> tuple[str, str] | None:
+    """(reason, detail) why the wav.scp line `where` (`<id> <file>`) cannot give its utterance's audio, or None."""
+    if is_kaldi_command(rel):
+        return KALDI_COMMAND, (f"{where}: `{rel}`: give the audio file's path instead (run the command once, writing "
+                               "a .wav, and list that file)")
+    return None
