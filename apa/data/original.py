@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -110,10 +111,11 @@ def read_original_layout(root: str | Path, split: str, report: SkipReport,
     if not scores_path.is_file():
         raise DataError(f"{scores_path} not found: the original layout keeps the labels in resource/scores.json")
     labels = read_scores(scores_path)
+    files: dict[str, tuple[str, str]] = {}  # audio file -> (id, `split/wav.scp:line`) of the first line naming it
     out = []
     for utt_id, (n, rel) in wavs.items():
         report.total += 1
-        problem = _wav_scp_problem(f"{split}/wav.scp:{n}", rel)
+        problem = _wav_scp_problem(root, f"{split}/wav.scp:{n}", utt_id, rel, files)
         if problem:
             skip_entry(report, utt_id, labels.get(utt_id), *problem)
             continue
@@ -126,9 +128,25 @@ def read_original_layout(root: str | Path, split: str, report: SkipReport,
     return out
 
 
-def _wav_scp_problem(where: str, rel: str) -> tuple[str, str] | None:
-    """(reason, detail) why the wav.scp line `where` (`<id> <file>`) cannot give its utterance's audio, or None."""
+def _wav_scp_problem(root: Path, where: str, utt_id: str, rel: str,
+                     files: dict[str, tuple[str, str]]) -> tuple[str, str] | None:
+    """(reason, detail) why the wav.scp line `where` (`<id> <file>`) cannot give `utt_id`'s audio, or None; `files`
+    notes which line named each file first."""
     if is_kaldi_command(rel):
         return KALDI_COMMAND, (f"{where}: `{rel}`: give the audio file's path instead (run the command once, writing "
                                "a .wav, and list that file)")
+    path = root / rel
+    if len(rel.split()) > 1 and not path.is_file():  # a path with a space that exists is a path with a space
+        return "more than two fields in a wav.scp line", (
+            f"{where}: read as id {utt_id!r} and file {rel!r}, which does not exist. Kaldi fields are separated by "
+            "spaces, so an utterance id cannot hold one: rename it (in wav.scp, utt2spk and scores.json)")
+    # Two ids naming one file: a copy-paste error, and one id's labels now describe another recording. A counted skip
+    # of the later id, not a warning: trained on (or scored against, in the test split) those labels would teach (or
+    # measure) a wrong answer; the skip is logged naming both ids and the file, counted against data.max_bad_fraction,
+    # and stops a test split by default. The first line is kept: a copied line usually lands below its original.
+    first = files.setdefault(os.path.normcase(os.path.realpath(path)), (utt_id, where))
+    if first[0] != utt_id:
+        return "audio file of another utterance", (
+            f"{where}: {rel} is also {first[0]}'s ({first[1]}): one of the two lines is a copy-paste error, and "
+            f"{utt_id}'s labels would describe {first[0]}'s recording. Fix wav.scp")
     return None

@@ -1,7 +1,10 @@
 """Each line of a split's wav.scp gives an utterance its audio, or the utterance is a counted skip naming the line
-and the fix (fault round 4, #68): a Kaldi pipe command is not a missing file."""
+and the fix (fault round 4, #68, #69): a Kaldi pipe command is not a missing file, two ids naming one recording are
+not both trained on, an id cut at a space is said to be."""
 
+import shutil
 
+import pytest
 
 from apa.data.labels import SkipReport
 from apa.data.original import KALDI_COMMAND
@@ -48,3 +51,43 @@ def test_apa_predict_skips_a_kaldi_pipe_command_for_the_same_reason():
 
     plan = check_recordings([Recording("a", "sox a.flac -t wav - |", "WE CALL IT BEAR")], None, set())
     assert plan.skipped.examples == {KALDI_COMMAND: "a: `sox a.flac -t wav - |`: list the audio file's path instead"}
+
+
+@pytest.mark.parametrize("spelling", ["WAVE/SPEAKER0001/{id}.WAV", "./WAVE/SPEAKER0001/../SPEAKER0001/{id}.WAV"])
+def test_two_ids_naming_one_audio_file_skip_the_later_naming_both(corpus, caplog, spelling):
+    """#69: line 2 given line 1's file (however spelt) was trained on silently, its labels describing another
+    recording."""
+    first, second = _ids(corpus)[:2]
+    _set_line(corpus / "train" / "wav.scp", 2, f"{second}\t{spelling.format(id=first)}")
+    caplog.set_level("WARNING")
+    report = SkipReport()
+    utts = _read(corpus, report)
+    assert first in {u.id for u in utts} and second not in {u.id for u in utts}
+    assert report.ids == [second] and report.reasons == {"audio file of another utterance": 1}
+    assert report.examples["audio file of another utterance"] == (
+        f"{second}: train/wav.scp:2: {spelling.format(id=first)} is also {first}'s (train/wav.scp:1): one of the two "
+        f"lines is a copy-paste error, and {second}'s labels would describe {first}'s recording. Fix wav.scp")
+    assert f"skipping {second}: audio file of another utterance" in caplog.text
+
+
+def test_an_id_with_a_space_is_a_counted_skip_naming_the_line(corpus):
+    """An id is the line's first word: `0000 10011 <file>` was read as id 0000 and file `10011 <file>`, without a
+    word."""
+    first = _ids(corpus)[0]
+    _set_line(corpus / "train" / "wav.scp", 1, f"{first[:4]} {first[4:]}\tWAVE/SPEAKER0001/{first}.WAV")
+    report = SkipReport()
+    _read(corpus, report)
+    assert report.ids == [first[:4]]
+    assert report.examples == {
+        "more than two fields in a wav.scp line": (
+            f"{first[:4]}: train/wav.scp:1: read as id {first[:4]!r} and file "
+            f"{first[4:] + chr(9) + 'WAVE/SPEAKER0001/' + first + '.WAV'!r}, which does not exist. Kaldi fields are "
+            "separated by spaces, so an utterance id cannot hold one: rename it (in wav.scp, utt2spk and scores.json)")}
+
+
+def test_a_file_path_with_a_space_that_exists_is_read(corpus):
+    first = _ids(corpus)[0]
+    shutil.move(corpus / "WAVE" / "SPEAKER0001" / f"{first}.WAV", corpus / "WAVE" / "SPEAKER0001" / "my clip.WAV")
+    _set_line(corpus / "train" / "wav.scp", 1, f"{first}\tWAVE/SPEAKER0001/my clip.WAV")
+    report = SkipReport()
+    assert len(_read(corpus, report)) == 20 and not report.skipped
