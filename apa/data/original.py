@@ -100,13 +100,16 @@ def read_scores(path: Path) -> dict:
 
 def read_original_layout(root: str | Path, split: str, report: SkipReport,
                          on_label_mismatch: str = "error") -> list[Utterance]:
-    """Utterances of one split; entries with bad labels, or whose wav.scp line cannot be used, are skipped and counted
-    in `report`."""
+    """Utterances of one split; entries with bad labels, or whose wav.scp or utt2spk line cannot be used, are skipped
+    and counted in `report`."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"data.path={root} is not a folder: point it at a SpeechOcean762 copy in the original layout")
     wavs = read_kaldi_lines(root / split / "wav.scp")
-    speakers = read_kaldi_map(root / split / "utt2spk") if (root / split / "utt2spk").is_file() else {}
+    if not (root / split / "utt2spk").is_file():
+        raise DataError(f"{root / split / 'utt2spk'} not found: the original layout names each utterance's speaker "
+                        "there (`<id> <speaker>` lines); speakers decide the validation split and the test bootstrap")
+    speakers = read_kaldi_lines(root / split / "utt2spk")
     scores_path = root / "resource" / "scores.json"
     if not scores_path.is_file():
         raise DataError(f"{scores_path} not found: the original layout keeps the labels in resource/scores.json")
@@ -115,14 +118,15 @@ def read_original_layout(root: str | Path, split: str, report: SkipReport,
     out = []
     for utt_id, (n, rel) in wavs.items():
         report.total += 1
-        problem = _wav_scp_problem(root, f"{split}/wav.scp:{n}", utt_id, rel, files)
+        problem = (_wav_scp_problem(root, f"{split}/wav.scp:{n}", utt_id, rel, files)
+                   or _speaker_problem(f"{split}/utt2spk", utt_id, speakers.get(utt_id)))
         if problem:
             skip_entry(report, utt_id, labels.get(utt_id), *problem)
             continue
         if utt_id not in labels:
             report.skip(utt_id, "id in wav.scp but not in scores.json")
             continue
-        utt = read_entry(utt_id, labels[utt_id], speakers.get(utt_id, ""), str(root / rel), report, on_label_mismatch)
+        utt = read_entry(utt_id, labels[utt_id], speakers[utt_id][1], str(root / rel), report, on_label_mismatch)
         if utt is not None:
             out.append(utt)
     return out
@@ -149,4 +153,20 @@ def _wav_scp_problem(root: Path, where: str, utt_id: str, rel: str,
         return "audio file of another utterance", (
             f"{where}: {rel} is also {first[0]}'s ({first[1]}): one of the two lines is a copy-paste error, and "
             f"{utt_id}'s labels would describe {first[0]}'s recording. Fix wav.scp")
+    return None
+
+
+def _speaker_problem(where: str, utt_id: str, line: tuple[int, str] | None) -> tuple[str, str] | None:
+    """(reason, detail) why utt2spk does not give `utt_id`'s speaker, or None. An utterance without one is skipped,
+    not read with an empty speaker: speakers decide which utterances data.validation_fraction holds out (whole
+    speakers, so that validation measures new voices) and what the test bootstrap resamples, and every id without
+    a speaker would become one made-up speaker of them all."""
+    if line is None:
+        return "id not in utt2spk", (f"add `{utt_id} <speaker>` to {where}: speakers decide the validation split "
+                                     "and the test bootstrap")
+    n, speaker = line
+    if len(speaker.split()) != 1:
+        return "not one speaker id in utt2spk", (
+            f"{where}:{n}: `{utt_id} {speaker}`: each line is `<utterance id> <speaker id>`, one word each (an id "
+            "cannot hold a space)")
     return None

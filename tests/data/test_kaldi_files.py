@@ -1,12 +1,13 @@
-"""Each line of a split's wav.scp gives an utterance its audio, or the utterance is a counted skip naming the line
-and the fix (fault round 4, #68, #69): a Kaldi pipe command is not a missing file, two ids naming one recording are
-not both trained on, an id cut at a space is said to be."""
+"""Each line of a split's wav.scp and utt2spk gives an utterance its audio and its speaker, or the utterance is a
+counted skip naming the line and the fix (fault round 4, #68-#70): a Kaldi pipe command is not a missing file, two ids
+naming one recording are not both trained on, an utterance without a speaker is not given a made-up one, an id cut at
+a space is said to be."""
 
 import shutil
 
 import pytest
 
-from apa.data.labels import SkipReport
+from apa.data.labels import DataError, SkipReport
 from apa.data.original import KALDI_COMMAND
 from apa.data.sources import load_split
 
@@ -70,19 +71,39 @@ def test_two_ids_naming_one_audio_file_skip_the_later_naming_both(corpus, caplog
     assert f"skipping {second}: audio file of another utterance" in caplog.text
 
 
-def test_an_id_with_a_space_is_a_counted_skip_naming_the_line(corpus):
-    """An id is the line's first word: `0000 10011 <file>` was read as id 0000 and file `10011 <file>`, without a
-    word."""
+def test_an_id_missing_from_utt2spk_is_a_counted_skip_and_no_utterance_has_a_made_up_speaker(corpus):
+    """#70: the id was read with speaker "", one made-up speaker for every such id, which the validation split would
+    hold out (or keep) as one voice and the bootstrap resample as one."""
     first = _ids(corpus)[0]
+    _set_line(corpus / "train" / "utt2spk", 1, None)
+    report = SkipReport()
+    utts = _read(corpus, report)
+    assert first not in {u.id for u in utts} and all(u.speaker for u in utts)
+    assert report.examples == {"id not in utt2spk": f"{first}: add `{first} <speaker>` to train/utt2spk: speakers "
+                                                    "decide the validation split and the test bootstrap"}
+    (corpus / "train" / "utt2spk").unlink()  # no speakers at all: one line, not a skip per utterance
+    with pytest.raises(DataError, match=r"train/utt2spk not found: the original layout names each utterance's "
+                                        r"speaker there"):
+        _read(corpus, SkipReport())
+
+
+def test_an_id_with_a_space_is_a_counted_skip_naming_the_line(corpus):
+    """An id is the line's first word: `0000 10011 <file>` was read as id 0000 and file `10011 <file>`, and an
+    utt2spk line `<id> 0001 x` as speaker `0001 x`, without a word."""
+    first, second = _ids(corpus)[:2]
     _set_line(corpus / "train" / "wav.scp", 1, f"{first[:4]} {first[4:]}\tWAVE/SPEAKER0001/{first}.WAV")
+    _set_line(corpus / "train" / "utt2spk", 2, f"{second} 0001 x")
     report = SkipReport()
     _read(corpus, report)
-    assert report.ids == [first[:4]]
+    assert report.ids == [first[:4], second]
     assert report.examples == {
         "more than two fields in a wav.scp line": (
             f"{first[:4]}: train/wav.scp:1: read as id {first[:4]!r} and file "
             f"{first[4:] + chr(9) + 'WAVE/SPEAKER0001/' + first + '.WAV'!r}, which does not exist. Kaldi fields are "
-            "separated by spaces, so an utterance id cannot hold one: rename it (in wav.scp, utt2spk and scores.json)")}
+            "separated by spaces, so an utterance id cannot hold one: rename it (in wav.scp, utt2spk and scores.json)"),
+        "not one speaker id in utt2spk": (
+            f"{second}: train/utt2spk:2: `{second} 0001 x`: each line is `<utterance id> <speaker id>`, one word each "
+            "(an id cannot hold a space)")}
 
 
 def test_a_file_path_with_a_space_that_exists_is_read(corpus):
