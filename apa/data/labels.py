@@ -37,6 +37,17 @@ LABEL_MISMATCH = "mispronunciation index does not match canonical-phone"
 ON_LABEL_MISMATCH = ("error", "skip")
 
 
+@dataclass(frozen=True)
+class Skip:
+    """One utterance left out: where in its split (`place`: how many utterances had been counted with it), why."""
+
+    place: int
+    id: str
+    kind: str
+    detail: str = ""
+    phones: int = 0
+
+
 @dataclass
 class SkipReport:
     """Counts of utterances left out, by reason, so that no data loss is silent; and the size of the split they were
@@ -44,21 +55,47 @@ class SkipReport:
 
     total: int = 0
     phones: int = 0
-    skipped_phones: int = 0
-    reasons: Counter = field(default_factory=Counter)
-    examples: dict[str, str] = field(default_factory=dict)
-    ids: list[str] = field(default_factory=list)  # the skipped utterances, in order
+    entries: list[Skip] = field(default_factory=list)  # in the order they were counted
 
     def skip(self, utt_id: str, kind: str, detail: str = "", phones: int = 0) -> None:
-        self.reasons[kind] += 1
-        self.ids.append(utt_id)
-        self.skipped_phones += phones
-        self.examples.setdefault(kind, f"{utt_id}{': ' + detail if detail else ''}")
+        self.entries.append(Skip(self.total, utt_id, kind, detail, phones))
         log.warning("skipping %s: %s %s", utt_id, kind, detail)
+
+    def keep_first(self, usable: int) -> int:
+        """The split cut down to its first utterances up to the `usable`-th one not skipped so far (data.limit): the
+        skips among them stay counted, later ones are forgotten, and `total` becomes their number, so that every skip
+        of the split, while reading or later, is counted out of the same utterances. Returns how many were forgotten."""
+        considered = usable
+        for place in sorted(s.place for s in self.entries):
+            if place > considered:
+                break
+            considered += 1  # a skip inside the prefix: one more utterance read to reach `usable` kept ones
+        kept = [s for s in self.entries if s.place <= considered]
+        forgotten, self.entries, self.total = len(self.entries) - len(kept), kept, considered
+        return forgotten
+
+    @property
+    def reasons(self) -> Counter:
+        return Counter(s.kind for s in self.entries)
+
+    @property
+    def examples(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for s in self.entries:
+            out.setdefault(s.kind, f"{s.id}{': ' + s.detail if s.detail else ''}")
+        return out
+
+    @property
+    def ids(self) -> list[str]:
+        return [s.id for s in self.entries]
+
+    @property
+    def skipped_phones(self) -> int:
+        return sum(s.phones for s in self.entries)
 
     @property
     def skipped(self) -> int:
-        return sum(self.reasons.values())
+        return len(self.entries)
 
     def as_dict(self) -> dict:
         return {"utterances_in_split": self.total, "utterances_skipped": self.skipped,
@@ -69,7 +106,8 @@ class SkipReport:
     def summary(self) -> str:
         if not self.skipped:
             return f"all {self.total} utterances usable"
-        parts = ", ".join(f"{n} {reason} (e.g. {self.examples[reason]})" for reason, n in self.reasons.items())
+        examples = self.examples
+        parts = ", ".join(f"{n} {reason} (e.g. {examples[reason]})" for reason, n in self.reasons.items())
         return f"skipped {self.skipped} of {self.total} utterances: {parts}"
 
 
@@ -188,6 +226,14 @@ def _count_phones(entry) -> int:
         return sum(len(w["phones"]) for w in entry["words"])
     except (KeyError, TypeError):
         return 0
+
+
+def skip_entry(report: SkipReport, utt_id: str, entry, kind: str, detail: str) -> None:
+    """Skip an utterance for a reason other than its labels (`entry`, its scores.json entry, or None): its phones
+    count in the split and among the skipped ones, as an audio skip's do."""
+    phones = _count_phones(entry)
+    report.phones += phones
+    report.skip(utt_id, kind, detail, phones)
 
 
 def check_label_policy(on_label_mismatch: str) -> None:

@@ -9,11 +9,19 @@ from __future__ import annotations
 
 import codecs
 import json
+import os
 from collections import Counter
 from pathlib import Path
 
-from apa.data.labels import DataError, SkipReport, read_entry
+from apa.data.labels import DataError, SkipReport, read_entry, skip_entry
 from apa.data.records import Utterance
+
+KALDI_COMMAND = "Kaldi pipe command in wav.scp (not supported)"  # the skip reason, wherever a wav.scp is read
+
+
+def is_kaldi_command(value: str) -> bool:
+    """A wav.scp value that is a command writing the audio to a pipe (`sox in.flac -t wav - |`), not a file."""
+    return value.endswith("|")
 
 
 def read_corpus_text(path: Path) -> str:
@@ -35,6 +43,11 @@ def read_corpus_text(path: Path) -> str:
 def read_kaldi_map(path: Path) -> dict[str, str]:
     """A Kaldi table (wav.scp, text, utt2spk): id -> the rest of its line; a repeated id stops the run, naming
     `path:line`."""
+    return {utt_id: value for utt_id, (_, value) in read_kaldi_lines(path).items()}
+
+
+def read_kaldi_lines(path: Path) -> dict[str, tuple[int, str]]:
+    """`read_kaldi_map` with line numbers: id -> (its line, the rest of the line)."""
     if not path.is_file():
         root, split = path.parent.parent, path.parent.name
         splits = sorted(p.parent.name for p in root.glob(f"*/{path.name}")) if root.is_dir() else []
@@ -42,7 +55,7 @@ def read_kaldi_map(path: Path) -> dict[str, str]:
             raise DataError(f"the corpus at {root} has no split {split!r} ({path} not found): its splits are "
                             f"{', '.join(splits)} (data.train_split, data.test_split)")
         raise DataError(f"{path} not found: data.path must point at the corpus root (WAVE/, train/, test/, resource/)")
-    out: dict[str, str] = {}
+    out: dict[str, tuple[int, str]] = {}
     # lines end at "\n" only (as Kaldi reads them), so that line numbers are an editor's; "\r" is stripped with the
     # other whitespace
     for n, line in enumerate(read_corpus_text(path).split("\n"), 1):
@@ -51,7 +64,7 @@ def read_kaldi_map(path: Path) -> dict[str, str]:
             continue
         if fields[0] in out:
             raise DataError(f"{path}:{n}: duplicate id {fields[0]}")
-        out[fields[0]] = fields[1].strip() if len(fields) > 1 else ""
+        out[fields[0]] = (n, fields[1].strip() if len(fields) > 1 else "")
     return out
 
 
@@ -87,23 +100,73 @@ def read_scores(path: Path) -> dict:
 
 def read_original_layout(root: str | Path, split: str, report: SkipReport,
                          on_label_mismatch: str = "error") -> list[Utterance]:
-    """Utterances of one split; entries with bad labels are skipped and counted in `report`."""
+    """Utterances of one split; entries with bad labels, or whose wav.scp or utt2spk line cannot be used, are skipped
+    and counted in `report`."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"data.path={root} is not a folder: point it at a SpeechOcean762 copy in the original layout")
-    wavs = read_kaldi_map(root / split / "wav.scp")
-    speakers = read_kaldi_map(root / split / "utt2spk") if (root / split / "utt2spk").is_file() else {}
+    wavs = read_kaldi_lines(root / split / "wav.scp")
+    if not (root / split / "utt2spk").is_file():
+        raise DataError(f"{root / split / 'utt2spk'} not found: the original layout names each utterance's speaker "
+                        "there (`<id> <speaker>` lines); speakers decide the validation split and the test bootstrap")
+    speakers = read_kaldi_lines(root / split / "utt2spk")
     scores_path = root / "resource" / "scores.json"
     if not scores_path.is_file():
         raise DataError(f"{scores_path} not found: the original layout keeps the labels in resource/scores.json")
     labels = read_scores(scores_path)
+    files: dict[str, tuple[str, str]] = {}  # audio file -> (id, `split/wav.scp:line`) of the first line naming it
     out = []
-    for utt_id, rel in wavs.items():
+    for utt_id, (n, rel) in wavs.items():
         report.total += 1
+        problem = (_wav_scp_problem(root, f"{split}/wav.scp:{n}", utt_id, rel, files)
+                   or _speaker_problem(f"{split}/utt2spk", utt_id, speakers.get(utt_id)))
+        if problem:
+            skip_entry(report, utt_id, labels.get(utt_id), *problem)
+            continue
         if utt_id not in labels:
             report.skip(utt_id, "id in wav.scp but not in scores.json")
             continue
-        utt = read_entry(utt_id, labels[utt_id], speakers.get(utt_id, ""), str(root / rel), report, on_label_mismatch)
+        utt = read_entry(utt_id, labels[utt_id], speakers[utt_id][1], str(root / rel), report, on_label_mismatch)
         if utt is not None:
             out.append(utt)
     return out
+
+
+def _wav_scp_problem(root: Path, where: str, utt_id: str, rel: str,
+                     files: dict[str, tuple[str, str]]) -> tuple[str, str] | None:
+    """(reason, detail) why the wav.scp line `where` (`<id> <file>`) cannot give `utt_id`'s audio, or None; `files`
+    notes which line named each file first."""
+    if is_kaldi_command(rel):
+        return KALDI_COMMAND, (f"{where}: `{rel}`: give the audio file's path instead (run the command once, writing "
+                               "a .wav, and list that file)")
+    path = root / rel
+    if len(rel.split()) > 1 and not path.is_file():  # a path with a space that exists is a path with a space
+        return "more than two fields in a wav.scp line", (
+            f"{where}: read as id {utt_id!r} and file {rel!r}, which does not exist. Kaldi fields are separated by "
+            "spaces, so an utterance id cannot hold one: rename it (in wav.scp, utt2spk and scores.json)")
+    # Two ids naming one file: a copy-paste error, and one id's labels now describe another recording. A counted skip
+    # of the later id, not a warning: trained on (or scored against, in the test split) those labels would teach (or
+    # measure) a wrong answer; the skip is logged naming both ids and the file, counted against data.max_bad_fraction,
+    # and stops a test split by default. The first line is kept: a copied line usually lands below its original.
+    first = files.setdefault(os.path.normcase(os.path.realpath(path)), (utt_id, where))
+    if first[0] != utt_id:
+        return "audio file of another utterance", (
+            f"{where}: {rel} is also {first[0]}'s ({first[1]}): one of the two lines is a copy-paste error, and "
+            f"{utt_id}'s labels would describe {first[0]}'s recording. Fix wav.scp")
+    return None
+
+
+def _speaker_problem(where: str, utt_id: str, line: tuple[int, str] | None) -> tuple[str, str] | None:
+    """(reason, detail) why utt2spk does not give `utt_id`'s speaker, or None. An utterance without one is skipped,
+    not read with an empty speaker: speakers decide which utterances data.validation_fraction holds out (whole
+    speakers, so that validation measures new voices) and what the test bootstrap resamples, and every id without
+    a speaker would become one made-up speaker of them all."""
+    if line is None:
+        return "id not in utt2spk", (f"add `{utt_id} <speaker>` to {where}: speakers decide the validation split "
+                                     "and the test bootstrap")
+    n, speaker = line
+    if len(speaker.split()) != 1:
+        return "not one speaker id in utt2spk", (
+            f"{where}:{n}: `{utt_id} {speaker}`: each line is `<utterance id> <speaker id>`, one word each (an id "
+            "cannot hold a space)")
+    return None

@@ -72,8 +72,9 @@ def load_split(
     """The utterances of `split`, checked; stops when more than `max_bad_fraction` of them are unusable (the message
     names `tolerance_option`, the option that sets it). `decode=False` reads labels only (for label statistics such
     as training-set means). `report`, if given, receives the counts: the split's utterances and canonical phones,
-    and what was skipped; with `limit` the split is the limited subset (plus the utterances skipped for their
-    labels). `labels`, the stated label release (original | 2024), is checked against the whole split's labels."""
+    and what was skipped; with `limit` the split is its first utterances up to the `limit`-th labelled one, so that
+    the skips while reading and those of the audio check share one count of utterances. `labels`, the stated label
+    release (original | 2024), is checked against the whole split's labels."""
     from apa.data.release import check_label_release
 
     report = report if report is not None else SkipReport()
@@ -81,9 +82,12 @@ def load_split(
     if labels is not None:
         check_label_release(utterances, labels, f"{split} split of {path or hub_id}")
     if limit and limit < len(utterances):  # a demo or test subset: the first `limit` labelled utterances
-        log.info("%s split: using the first %d of %d labelled utterances (data.limit)", split, limit, len(utterances))
+        labelled = len(utterances)
+        forgotten = report.keep_first(limit)  # the split is now its utterances up to those, skips among them counted
+        log.info("%s split: using the first %d of %d labelled utterances (data.limit): the split's first %d, whose "
+                 "skips are counted%s", split, limit, labelled, report.total,
+                 f"; {forgotten} skipped after them not counted" if forgotten else "")
         utterances = utterances[:limit]
-        report.total = len(utterances) + report.skipped
         report.phones = sum(len(u.canonical_phones) for u in utterances) + report.skipped_phones
     if decode:
         utterances = check_audio(utterances, report, max_audio_seconds)

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from apa.data.audio import AudioError, decode_audio
 from apa.data.labels import SkipReport
+from apa.data.original import KALDI_COMMAND, is_kaldi_command
 from apa.serve.inputs import Recording
 from apa.serve.scoring import PredictError, canonical_pronunciation, result
 from apa.sft.prompts import TASKS
@@ -118,8 +119,8 @@ def check_recordings(recordings: list[Recording], max_seconds: float | None, don
 
 def _problem(rec: Recording, max_seconds: float | None) -> tuple[str, str] | None:
     """(reason, detail) why `rec` cannot be scored, or None."""
-    if rec.audio.endswith("|"):
-        return "a command in wav.scp, not a file", rec.audio
+    if is_kaldi_command(rec.audio):
+        return KALDI_COMMAND, f"`{rec.audio}`: list the audio file's path instead"
     if rec.text is None:
         return "no sentence for this id", "add it to --text-file"
     try:

@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from apa.data.original import read_kaldi_map
+from apa.data.original import is_kaldi_command, read_kaldi_map
 from apa.serve.scoring import PredictError
 
 # what soundfile (libsndfile) decodes, matched case-insensitively (the corpus's own files are .WAV)
@@ -74,7 +74,7 @@ def _scp_path(value: str, scp: Path) -> str:
     """A wav.scp path as Kaldi reads it (relative to the current folder), else relative to the folder that holds
     wav.scp's folder (SpeechOcean762 and the bundled sample: paths relative to the corpus root), else to wav.scp's
     own folder; a Kaldi command (`… |`) is kept as written and skipped later."""
-    if value.endswith("|") or Path(value).is_absolute():
+    if is_kaldi_command(value) or Path(value).is_absolute():
         return value
     for base in (Path.cwd(), scp.parent.parent, scp.parent):
         if (base / value).is_file():

@@ -8,7 +8,7 @@ import soundfile as sf
 
 from apa.data import SAMPLE_ROOT
 from apa.data.audio import AudioError, decode_audio
-from apa.data.labels import DataError
+from apa.data.labels import DataError, SkipReport
 from apa.data.sources import load_split
 
 
@@ -40,6 +40,36 @@ def test_bad_utterances_are_skipped_and_counted(corpus, caplog):
                    "not in scores.json"):
         assert reason in caplog.text
     assert "skipped 5 of 20" in caplog.text
+
+
+def test_with_a_limit_every_skip_of_the_split_is_counted_out_of_the_same_utterances(corpus):
+    """data.limit=4 with bad labels on lines 2 and 16 and a missing clip on line 3: the split is its first 5
+    utterances (the 4 labelled ones and line 2); line 16's skip, outside them, was counted in `skipped 3 of 6`."""
+    ids = [line.split()[0] for line in (corpus / "train" / "wav.scp").read_text().splitlines()]
+    path = corpus / "resource" / "scores.json"
+    scores = json.loads(path.read_text())
+    scores[ids[1]]["accuracy"] = scores[ids[15]]["accuracy"] = 11
+    path.write_text(json.dumps(scores))
+    (corpus / "WAVE" / "SPEAKER0001" / f"{ids[2]}.WAV").unlink()
+    report = SkipReport()
+    utts = load_split("local", str(corpus), "train", max_bad_fraction=0.5, report=report, limit=4)
+    assert [u.id for u in utts] == [ids[0], ids[3], ids[4]]
+    assert report.total == 5 and report.ids == [ids[1], ids[2]]
+    assert report.summary().startswith("skipped 2 of 5 utterances: 1 bad labels")
+    assert report.as_dict()["phones_in_split"] == sum(len(u.canonical_phones) for u in utts) + report.skipped_phones
+
+
+def test_keep_first_cuts_the_split_after_its_nth_usable_utterance():
+    report = SkipReport()
+    for place in range(1, 11):  # utterances 2, 3, 7 and 9 skipped while reading
+        report.total = place
+        if place in (2, 3, 7, 9):
+            report.skip(f"u{place}", "bad labels")
+    assert report.keep_first(4) == 2  # usable: 1, 4, 5, 6 -> the first 6 utterances, skips 2 and 3 among them
+    assert report.total == 6 and report.ids == ["u2", "u3"]
+    report = SkipReport(total=10)
+    report.skip("u10", "bad labels")  # counted at place 10: after the first 2 usable ones
+    assert report.keep_first(2) == 1 and report.total == 2 and not report.skipped
 
 
 def test_too_many_bad_utterances_stop_the_run(corpus):
