@@ -37,6 +37,11 @@ def check_command_line(overrides: list[str]) -> None:
         parsed = OverridesParser.create().parse_overrides([o for o in overrides if "=" in o])
     except Exception:  # noqa: BLE001 - Hydra reports a malformed command line itself, in its own words
         return
+    keys = [o.key_or_group for o in parsed if not o.is_delete()]
+    twice = next((k for i, k in enumerate(keys) if k in keys[:i]), None)
+    if twice is not None:  # Hydra would keep the last silently (`lora=pretrained_r320 lora=fresh_r64`)
+        given = " ".join(o.input_line for o in parsed if o.key_or_group == twice)
+        raise UserError(f"{twice} is given twice ({given}): keep one (to sweep several values: -m {twice}=a,b)")
     for override in parsed:
         if override.key_or_group in ("hydra.run.dir", "hydra.sweep.dir") and not override.is_sweep_override():
             folder = Path(str(override.value()))

@@ -153,6 +153,20 @@ def test_a_renamed_choice_is_refused_in_one_line_naming_the_new_one(argv):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("argv", [["lora=pretrained_r320", "lora=fresh_r64"], ["-m", "seed=1,2", "+seed=3"]])
+def test_a_key_given_twice_is_refused_in_one_line(argv, tmp_path):
+    """Hydra keeps the last of two values for one key without a word (`lora=pretrained_r320 lora=fresh_r64` trained
+    fresh_r64 and recorded both)."""
+    done = subprocess.run([sys.executable, str(REPO / "train.py"), "experiment=demo", *argv], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    key = argv[-1].lstrip("+").split("=")[0]
+    given = " ".join(a for a in argv if a.lstrip("+").startswith(f"{key}="))
+    assert done.returncode == 2 and done.stderr.strip() == (
+        f"error: {key} is given twice ({given}): keep one (to sweep several values: -m {key}=a,b)")
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("script", ["train.py", "evaluate.py"])
 def test_a_quoted_tilde_is_refused_naming_the_path_meant(script, tmp_path):
     """`"data.path='~/corp'"`: the shell leaves a quoted `~` alone and Hydra passes it on, so the corpus was "not a
