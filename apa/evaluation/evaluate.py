@@ -24,6 +24,7 @@ from apa.evaluation.predictions import (
     generation_options,
     metrics_json,
     score_file,
+    stop_on_signal,
     write_split_record,
 )
 from apa.evaluation.trackers import check_trackers, log_evaluation
@@ -209,14 +210,15 @@ def evaluate_one(model, processor, rows: list[dict], means: dict, cfg: DictConfi
 
 
 @contextmanager
-def evaluation_lock(folder: Path):
-    """One evaluation per folder (RunLock), held by rank 0 for all ranks of a data-parallel launch."""
+def evaluation_lock(folder: Path, overrides: list[str], pinned: dict):
+    """One evaluation per folder (RunLock), held by rank 0 for all ranks; a signal stops it (stop_on_signal)."""
     from apa.distributed import on_rank_zero
 
     lock = RunLock(folder, "evaluation")
     on_rank_zero(lock.acquire)
     try:
-        yield
+        with stop_on_signal(folder, overrides, pinned):
+            yield
     finally:
         lock.release()  # a no-op on ranks that hold nothing
 
@@ -291,7 +293,7 @@ def evaluate(cfg: DictConfig, overrides: list[str], fallback_dir: Path) -> Resul
     if not cfg.run_dir:
         check_config_hub_access(cfg)
         out_dir = fallback_dir / "base_model"
-        with evaluation_lock(fallback_dir):
+        with evaluation_lock(fallback_dir, overrides, {"hydra.run.dir": fallback_dir}):
             from apa.checkpoint.adapters import load_baseline
 
             model, processor, path = load_baseline(cfg.model, cfg.baseline, cfg.seed)
@@ -324,7 +326,7 @@ def evaluate(cfg: DictConfig, overrides: list[str], fallback_dir: Path) -> Resul
     check_trackers(OmegaConf.select(trained, "trainer.report_to"), str(run_dir),
                    "or set WANDB_MODE=disabled to evaluate without W&B", may_disable=True)
     check_config_hub_access(test_cfg)
-    with evaluation_lock(eval_root):
+    with evaluation_lock(eval_root, overrides, {"run_dir": run_dir, "checkpoint": cfg.checkpoint}):
         results = _evaluate_checkpoints(cfg, test_cfg, run_dir, eval_root)
     if group_rank() != 0:  # rank 0 holds the metrics and writes the tables
         return Results({}, eval_root, run_dir, cfg.checkpoint, own=not other)

@@ -3,6 +3,10 @@ dropped), a fingerprint that refuses to mix two evaluations in one folder, one e
 predictions files whose every line is one answer."""
 
 import json
+import os
+import shlex
+import shutil
+import signal
 
 import pytest
 
@@ -56,6 +60,50 @@ def test_other_data_goes_to_its_own_folder_and_the_override_is_applied(run_dir):
     folders = sorted(p.name for p in run_dir.iterdir() if p.name.startswith("eval"))
     assert folders[0] == "eval" and len(folders) == 2 and folders[1].startswith("eval-sample-")
     assert json.loads((run_dir / "eval" / "final_model" / "metrics.json").read_text())["n_utterances_scored"] == 2
+
+
+def _copy(run, to):
+    """The module's run without its evaluations, for a test whose evaluation adds folders to it."""
+    shutil.copytree(run, to, ignore=shutil.ignore_patterns("eval", "eval-*"))
+    return to
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_during_an_evaluation_keeps_the_batch_says_how_to_continue_and_unlocks(run_dir, tmp_path, request,
+                                                                                          monkeypatch, capsys, sig):
+    """SIGTERM (or Ctrl-C) while the first batch is generated: that batch is finished and written, then one line says
+    how many answers are kept and the command that continues; exit 128 + the signal; the folder's lock is released
+    and the handlers are put back (it died with 'Terminated' and left its .lock). That command then finishes it."""
+    import apa.sft.generation as generation
+    from apa.errors import one_line_errors
+
+    run = _copy(run_dir, tmp_path / "run")
+    generate, calls = generation.generate_answers, []
+
+    def signalled(*args, **kwargs):
+        calls.append(len(calls))
+        if len(calls) == 1:
+            os.kill(os.getpid(), sig)
+        return generate(*args, **kwargs)
+
+    monkeypatch.setattr(generation, "generate_answers", signalled)
+    outer = signal.signal(signal.SIGTERM, signal.default_int_handler)  # one the evaluation missed ends it, not pytest
+    request.addfinalizer(lambda: signal.signal(signal.SIGTERM, outer))
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    with pytest.raises(SystemExit) as stopped:
+        one_line_errors(_evaluate)(run)
+    assert stopped.value.code == 128 + sig and len(calls) == 1
+    said = capsys.readouterr().err.strip().splitlines()[-1]
+    predictions = run / "eval" / "final_model" / "predictions.jsonl"
+    assert len(predictions.read_text().splitlines()) == 2  # the batch in progress: both APA answers
+    assert said.startswith(f"error: stopped by {sig.name}: 2 answers kept in {run / 'eval'} (final_model: 2). The "
+                           "same command continues it, generating only what is missing: `"), said
+    command = said[said.index("`") + 1:said.rindex("`")]
+    assert shlex.split(command) == ["python", "evaluate.py", f"run_dir={run}", "checkpoint=final_model", *FAST_EVAL]
+    assert not (run / "eval" / ".lock").exists()
+    assert {s: signal.getsignal(s) for s in handlers} == handlers
+    assert _evaluate(run)["final_model"]["n_utterances_scored"] == 2 and len(calls) == 2  # only the MDD batch
+    assert len(predictions.read_text().splitlines()) == 4
 
 
 def test_a_different_base_model_is_refused(run_dir):
