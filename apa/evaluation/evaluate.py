@@ -16,6 +16,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from apa.config import EvalConfig, check_config, override_keys
+from apa.console import move_log_files
 from apa.data.release import corpus_digest, same_dataset
 from apa.evaluation.examples import evaluation_set, train_means
 from apa.evaluation.predictions import (
@@ -318,6 +319,7 @@ def evaluate(cfg: DictConfig, overrides: list[str], fallback_dir: Path) -> Resul
         "dataset"))
     eval_root = run_dir / (other or EVAL_DIR)
     if other:
+        move_log_files(fallback_dir, eval_root)  # evaluate.py's log goes where the results go, not into eval/
         log.warning("evaluating %s on other data or prompts than its own: results go to %s, apart from its eval/",
                     run_dir, eval_root)
     holder = RunLock(run_dir, "training").holder_if_held()

@@ -7,6 +7,8 @@ import os
 import shlex
 import shutil
 import signal
+import subprocess
+import sys
 
 import pytest
 
@@ -15,7 +17,7 @@ from apa.evaluation.evaluate import evaluate
 from apa.evaluation.predictions import EvaluationError, score_file
 from apa.run_folder import RunLock
 from apa.training.recipe import train
-from tests.conftest import FAST_EVAL, compose_config, compose_eval_config
+from tests.conftest import FAST_EVAL, REPO, compose_config, compose_eval_config
 
 pytestmark = pytest.mark.slow  # end to end: `pytest -m "not slow"` leaves this module out
 
@@ -66,6 +68,19 @@ def _copy(run, to):
     """The module's run without its evaluations, for a test whose evaluation adds folders to it."""
     shutil.copytree(run, to, ignore=shutil.ignore_patterns("eval", "eval-*"))
     return to
+
+
+def test_an_evaluation_on_other_data_keeps_its_log_beside_its_results(run_dir, tmp_path):
+    """evaluate.py on other data: the results go to <run>/eval-<data>-<digest>/, and its log with them (it went to
+    <run>/eval/evaluate.log, making an eval/ that held only the other data's log)."""
+    run = _copy(run_dir, tmp_path / "run")
+    done = subprocess.run([sys.executable, "evaluate.py", f"run_dir={run}", "data.limit=1", *FAST_EVAL], cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (other,) = run.glob("eval-sample-*")
+    assert not (run / "eval").exists()
+    log = (other / "evaluate.log").read_text()
+    assert "on other data or prompts than its own" in log and f"{other / 'final_model'}: pcc_accuracy=" in log
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
