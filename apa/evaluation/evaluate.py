@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from apa.config import EvalConfig, check_config, override_keys
 from apa.console import move_log_files
 from apa.data.release import corpus_digest, same_dataset
-from apa.evaluation.examples import evaluation_set, train_means
+from apa.evaluation.examples import evaluation_set, train_means, trained_on
 from apa.evaluation.predictions import (
     EvaluationError,
     generate_predictions,
@@ -390,6 +390,7 @@ def _evaluate_checkpoints(cfg: DictConfig, test_cfg: DictConfig, run_dir: Path, 
         if rows is None:  # the same test set for every checkpoint: read and checked once
             rows, split = evaluation_set(test_cfg, processor.tokenizer.audio_token)
             means = train_means(test_cfg)
+            split.update(trained_on(run_dir, test_cfg.data, split))  # warned of, recorded: not refused
         results[checkpoint.name] = evaluate_one(model, processor, rows, means, cfg, out_dir, split,
                                                 fingerprint(rows, digest, cfg, model_info, test_cfg.data,
                                                             trained_versions, step))

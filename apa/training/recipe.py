@@ -26,7 +26,7 @@ from apa.constants import REPO_ROOT
 from apa.data.labels import SkipReport
 from apa.data.release import dataset_identity, describe, same_dataset
 from apa.data.sources import load_configured_split
-from apa.data.splits import split_by_speaker
+from apa.data.splits import shared_ids, split_by_speaker
 from apa.data.stats import phone_stats
 from apa.errors import Interrupted, StopSignals, UserError, override_arg
 from apa.evaluation.trackers import finish_wandb_run
@@ -135,7 +135,7 @@ def check_disjoint_splits(data_cfg: DictConfig, train: list) -> None:
     except UserError as e:  # the evaluation will say what is wrong with the test split; training need not stop
         log.warning("the test split could not be read to check that no training utterance is in it: %s", e)
         return
-    shared = sorted({u.id for u in train} & {u.id for u in test})
+    shared = shared_ids(train, test)
     if shared:
         raise UserError(
             f"{len(shared)} utterances are in both the training split ({data_cfg.train_split!r}) and the test split "

@@ -83,6 +83,45 @@ def test_an_evaluation_on_other_data_keeps_its_log_beside_its_results(run_dir, t
     assert "on other data or prompts than its own" in log and f"{other / 'final_model'}: pcc_accuracy=" in log
 
 
+def test_scoring_a_run_on_utterances_it_trained_on_is_warned_of_and_recorded(run_dir, tmp_path, caplog):
+    """data.test_split=train on a run trained on that split: not refused (experiment=overfit does it on purpose), but
+    warned of, naming how many of the test utterances the run trained on (the first 2 of these 3, by id as
+    training's own split check compares), and recorded beside the metrics for a report to flag. Its own test split
+    shares none: 0, and no warning."""
+    run = _copy(run_dir, tmp_path / "run")
+    caplog.set_level("WARNING")
+    metrics = _evaluate(run, "data.test_split=train", "data.limit=3")["final_model"]
+    (folder,) = run.glob("eval-sample-*")
+    assert json.loads((folder / "final_model" / "test_split.json").read_text())["utterances_trained_on"] == 2
+    assert metrics["n_utterances_trained_on"] == 2 and metrics["n_utterances_scored"] == 3
+    assert json.loads((folder / "final_model" / "metrics.json").read_text())["n_utterances_trained_on"] == 2
+    assert "2 of the 3 test utterances (data.test_split=train) are ones" in caplog.text
+    assert "trained on (000010011, 000010035)" in caplog.text
+    caplog.clear()
+    assert _evaluate(run)["final_model"]["n_utterances_trained_on"] == 0 and "trained on" not in caplog.text
+
+
+def test_where_the_runs_training_data_cannot_be_read_again_the_check_is_skipped_with_a_warning(run_dir, tmp_path,
+                                                                                                caplog):
+    """The run's training corpus gone (and the test data no copy of it): which test utterances it trained on is
+    unknown. The evaluation goes on, says so, and records no count (rather than a 0 that was never checked)."""
+    from omegaconf import OmegaConf
+
+    from apa.data import SAMPLE_ROOT
+    from apa.evaluation.examples import trained_on
+
+    run = _copy(run_dir, tmp_path / "run")
+    record = json.loads((run / "training_config.json").read_text())
+    record["config"]["data"]["path"] = str(tmp_path / "gone")
+    record["data"]["dataset"]["content"] = "0" * 16  # another corpus than the test data's
+    (run / "training_config.json").write_text(json.dumps(record))
+    caplog.set_level("WARNING")
+    assert trained_on(run, OmegaConf.create(record["config"]["data"] | {"path": str(SAMPLE_ROOT)}),
+                      {"speakers": {"000010011": "0001"}, "split": "train"}) == {}
+    assert f"could not check which test utterances {run} trained on" in caplog.text
+    assert f"data.path={tmp_path / 'gone'} is not a folder" in caplog.text
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_during_an_evaluation_keeps_the_batch_says_how_to_continue_and_unlocks(run_dir, tmp_path, request,
                                                                                           monkeypatch, capsys, sig):
