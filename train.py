@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from apa.command_line import check_command_line
 from apa.config import register_configs
 from apa.distributed import export_submitit_environment, launch_overrides
-from apa.errors import one_line_errors, override_arg
+from apa.errors import StopSignals, one_line_errors, override_arg
 
 register_configs()
 
@@ -51,7 +51,10 @@ def main(cfg: DictConfig) -> None:
     export_submitit_environment()  # RANK etc. inside a multi-task SLURM job, before rank() is read
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    started, failed = None, True
+    # until the first optimizer step, SIGTERM or Ctrl-C stops the start at once (nothing to save yet); from then on
+    # training finishes the step and saves a checkpoint first (apa.training.recipe.StopOnSignal)
+    signals = StopSignals().install()
+    started, failed, stopped = None, True, False
     try:
         cfg = resume_config(cfg, run_dir, list(hydra_cfg.overrides.task))
         from apa.training.start import start
@@ -64,13 +67,18 @@ def main(cfg: DictConfig) -> None:
                        "overrides.yaml": OmegaConf.to_yaml(list(hydra_cfg.overrides.task))}
         from apa.training.recipe import train  # torch, transformers, TRL: only once the start goes ahead
 
-        final, started = train(cfg, run_dir, hydra_files, started), None  # train() releases the lock
+        final, started = train(cfg, run_dir, hydra_files, started, signals), None  # train() releases the lock
         if rank() == 0:
             from apa.reporting.model_card import write_model_card
 
             write_model_card(run_dir)  # this project's card (README.md), in place of TRL's generic one
         failed = False
+    except (Exception, KeyboardInterrupt):  # a signal's KeyboardInterrupt, or what it broke (a half-done import)
+        stopped = signals.received is not None and signals.later is None  # before the first step: said below
+        if not stopped:
+            raise
     finally:
+        signals.restore()
         if started is not None and started[0] is not None:
             started[0].release()  # refused after the lock was taken (the hub check)
         if failed and rank() == 0:
@@ -79,6 +87,10 @@ def main(cfg: DictConfig) -> None:
             discard_failed_start(run_dir)  # no run began: no half-made folder (.hydra/ and a log) is left behind
         if run_dir.is_dir() and not any(run_dir.iterdir()):
             run_dir.rmdir()  # a refused start leaves no empty folder behind (Hydra made it for this job)
+    if stopped:  # said once the start is cleaned up: what is left decides how to go on
+        from apa.training.start import stopped_before_training
+
+        raise stopped_before_training(run_dir, signals.received)
     which = "every epoch with" if any(run_dir.glob("checkpoint-epoch-*")) else "it with"
     print(f"Trained: {final}\nEvaluate {which}: python evaluate.py {override_arg('run_dir', run_dir)}"
           + (" checkpoint=all" if which.startswith("every") else ""))

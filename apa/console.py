@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 VERBOSE_ENV = "APA_VERBOSE"
 
@@ -59,3 +60,23 @@ class RunLogHandler(logging.FileHandler):
         if self.stream is None and not os.path.isdir(os.path.dirname(self.baseFilename)):
             return
         super().emit(record)
+
+
+def move_log_files(old: Path, new: Path) -> None:
+    """A job log file in the folder `old` (conf/hydra/job_logging/apa.yaml: a FileHandler on the root logger) goes on
+    in the folder `new` (made if missing): a command that learns where its results go only after Hydra set up its log
+    (evaluate.py on other data: <run>/eval-<data>-<digest>/, not <run>/eval/) keeps its log beside them. What was
+    written before stays where it is (usually nothing: the file opens on its first record)."""
+    where = os.path.abspath(old)
+    for handler in logging.getLogger().handlers:
+        if not isinstance(handler, logging.FileHandler) or os.path.dirname(handler.baseFilename) != where:
+            continue
+        Path(new).mkdir(parents=True, exist_ok=True)
+        handler.acquire()
+        try:
+            if handler.stream is not None:
+                handler.stream.close()
+                handler.stream = None  # opened again, in `new`, on the next record
+            handler.baseFilename = os.path.abspath(Path(new) / os.path.basename(handler.baseFilename))
+        finally:
+            handler.release()

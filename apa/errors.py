@@ -9,16 +9,21 @@ from __future__ import annotations
 
 import errno
 import functools
+import logging
 import os
 import re
 import shlex
+import signal
 import sys
+import threading
 from collections.abc import Callable
+from contextlib import contextmanager
 from typing import TypeVar
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports an interrupted command
 F = TypeVar("F", bound=Callable)
+log = logging.getLogger(__name__)
 
 
 class UserError(Exception):
@@ -30,7 +35,79 @@ def full_traceback_wanted() -> bool:
 
 
 class Interrupted(KeyboardInterrupt):
-    """A second Ctrl-C (or SIGTERM) while a checkpoint was pending: stop at once; the message says how to continue."""
+    """Stopped by Ctrl-C or SIGTERM where what was kept is known (a second signal while a checkpoint was pending, a
+    signal during a training's start or an evaluation): the message says it and how to continue. The exit status is
+    128 + `signum` where given, else 130."""
+
+    def __init__(self, message: str = "", signum: int | None = None):
+        super().__init__(message)
+        self.exit_code = 128 + signum if signum else EXIT_INTERRUPTED
+
+
+class StopSignals:
+    """SIGTERM (SLURM preemption; torchrun passes it on to its ranks) and SIGINT (Ctrl-C), caught while installed,
+    so that a command can say what it kept and how to continue (the one mechanism for training and evaluation).
+
+    The first signal stops at once (KeyboardInterrupt: nothing is pending that is worth waiting for) unless the
+    work has deferred it (`defer`): then it is noted in `received`, and the work stops at its next safe point (after
+    the training step, after the batch of answers in progress), saying so. A second signal always stops at once.
+    `received` names the signal for the message and the exit status (128 + it). One instance is installed at a time
+    (signal handlers are the process's), on the main thread only; `active()` is it."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+    _active: StopSignals | None = None
+
+    def __init__(self):
+        self.received: int | None = None
+        self.later: str | None = None  # what the work does at its next safe point, once deferred
+        self._previous: dict[int, object] = {}
+        self._outer: StopSignals | None = None  # the one active before, active again after `restore`
+
+    @classmethod
+    def active(cls) -> StopSignals | None:
+        return cls._active
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.received).name if self.received else "a signal"
+
+    def install(self) -> StopSignals:
+        """Catch the signals (once; a no-op off the main thread, where Python cannot)."""
+        if not self._previous and threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            self._outer, StopSignals._active = StopSignals._active, self
+        return self
+
+    def defer(self, later: str | None) -> None:
+        """From now on a first signal waits for the work's next safe point, which checks `received`; `later` says
+        what happens there ("saving a checkpoint after this step"). None: stop at once again."""
+        self.later = later
+
+    @contextmanager
+    def deferred(self, later: str):
+        """`defer(later)` while the block runs; at once again after it."""
+        self.defer(later)
+        try:
+            yield self
+        finally:
+            self.defer(None)
+
+    def restore(self) -> None:
+        """The handlers from before `install` (also when the work ends by an exception)."""
+        if not self._previous:
+            return
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+        StopSignals._active = self._outer
+
+    def _handle(self, signum, frame):
+        first = self.received is None
+        self.received = self.received or signum
+        if not first or self.later is None:
+            raise KeyboardInterrupt
+        log.warning("Received %s: %s, then stopping (again to stop now)", self.name, self.later)
 
 
 # How torch reports a write that failed part-way (a full disk among the causes): its own RuntimeError, not OSError
@@ -132,7 +209,7 @@ def one_line_errors(fn: F) -> F:
                 raise
             start = "\n" if sys.stderr.isatty() else ""  # below a progress bar's unfinished line
             print(f"{start}error: {str(exc) or 'interrupted (Ctrl-C)'}", file=sys.stderr, flush=True)
-            raise SystemExit(EXIT_INTERRUPTED) from None
+            raise SystemExit(getattr(exc, "exit_code", EXIT_INTERRUPTED)) from None
         except Exception as exc:
             error = as_user_error(exc)
             if error is None or full_traceback_wanted():

@@ -298,6 +298,8 @@ def compute_metrics(predictions: list[dict], train_means: dict[str, float],
         n_phones_in_split=split.get("phones_in_split"),
         split_limit=split.get("limit"),  # data.limit: the "split" above is then the first `limit` utterances
     )
+    if "utterances_trained_on" in split:  # test utterances the evaluated run trained on (absent: not checked)
+        out["n_utterances_trained_on"] = split["utterances_trained_on"]
     return out
 
 

@@ -126,13 +126,13 @@ class BackgroundRun:
 
         threading.Thread(target=watch, daemon=True).start()
 
-    def kill_once(self, ready: Path, delay: float, timeout: float = 600) -> None:
-        """SIGKILL the process `delay` seconds after `ready` appears."""
+    def kill_once(self, ready: Path, delay: float, timeout: float = 600, sig: int = signal.SIGKILL) -> None:
+        """Send `sig` to the process `delay` seconds after `ready` appears (SIGKILL: no handler of it can run)."""
 
         def kill():
             time.sleep(delay)
             if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGKILL)
+                self.proc.send_signal(sig)
                 self.killed.set()
 
         self._when_ready(ready, kill, timeout)

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +24,7 @@ from apa.run_folder import (
     write_manifest,
 )
 from apa.training.recipe import train
-from tests.conftest import REPO, compose_config
+from tests.conftest import REPO, BackgroundRun, compose_config
 
 pytestmark = pytest.mark.slow  # end to end: `pytest -m "not slow"` leaves this module out
 
@@ -119,6 +120,35 @@ def test_a_start_that_fails_before_any_run_began_leaves_no_folder(corpus, tmp_pa
     (kept / "eval").mkdir(parents=True)  # not a run folder's start: refused before anything is written
     assert _train_py(*DEMO, f"data.path={corpus}", f"hydra.run.dir={kept}").returncode == 2
     assert sorted(p.name for p in kept.iterdir()) == ["eval"]
+
+
+@pytest.mark.parametrize(("sig", "resume"), [(signal.SIGTERM, False), (signal.SIGINT, True)],
+                         ids=["SIGTERM-new-run", "SIGINT-resume"])
+def test_a_signal_while_starting_says_nothing_was_trained_and_undoes_the_start(finished_run, tmp_path, sig, resume):
+    """SIGTERM or Ctrl-C after the run folder exists, before the first optimizer step (the lock is taken; the model,
+    data and trainer are still being built): one line saying nothing was trained and how to go on, exit 128 + the
+    signal (it died silently with 143 and left .hydra/, .lock and train.log). A new run's start is undone as a
+    failed start is; a resumed run keeps what it had."""
+    run = tmp_path / "run"
+    if resume:
+        shutil.copytree(finished_run, run)
+        shutil.rmtree(run / "final_model")
+        before = {k: v for k, v in _files(run).items() if k != "train.log"}  # the log gets this start's lines
+    args = ("resume=true",) if resume else DEMO
+    start = BackgroundRun([sys.executable, "train.py", *args, f"hydra.run.dir={run}"], REPO, tmp_path / "start")
+    start.kill_once(run / ".lock", delay=0.5, sig=sig)  # the start takes seconds more (imports, model, data)
+    start.wait(expected_code=128 + sig)
+    assert start.killed.is_set()
+    said = start.log_path.read_text().strip().splitlines()[-1]
+    assert said.startswith(f"error: stopped by {sig.name} while starting, before the first training step: "
+                           "nothing was trained"), said
+    if resume:
+        assert said.endswith("its checkpoints are intact (newest: checkpoint-epoch-1). Continue with the same "
+                             f"overrides plus `resume=true hydra.run.dir={run}`")
+        assert {k: v for k, v in _files(run).items() if k != "train.log"} == before and not (run / ".lock").exists()
+    else:
+        assert said.endswith("what the start wrote is removed. Start again with the same command")
+        assert not run.exists()
 
 
 def test_resume_when_every_checkpoint_is_damaged_is_refused_and_changes_nothing(finished_run, tmp_path):

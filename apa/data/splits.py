@@ -1,4 +1,5 @@
-"""Held-out splits of the training data: whole speakers, so that validation measures new voices."""
+"""Held-out splits of the training data: whole speakers, so that validation measures new voices; and the utterances
+two splits share."""
 
 from __future__ import annotations
 
@@ -30,3 +31,12 @@ def split_by_speaker(utterances: list[Utterance], fraction: float,
         n_held += counts[speaker]
     log.info("validation split: %d of %d speakers held out (%d utterances)", len(held), len(counts), n_held)
     return [u for u in utterances if u.speaker not in held], [u for u in utterances if u.speaker in held]
+
+
+def shared_ids(first, second) -> list[str]:
+    """The utterances in both `first` and `second` (Utterances or ids), by id, sorted: an utterance's identity in
+    every split and every copy of a corpus. Training refuses a test split that shares any with its training split
+    (apa.training.recipe.check_disjoint_splits); an evaluation warns of test utterances its run trained on
+    (apa.evaluation.examples.trained_on)."""
+    first_ids, second_ids = ({u if isinstance(u, str) else u.id for u in items} for items in (first, second))
+    return sorted(first_ids & second_ids)

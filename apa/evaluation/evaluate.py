@@ -17,14 +17,16 @@ from omegaconf import DictConfig, OmegaConf
 
 from apa.command_line import override_keys
 from apa.config import EvalConfig, check_config
+from apa.console import move_log_files
 from apa.data.release import corpus_digest, same_dataset
-from apa.evaluation.examples import evaluation_set, train_means
+from apa.evaluation.examples import evaluation_set, train_means, trained_on
 from apa.evaluation.predictions import (
     EvaluationError,
     generate_predictions,
     generation_options,
     metrics_json,
     score_file,
+    stop_on_signal,
     write_split_record,
 )
 from apa.evaluation.trackers import check_trackers, log_evaluation
@@ -210,14 +212,15 @@ def evaluate_one(model, processor, rows: list[dict], means: dict, cfg: DictConfi
 
 
 @contextmanager
-def evaluation_lock(folder: Path):
-    """One evaluation per folder (RunLock), held by rank 0 for all ranks of a data-parallel launch."""
+def evaluation_lock(folder: Path, overrides: list[str], pinned: dict):
+    """One evaluation per folder (RunLock), held by rank 0 for all ranks; a signal stops it (stop_on_signal)."""
     from apa.distributed import on_rank_zero
 
     lock = RunLock(folder, "evaluation")
     on_rank_zero(lock.acquire)
     try:
-        yield
+        with stop_on_signal(folder, overrides, pinned):
+            yield
     finally:
         lock.release()  # a no-op on ranks that hold nothing
 
@@ -292,7 +295,7 @@ def evaluate(cfg: DictConfig, overrides: list[str], fallback_dir: Path) -> Resul
     if not cfg.run_dir:
         check_config_hub_access(cfg)
         out_dir = fallback_dir / "base_model"
-        with evaluation_lock(fallback_dir):
+        with evaluation_lock(fallback_dir, overrides, {"hydra.run.dir": fallback_dir}):
             from apa.checkpoint.adapters import load_baseline
 
             model, processor, path = load_baseline(cfg.model, cfg.baseline, cfg.seed)
@@ -317,6 +320,7 @@ def evaluate(cfg: DictConfig, overrides: list[str], fallback_dir: Path) -> Resul
         "dataset"))
     eval_root = run_dir / (other or EVAL_DIR)
     if other:
+        move_log_files(fallback_dir, eval_root)  # evaluate.py's log goes where the results go, not into eval/
         log.warning("evaluating %s on other data or prompts than its own: results go to %s, apart from its eval/",
                     run_dir, eval_root)
     holder = RunLock(run_dir, "training").holder_if_held()
@@ -325,7 +329,7 @@ def evaluate(cfg: DictConfig, overrides: list[str], fallback_dir: Path) -> Resul
     check_trackers(OmegaConf.select(trained, "trainer.report_to"), str(run_dir),
                    "or set WANDB_MODE=disabled to evaluate without W&B", may_disable=True)
     check_config_hub_access(test_cfg)
-    with evaluation_lock(eval_root):
+    with evaluation_lock(eval_root, overrides, {"run_dir": run_dir, "checkpoint": cfg.checkpoint}):
         results = _evaluate_checkpoints(cfg, test_cfg, run_dir, eval_root)
     if group_rank() != 0:  # rank 0 holds the metrics and writes the tables
         return Results({}, eval_root, run_dir, cfg.checkpoint, own=not other)
@@ -387,6 +391,7 @@ def _evaluate_checkpoints(cfg: DictConfig, test_cfg: DictConfig, run_dir: Path, 
         if rows is None:  # the same test set for every checkpoint: read and checked once
             rows, split = evaluation_set(test_cfg, processor.tokenizer.audio_token)
             means = train_means(test_cfg)
+            split.update(trained_on(run_dir, test_cfg.data, split))  # warned of, recorded: not refused
         results[checkpoint.name] = evaluate_one(model, processor, rows, means, cfg, out_dir, split,
                                                 fingerprint(rows, digest, cfg, model_info, test_cfg.data,
                                                             trained_versions, step))

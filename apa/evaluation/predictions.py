@@ -17,12 +17,14 @@ import json
 import logging
 import math
 import os
+import shlex
+from contextlib import contextmanager
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from apa.data.records import APA_ASPECTS
-from apa.errors import UserError
+from apa.errors import Interrupted, StopSignals, UserError, override_arg
 from apa.metrics import compute_metrics
 from apa.run_folder import (
     METRICS,
@@ -207,7 +209,10 @@ def _generate(model, processor, batches: list[list[dict]], path: Path, done: set
 
     path.parent.mkdir(parents=True, exist_ok=True)
     todo_rows = sum(1 for b in batches for r in b if (r["id"], r["task"]) not in done)
-    with path.open("a") as out, tqdm(total=total, initial=total - todo_rows, desc=desc, unit="ex") as bar:
+    # an evaluation's signals (stop_on_signal) let the batch in progress finish; uninstalled ones never receive any
+    signals = StopSignals.active() or StopSignals()
+    with signals.deferred("writing the answers of this batch"), path.open("a") as out, \
+            tqdm(total=total, initial=total - todo_rows, desc=desc, unit="ex") as bar:
         for batch in batches:
             task = batch[0]["task"]
             raws = generate_answers(model, processor, batch, max_new_tokens=max_new_tokens[task], batcher=batcher,
@@ -223,6 +228,50 @@ def _generate(model, processor, batches: list[list[dict]], path: Path, done: set
             out.flush()
             os.fsync(out.fileno())
             bar.update(len(lines))
+            if signals.received:
+                raise KeyboardInterrupt  # this batch is on disk: stop_on_signal says what is kept
+
+
+@contextmanager
+def stop_on_signal(folder: Path, overrides: list[str], pinned: dict):
+    """SIGTERM or Ctrl-C during an evaluation into `folder` (apa.errors.StopSignals, as training uses them): the
+    batch being generated is finished and written, then the evaluation stops in one line saying how many answers
+    are kept and the command that continues it (evaluate_command), which generates only what is missing; exit status
+    128 + the signal. Outside generation (loading, scoring), or at a second signal, it stops at once: no answer
+    written before is lost either way."""
+    signals = StopSignals().install()
+    try:
+        yield
+    except (Exception, KeyboardInterrupt):  # a signal's KeyboardInterrupt, or what it broke (a half-done import)
+        if signals.received is None:
+            raise
+        raise Interrupted(f"stopped by {signals.name}: {kept_answers(folder)}. The same command continues it, "
+                          f"generating only what is missing: `{evaluate_command(overrides, pinned)}`",
+                          signals.received) from None
+    finally:
+        signals.restore()
+
+
+def kept_answers(folder: Path) -> str:
+    """How many answers the prediction files in `folder`'s subfolders hold (complete lines), for a message."""
+    counts = {}
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []:
+        keys = set().union(*(_complete_lines(f, cut=False) for f in (sub / PREDICTIONS, *prediction_shards(sub))))
+        if keys:
+            counts[sub.name] = len(keys)
+    if not counts:
+        return f"no answer was written yet in {folder}"
+    return (f"{sum(counts.values())} answers kept in {folder} ("
+            + ", ".join(f"{name}: {n}" for name, n in counts.items()) + ")")
+
+
+def evaluate_command(overrides: list[str], pinned: dict[str, object]) -> str:
+    """The `python evaluate.py …` that repeats an evaluation: the `pinned` settings (quoted as apa.errors.override_arg
+    quotes them) and the command's other overrides as typed."""
+    from apa.config import override_keys
+
+    rest = [shlex.quote(o) for o, key in zip(overrides, override_keys(overrides), strict=True) if key not in pinned]
+    return " ".join(["python evaluate.py", *(override_arg(key, value) for key, value in pinned.items()), *rest])
 
 
 def merge_shards(path: Path, batches: list[list[dict]]) -> None:

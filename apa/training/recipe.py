@@ -11,7 +11,6 @@ import os
 import shutil
 import signal
 import subprocess
-import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -27,9 +26,9 @@ from apa.constants import REPO_ROOT
 from apa.data.labels import SkipReport
 from apa.data.release import dataset_identity, describe, same_dataset
 from apa.data.sources import load_configured_split
-from apa.data.splits import split_by_speaker
+from apa.data.splits import shared_ids, split_by_speaker
 from apa.data.stats import phone_stats
-from apa.errors import Interrupted, UserError, override_arg
+from apa.errors import Interrupted, StopSignals, UserError, override_arg
 from apa.evaluation.trackers import finish_wandb_run
 from apa.run_folder import (
     FINAL_MODEL,
@@ -84,24 +83,21 @@ def sft_arguments(cfg: DictConfig, run_dir: Path):
 
 
 class StopOnSignal(TrainerCallback):
-    """SIGTERM (SLURM preemption) or SIGINT (Ctrl-C): finish the current step, save a checkpoint, stop.
-    A second signal while waiting interrupts at once."""
+    """SIGTERM (SLURM preemption) or SIGINT (Ctrl-C) once training has begun: finish the current step, save a
+    checkpoint, stop; a second signal while waiting stops at once (apa.errors.StopSignals, which train.py installs
+    before the start, when a signal stops at once: nothing is trained yet)."""
 
-    def __init__(self):
-        self.received: int | None = None
-        self._previous: dict[int, object] = {}
+    def __init__(self, signals: StopSignals | None = None):
+        self.signals = signals or StopSignals()
 
-    def _handle(self, signum, frame):
-        if self.received is not None:
-            raise KeyboardInterrupt
-        self.received = signum
-        log.warning("Received %s: saving a checkpoint after this step, then stopping (again to abort now)",
-                    signal.Signals(signum).name)
+    @property
+    def received(self) -> int | None:
+        return self.signals.received
 
     def on_train_begin(self, args, state, control, **kwargs):
-        if threading.current_thread() is threading.main_thread():  # signal handlers live on the main thread only
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                self._previous[sig] = signal.signal(sig, self._handle)
+        if self.received is not None:  # a signal during the start that a library swallowed: stop before any step
+            raise KeyboardInterrupt
+        self.signals.install().defer("saving a checkpoint after this step")
 
     def on_step_end(self, args, state, control, **kwargs):
         if args.world_size > 1 and torch.distributed.is_initialized():
@@ -110,7 +106,7 @@ class StopOnSignal(TrainerCallback):
             # sharded checkpoint needs them all): the largest signal number any rank holds.
             flag = torch.tensor([self.received or 0], device=args.device)
             torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-            self.received = int(flag.item()) or None
+            self.signals.received = int(flag.item()) or None
         if self.received is not None:
             control.should_save = True
             control.should_training_stop = True
@@ -120,9 +116,7 @@ class StopOnSignal(TrainerCallback):
 
     def restore(self) -> None:
         """Put the previous handlers back (also called when training ends by an exception)."""
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous.clear()
+        self.signals.restore()
 
 
 def example_rows(utterances, prompts_cfg, audio_token: str) -> list[dict]:
@@ -141,7 +135,7 @@ def check_disjoint_splits(data_cfg: DictConfig, train: list) -> None:
     except UserError as e:  # the evaluation will say what is wrong with the test split; training need not stop
         log.warning("the test split could not be read to check that no training utterance is in it: %s", e)
         return
-    shared = sorted({u.id for u in train} & {u.id for u in test})
+    shared = shared_ids(train, test)
     if shared:
         raise UserError(
             f"{len(shared)} utterances are in both the training split ({data_cfg.train_split!r}) and the test split "
@@ -178,9 +172,11 @@ def build_datasets(cfg: DictConfig, processor, max_length: int | None) -> tuple[
     return datasets[0], datasets[1], record
 
 
-def build_trainer(cfg: DictConfig, run_dir: Path, resume_from: Path | None = None):
+def build_trainer(cfg: DictConfig, run_dir: Path, resume_from: Path | None = None,
+                  signals: StopSignals | None = None):
     """Everything up to the first step: model, adapter, data, trainer. Returns (trainer, resume_from, record).
-    The config and folder checks are `start`'s (under its lock); this only builds."""
+    The config and folder checks are `start`'s (under its lock); this only builds. `signals`: train.py's, installed
+    for the start (StopOnSignal defers them once training begins)."""
     from transformers import set_seed
 
     from apa.training.trainer import PronunciationTrainer  # imports TRL
@@ -225,7 +221,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, resume_from: Path | None = Non
         eval_dataset=validation_set,
         data_collator=SpeechSFTCollator(processor, args.max_length, cfg.data.feature_cache_mb),
         processing_class=processor,
-        callbacks=[StopOnSignal()],
+        callbacks=[StopOnSignal(signals)],
     )
     # Under data parallelism each rank's dataloader holds its own share of the batches.
     record["data"].update(world_size=args.world_size, batches_per_rank_per_epoch=len(trainer.get_train_dataloader()))
@@ -254,7 +250,7 @@ def fit(trainer, resume_from: Path | None, record: dict) -> Path:
     try:
         result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     except KeyboardInterrupt:
-        if stopper.received is None:
+        if stopper.received is None or stopper.signals.later is None:  # a plain interrupt, or one before the first step
             raise
         saved = resumable_checkpoints(run_dir)
         raise Interrupted(
@@ -308,11 +304,12 @@ def fit(trainer, resume_from: Path | None, record: dict) -> Path:
 
 
 def train(cfg: DictConfig, run_dir: Path, hydra_files: dict[str, str] | None = None,
-          started: tuple[RunLock | None, Path | None] | None = None) -> Path:
+          started: tuple[RunLock | None, Path | None] | None = None, signals: StopSignals | None = None) -> Path:
     """Fine-tune per `cfg`, writing everything into `run_dir`; return the final_model folder.
 
     `started`: what `start(cfg, run_dir)` returned, when the caller (train.py) ran it; otherwise it runs here. Only
-    after it are Hydra's record (`hydra_files`, from train.py) and training_config.json written."""
+    after it are Hydra's record (`hydra_files`, from train.py) and training_config.json written. `signals`: see
+    build_trainer."""
     from apa.distributed import rank
     from apa.training.start import start
 
@@ -320,7 +317,7 @@ def train(cfg: DictConfig, run_dir: Path, hydra_files: dict[str, str] | None = N
     try:
         if hydra_files and rank() == 0 and not (run_dir / TRAINING_RECORD).exists():
             write_hydra_record(run_dir, hydra_files)
-        return fit(*build_trainer(cfg, run_dir, resume_from))
+        return fit(*build_trainer(cfg, run_dir, resume_from, signals))
     finally:
         if lock is not None:
             lock.release()

@@ -3,6 +3,12 @@ dropped), a fingerprint that refuses to mix two evaluations in one folder, one e
 predictions files whose every line is one answer."""
 
 import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
 
 import pytest
 
@@ -11,7 +17,7 @@ from apa.evaluation.evaluate import evaluate
 from apa.evaluation.predictions import EvaluationError, score_file
 from apa.run_folder import RunLock
 from apa.training.recipe import train
-from tests.conftest import FAST_EVAL, compose_config, compose_eval_config
+from tests.conftest import FAST_EVAL, REPO, compose_config, compose_eval_config
 
 pytestmark = pytest.mark.slow  # end to end: `pytest -m "not slow"` leaves this module out
 
@@ -56,6 +62,102 @@ def test_other_data_goes_to_its_own_folder_and_the_override_is_applied(run_dir):
     folders = sorted(p.name for p in run_dir.iterdir() if p.name.startswith("eval"))
     assert folders[0] == "eval" and len(folders) == 2 and folders[1].startswith("eval-sample-")
     assert json.loads((run_dir / "eval" / "final_model" / "metrics.json").read_text())["n_utterances_scored"] == 2
+
+
+def _copy(run, to):
+    """The module's run without its evaluations, for a test whose evaluation adds folders to it."""
+    shutil.copytree(run, to, ignore=shutil.ignore_patterns("eval", "eval-*"))
+    return to
+
+
+def test_an_evaluation_on_other_data_keeps_its_log_beside_its_results(run_dir, tmp_path):
+    """evaluate.py on other data: the results go to <run>/eval-<data>-<digest>/, and its log with them (it went to
+    <run>/eval/evaluate.log, making an eval/ that held only the other data's log)."""
+    run = _copy(run_dir, tmp_path / "run")
+    done = subprocess.run([sys.executable, "evaluate.py", f"run_dir={run}", "data.limit=1", *FAST_EVAL], cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (other,) = run.glob("eval-sample-*")
+    assert not (run / "eval").exists()
+    log = (other / "evaluate.log").read_text()
+    assert "on other data or prompts than its own" in log and f"{other / 'final_model'}: pcc_accuracy=" in log
+
+
+def test_scoring_a_run_on_utterances_it_trained_on_is_warned_of_and_recorded(run_dir, tmp_path, caplog):
+    """data.test_split=train on a run trained on that split: not refused (experiment=overfit does it on purpose), but
+    warned of, naming how many of the test utterances the run trained on (the first 2 of these 3, by id as
+    training's own split check compares), and recorded beside the metrics for a report to flag. Its own test split
+    shares none: 0, and no warning."""
+    run = _copy(run_dir, tmp_path / "run")
+    caplog.set_level("WARNING")
+    metrics = _evaluate(run, "data.test_split=train", "data.limit=3")["final_model"]
+    (folder,) = run.glob("eval-sample-*")
+    assert json.loads((folder / "final_model" / "test_split.json").read_text())["utterances_trained_on"] == 2
+    assert metrics["n_utterances_trained_on"] == 2 and metrics["n_utterances_scored"] == 3
+    assert json.loads((folder / "final_model" / "metrics.json").read_text())["n_utterances_trained_on"] == 2
+    assert "2 of the 3 test utterances (data.test_split=train) are ones" in caplog.text
+    assert "trained on (000010011, 000010035)" in caplog.text
+    caplog.clear()
+    assert _evaluate(run)["final_model"]["n_utterances_trained_on"] == 0 and "trained on" not in caplog.text
+
+
+def test_where_the_runs_training_data_cannot_be_read_again_the_check_is_skipped_with_a_warning(run_dir, tmp_path,
+                                                                                                caplog):
+    """The run's training corpus gone (and the test data no copy of it): which test utterances it trained on is
+    unknown. The evaluation goes on, says so, and records no count (rather than a 0 that was never checked)."""
+    from omegaconf import OmegaConf
+
+    from apa.data import SAMPLE_ROOT
+    from apa.evaluation.examples import trained_on
+
+    run = _copy(run_dir, tmp_path / "run")
+    record = json.loads((run / "training_config.json").read_text())
+    record["config"]["data"]["path"] = str(tmp_path / "gone")
+    record["data"]["dataset"]["content"] = "0" * 16  # another corpus than the test data's
+    (run / "training_config.json").write_text(json.dumps(record))
+    caplog.set_level("WARNING")
+    assert trained_on(run, OmegaConf.create(record["config"]["data"] | {"path": str(SAMPLE_ROOT)}),
+                      {"speakers": {"000010011": "0001"}, "split": "train"}) == {}
+    assert f"could not check which test utterances {run} trained on" in caplog.text
+    assert f"data.path={tmp_path / 'gone'} is not a folder" in caplog.text
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_during_an_evaluation_keeps_the_batch_says_how_to_continue_and_unlocks(run_dir, tmp_path, request,
+                                                                                          monkeypatch, capsys, sig):
+    """SIGTERM (or Ctrl-C) while the first batch is generated: that batch is finished and written, then one line says
+    how many answers are kept and the command that continues; exit 128 + the signal; the folder's lock is released
+    and the handlers are put back (it died with 'Terminated' and left its .lock). That command then finishes it."""
+    import apa.sft.generation as generation
+    from apa.errors import one_line_errors
+
+    run = _copy(run_dir, tmp_path / "run")
+    generate, calls = generation.generate_answers, []
+
+    def signalled(*args, **kwargs):
+        calls.append(len(calls))
+        if len(calls) == 1:
+            os.kill(os.getpid(), sig)
+        return generate(*args, **kwargs)
+
+    monkeypatch.setattr(generation, "generate_answers", signalled)
+    outer = signal.signal(signal.SIGTERM, signal.default_int_handler)  # one the evaluation missed ends it, not pytest
+    request.addfinalizer(lambda: signal.signal(signal.SIGTERM, outer))
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    with pytest.raises(SystemExit) as stopped:
+        one_line_errors(_evaluate)(run)
+    assert stopped.value.code == 128 + sig and len(calls) == 1
+    said = capsys.readouterr().err.strip().splitlines()[-1]
+    predictions = run / "eval" / "final_model" / "predictions.jsonl"
+    assert len(predictions.read_text().splitlines()) == 2  # the batch in progress: both APA answers
+    assert said.startswith(f"error: stopped by {sig.name}: 2 answers kept in {run / 'eval'} (final_model: 2). The "
+                           "same command continues it, generating only what is missing: `"), said
+    command = said[said.index("`") + 1:said.rindex("`")]
+    assert shlex.split(command) == ["python", "evaluate.py", f"run_dir={run}", "checkpoint=final_model", *FAST_EVAL]
+    assert not (run / "eval" / ".lock").exists()
+    assert {s: signal.getsignal(s) for s in handlers} == handlers
+    assert _evaluate(run)["final_model"]["n_utterances_scored"] == 2 and len(calls) == 2  # only the MDD batch
+    assert len(predictions.read_text().splitlines()) == 4
 
 
 def test_a_different_base_model_is_refused(run_dir):
