@@ -147,7 +147,7 @@ class SweepSummary(Callback):
             if known is None and self.bug is None:
                 self.bug = exc
         self.jobs.append(result)
-        if OmegaConf.select(config, "hydra.launcher._target_") != BASIC_LAUNCHER:  # this job runs in its own process
+        if self._in_own_process(config):
             write_job_record(Path(config.hydra.sweep.dir), config.hydra.job.num, result, self.failures)
             if result.error is not None and result.foreseeable:  # told by the summary: not re-raised by the sweep's
                 job_return.status, job_return._return_value = JobStatus.COMPLETED, None  # process as a traceback
@@ -155,6 +155,14 @@ class SweepSummary(Callback):
         last_of_batch = OmegaConf.select(config, "hydra.job.num", default=None) in self.batch_ends
         if last_of_batch and any(job.error is not None for job in self.jobs):
             self._end(interrupted=True)  # Hydra would end the sweep in the first failed job's traceback
+
+    @staticmethod
+    def _in_own_process(config: DictConfig) -> bool:
+        """A sweep's job that a launcher runs in a process of its own (submitit, joblib), not the sweep's process."""
+        from hydra.types import RunMode
+
+        launcher = OmegaConf.select(config, "hydra.launcher._target_")
+        return OmegaConf.select(config, "hydra.mode") == RunMode.MULTIRUN and launcher not in (None, BASIC_LAUNCHER)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.active:

@@ -5,6 +5,7 @@ command line makes (as Hydra's basic sweeper splits them), none of which may tra
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -38,10 +39,10 @@ def check_command_line(overrides: list[str]) -> None:
     except Exception:  # noqa: BLE001 - Hydra reports a malformed command line itself, in its own words
         return
     keys = [o.key_or_group for o in parsed if not o.is_delete()]
-    twice = next((k for i, k in enumerate(keys) if k in keys[:i]), None)
-    if twice is not None:  # Hydra would keep the last silently (`lora=pretrained_r320 lora=fresh_r64`)
-        given = " ".join(o.input_line for o in parsed if o.key_or_group == twice)
-        raise UserError(f"{twice} is given twice ({given}): keep one (to sweep several values: -m {twice}=a,b)")
+    for key in dict.fromkeys(k for i, k in enumerate(keys) if k in keys[:i]):  # Hydra keeps the last, silently
+        given = [o.input_line for o in parsed if o.key_or_group == key]
+        print(f"warning: {key} is given {len(given)} times ({' '.join(given)}): the last, {given[-1]}, is used",
+              file=sys.stderr, flush=True)
     for override in parsed:
         if override.key_or_group in ("hydra.run.dir", "hydra.sweep.dir") and not override.is_sweep_override():
             folder = Path(str(override.value()))

@@ -29,6 +29,7 @@ from tests.conftest import REPO, BackgroundRun, compose_config
 pytestmark = pytest.mark.slow  # end to end: `pytest -m "not slow"` leaves this module out
 
 DEMO = ("experiment=demo", "prompts=terse", "data.limit=2", "trainer.num_train_epochs=1", "trainer.report_to=[]")
+EXTENDED = (*(a for a in DEMO if not a.startswith("trainer.num_train_epochs=")), "trainer.num_train_epochs=2")
 
 
 def _files(folder: Path) -> dict[str, str]:
@@ -98,7 +99,7 @@ def test_a_refused_extend_leaves_the_finished_run_byte_identical(finished_run, t
     (run / "eval" / "final_model").mkdir(parents=True)
     (run / "eval" / "final_model" / "metrics.json").write_text("{}")
     before = _files(run)
-    refused = _train_py(*DEMO, "trainer.num_train_epochs=2", "resume=true", "extend=true", f"hydra.run.dir={run}")
+    refused = _train_py(*EXTENDED, "resume=true", "extend=true", f"hydra.run.dir={run}")
     assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr[-2000:]
     assert "extend=true continues a finished run from its last intact epoch checkpoint" in refused.stderr
     assert "Nothing was changed" in refused.stderr
@@ -247,10 +248,10 @@ def test_extend_trains_a_finished_run_for_more_epochs(tmp_path):
     with pytest.raises(RunFolderError, match="extend=true trainer.num_train_epochs"):
         check_run_dir(run, resume=True, requested=None)
     with pytest.raises(RunFolderError, match="differs from the run.*num_train_epochs: 1.0 -> 2.0.*extend=true"):
-        train(compose_config(*DEMO, "trainer.num_train_epochs=2", "resume=true"), run)
+        train(compose_config(*EXTENDED, "resume=true"), run)
     (run / "eval" / "final_model").mkdir(parents=True)
     (run / "eval" / "final_model" / "metrics.json").write_text("{}")  # an evaluation of the 1-epoch final model
-    final = train(compose_config(*DEMO, "trainer.num_train_epochs=2", "resume=true", "extend=true"), run)
+    final = train(compose_config(*EXTENDED, "resume=true", "extend=true"), run)
     assert not (run / "eval" / "final_model").exists()  # it described the old final model
     assert (run / "checkpoint-epoch-2").is_dir() and final.is_dir()
     record = json.loads((run / "training_config.json").read_text())
@@ -296,10 +297,11 @@ def test_a_wrongly_typed_trainer_value_fails_at_compose_time():
 
 
 def test_known_errors_are_one_line_and_the_traceback_is_there_on_request(tmp_path):
-    plain = _train_py(*DEMO, "data.limit=-1", f"hydra.run.dir={tmp_path / 'a'}")
+    demo = [a for a in DEMO if not a.startswith("data.limit=")]  # one data.limit (a second one is warned of)
+    plain = _train_py(*demo, "data.limit=-1", f"hydra.run.dir={tmp_path / 'a'}")
     assert plain.returncode == 2 and plain.stderr.strip() == "error: data.limit=-1 must be at least 1, or null for " \
                                                                "the whole split"
-    full = _train_py(*DEMO, "data.limit=-1", f"hydra.run.dir={tmp_path / 'b'}", env={"HYDRA_FULL_ERROR": "1"})
+    full = _train_py(*demo, "data.limit=-1", f"hydra.run.dir={tmp_path / 'b'}", env={"HYDRA_FULL_ERROR": "1"})
     assert full.returncode != 0 and "Traceback" in full.stderr and "ConfigError" in full.stderr
 
 
@@ -486,7 +488,7 @@ DAMAGED = {
     "metrics-compare": ("eval/final_model/metrics.json", _truncate, lambda r: _apa("compare", str(r)),
                         "metrics.json cannot be read"),
     "trainer-state-extend": ("checkpoint-epoch-1/trainer_state.json", _truncate,
-                             lambda r: _train_py(*DEMO, "trainer.num_train_epochs=2", "resume=true", "extend=true",
+                             lambda r: _train_py(*EXTENDED, "resume=true", "extend=true",
                                                  f"hydra.run.dir={r}"),
                              "has none (deleted, or damaged"),
     "epoch-weights-evaluate": ("checkpoint-epoch-1/adapter_model.safetensors", _truncate,

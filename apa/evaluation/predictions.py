@@ -268,7 +268,7 @@ def kept_answers(folder: Path) -> str:
 def evaluate_command(overrides: list[str], pinned: dict[str, object]) -> str:
     """The `python evaluate.py …` that repeats an evaluation: the `pinned` settings (quoted as apa.errors.override_arg
     quotes them) and the command's other overrides as typed."""
-    from apa.config import override_keys
+    from apa.command_line import override_keys
 
     rest = [shlex.quote(o) for o, key in zip(overrides, override_keys(overrides), strict=True) if key not in pinned]
     return " ".join(["python evaluate.py", *(override_arg(key, value) for key, value in pinned.items()), *rest])

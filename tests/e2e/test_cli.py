@@ -29,10 +29,10 @@ def test_multirun_sweeps_both_lora_configs_into_their_own_folders(demo_sweep):
 
 
 def test_the_sweep_ends_with_its_summary_and_the_report_to_open(demo_sweep):
-    """The jobs ran in submitit's processes: the summary lists the runs they left (named by the LoRA choice alone,
-    the only override that sets them apart), then where the report is."""
+    """The jobs ran in submitit's processes: the summary lists them in job order, as each job recorded its outcome
+    (named by the LoRA choice alone, the only override that sets them apart), then where the report is."""
     log = demo_sweep.with_name(demo_sweep.name + ".log").read_text()
     summary = log[log.rindex("Sweep "):].splitlines()
     assert summary[0] == f"Sweep {demo_sweep}: 2 job(s), 2 ok", log[-3000:]
-    assert [line.split()[:2] for line in summary[1:3]] == [["ok", "fresh_r64_1"], ["ok", "pretrained_r320_0"]]
+    assert [line.split()[:2] for line in summary[1:3]] == [["ok", "pretrained_r320_0"], ["ok", "fresh_r64_1"]]
     assert summary[3] == f"Next: open {demo_sweep}/report.html in a browser (apa report {demo_sweep} writes it again)"
