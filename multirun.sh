@@ -15,7 +15,7 @@ PY="${PYTHON:-python}"
 sweep_dir=""
 own="pretrained_r320,fresh_r64"  # this script's sweep; a lora= among the arguments replaces it (as Hydra reads them)
 loras="$own"
-mine=("lora=$own")  # given to train.py unless a lora= of yours replaces it (train.py refuses a key given twice)
+mine=("lora=$own")  # given to train.py unless a lora= of yours replaces it (train.py warns of a key given twice)
 for arg in "$@"; do
   case "$arg" in
     hydra.sweep.dir=*) sweep_dir="${arg#hydra.sweep.dir=}" ;;
@@ -44,7 +44,7 @@ if [ "$GPUS" -le 1 ]; then
   # code after each job and after the sweep, so the libraries are imported once. It checks the model and data sources
   # before the first job (no hub: one error line, exit 2, no sweep folder) and ends with the sweep's summary.
   # (jobs that would train the same config, a value given twice, are refused there before the first one)
-  exec "$PY" train.py -m "${mine[@]}" hydra/callbacks=evaluate_and_compare "$@"
+  exec "$PY" train.py -m ${mine[@]+"${mine[@]}"} hydra/callbacks=evaluate_and_compare "$@"
 fi
 
 # Several GPUs: each LoRA config in turn (this script's two, or the values of your lora=) trains data parallel

@@ -24,8 +24,10 @@ Hydra only warns when a callback raises, so failures are remembered and turned i
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
+import os
 import shlex
 import shutil
 import sys
@@ -40,11 +42,35 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, read_write
 
 from apa.command_line import check_distinct_jobs, shared_keys, sweep_jobs
-from apa.errors import EXIT_USAGE, UserError, as_user_error, full_traceback_wanted, hydra_value, override_arg
+from apa.errors import (
+    EXIT_USAGE,
+    UserError,
+    as_user_error,
+    exit_interrupted,
+    full_traceback_wanted,
+    hydra_value,
+    override_arg,
+)
 from apa.reporting.sweep import JobResult, read_job_records, shown, sweep_summary, write_job_record
 
 log = logging.getLogger(__name__)
 SWEEP_LOG = "multirun.log"  # <sweep>/multirun.log, beside Hydra's multirun.yaml: what ran after the jobs
+
+
+def interruptible(method):
+    """A callback step that evaluates or compares: Ctrl-C or SIGTERM there (evaluation raises Interrupted, saying
+    what it kept) ends the command in one line, as in evaluate.py; Hydra, which catches only Exception, would show
+    a traceback."""
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        try:
+            return method(*args, **kwargs)
+        except KeyboardInterrupt as exc:
+            if full_traceback_wanted():
+                raise
+            raise exit_interrupted(exc) from None
+
+    return wrapper
 
 
 @contextmanager
@@ -77,6 +103,7 @@ class SweepSummary(Callback):
         self.created = False  # the sweep folder did not exist before this sweep
         self.batch_ends: set[int] = set()  # in-process jobs: the number of each batch's last job
         self.bug: BaseException | None = None  # the first job failure that is not one of our errors
+        self.pid = os.getpid()  # the sweep's process: a job elsewhere (submitit, joblib) runs in another
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from hydra.utils import get_class
@@ -156,13 +183,11 @@ class SweepSummary(Callback):
         if last_of_batch and any(job.error is not None for job in self.jobs):
             self._end(interrupted=True)  # Hydra would end the sweep in the first failed job's traceback
 
-    @staticmethod
-    def _in_own_process(config: DictConfig) -> bool:
+    def _in_own_process(self, config: DictConfig) -> bool:
         """A sweep's job that a launcher runs in a process of its own (submitit, joblib), not the sweep's process."""
         from hydra.types import RunMode
 
-        launcher = OmegaConf.select(config, "hydra.launcher._target_")
-        return OmegaConf.select(config, "hydra.mode") == RunMode.MULTIRUN and launcher not in (None, BASIC_LAUNCHER)
+        return OmegaConf.select(config, "hydra.mode") == RunMode.MULTIRUN and os.getpid() != self.pid
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.active:
@@ -177,11 +202,14 @@ class SweepSummary(Callback):
         from apa.run_folder import TRAINING_RECORD
 
         sweep = self.sweep_dir or Path(".")
-        if not self.jobs:  # the jobs ran in other processes (submitit, joblib): their records, else the runs they left
-            self.jobs, failures = read_job_records(sweep)
+        recorded, failures = read_job_records(sweep)  # jobs that ran in other processes (submitit, joblib)
+        if not self.jobs:  # their records, else the runs they left
             self.failures += failures
-            self.jobs = self.jobs or [JobResult(p.parent.name, p.parent, [])
-                                      for p in sorted(sweep.glob(f"*/{TRAINING_RECORD}"))]
+            for job in recorded:  # its own process printed the error into a launcher's log: here it is whole
+                if job.error is not None:
+                    print(f"error: {job.name}: {job.error}", file=sys.stderr, flush=True)
+            self.jobs = recorded or [JobResult(p.parent.name, p.parent, [])
+                                     for p in sorted(sweep.glob(f"*/{TRAINING_RECORD}"))]
         removed = self.created and sweep.is_dir() and {p.name for p in sweep.iterdir()} <= HYDRA_WROTE
         if removed:  # nothing but Hydra's multirun.yaml: no sweep folder is left behind
             shutil.rmtree(sweep)
@@ -230,6 +258,7 @@ class EvaluateAndCompare(SweepSummary):
         self.tables: dict[Path, str] = {}  # each run's own table, shown at the end unless a sweep table replaces it
         self.base_model: dict | None = None  # model/data/prompts of the jobs, for the untrained baseline
 
+    @interruptible
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if job_return.status == JobStatus.COMPLETED:
             self._job_trained(config)
@@ -316,10 +345,12 @@ class EvaluateAndCompare(SweepSummary):
         for text in [table] if table else [t for t in self.tables.values() if t]:
             print(text)
 
+    @interruptible
     def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
         self._show(self._table3(self.runs[0]) if self.table3 and self.runs else None)
         self._exit_on_failures()
 
+    @interruptible
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(OmegaConf.select(config, "hydra.sweep.dir", default="")))
         table = None

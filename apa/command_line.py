@@ -65,9 +65,9 @@ def _check_tilde(override) -> None:
     for value in values:
         if isinstance(value, str) and value.startswith("~") and not Path(value).exists():
             meant = Path(value).expanduser()
-            raise UserError(f"{override.key_or_group}={value}: `~` is not expanded inside quotes (Hydra passes it on "
-                            f"as it is): give the path as {meant}" + ("" if meant.exists() else " (which does not "
-                                                                        "exist either)"))
+            missing = "" if meant.exists() else " (which does not exist either)"
+            raise UserError(f"{override.key_or_group}={value}: `~` is not expanded after `key=` or inside quotes (the "
+                            f"shell leaves it, Hydra passes it on as it is): give the path as {meant}{missing}")
 
 
 def check_renamed_choices(overrides: list[str], parsed=None) -> None:

@@ -87,11 +87,12 @@ class StopSignals:
     @contextmanager
     def deferred(self, later: str):
         """`defer(later)` while the block runs; at once again after it."""
+        before = self.later
         self.defer(later)
         try:
             yield self
         finally:
-            self.defer(None)
+            self.defer(before)
 
     def restore(self) -> None:
         """The handlers from before `install` (also when the work ends by an exception)."""
@@ -194,6 +195,14 @@ def _in_multirun_job() -> bool:
         return False
 
 
+def exit_interrupted(exc: KeyboardInterrupt) -> SystemExit:
+    """Ctrl-C or SIGTERM as one line (with how to continue, where known), never a traceback: print it and return
+    the SystemExit to raise (status 128 + the signal's number, where known)."""
+    start = "\n" if sys.stderr.isatty() else ""  # below a progress bar's unfinished line
+    print(f"{start}error: {str(exc) or 'interrupted (Ctrl-C)'}", file=sys.stderr, flush=True)
+    return SystemExit(getattr(exc, "exit_code", EXIT_INTERRUPTED))
+
+
 def one_line_errors(fn: F) -> F:
     """Decorator for entry points: a UserError (or a full disk) becomes `error: …` on stderr and exit status 2."""
 
@@ -207,9 +216,7 @@ def one_line_errors(fn: F) -> F:
         except KeyboardInterrupt as exc:  # Ctrl-C: one line (with how to continue, where known), never a traceback
             if full_traceback_wanted():
                 raise
-            start = "\n" if sys.stderr.isatty() else ""  # below a progress bar's unfinished line
-            print(f"{start}error: {str(exc) or 'interrupted (Ctrl-C)'}", file=sys.stderr, flush=True)
-            raise SystemExit(getattr(exc, "exit_code", EXIT_INTERRUPTED)) from None
+            raise exit_interrupted(exc) from None
         except Exception as exc:
             error = as_user_error(exc)
             if error is None or full_traceback_wanted():

@@ -178,8 +178,8 @@ def test_a_quoted_tilde_is_refused_naming_the_path_meant(script, tmp_path):
                            "data=sample", "data.path='~/corp'"], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 2 and done.stderr.strip() == (
-        f"error: data.path=~/corp: `~` is not expanded inside quotes (Hydra passes it on as it is): give the path as "
-        f"{tmp_path}/home/corp")
+        "error: data.path=~/corp: `~` is not expanded after `key=` or inside quotes (the shell leaves it, Hydra "
+        f"passes it on as it is): give the path as {tmp_path}/home/corp")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]  # no outputs/ folder
 
 

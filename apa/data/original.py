@@ -143,7 +143,8 @@ def _wav_scp_problem(root: Path, where: str, utt_id: str, rel: str,
     if len(rel.split()) > 1 and not path.is_file():  # a path with a space that exists is a path with a space
         return "more than two fields in a wav.scp line", (
             f"{where}: read as id {utt_id!r} and file {rel!r}, which does not exist. Kaldi fields are separated by "
-            "spaces, so an utterance id cannot hold one: rename it (in wav.scp, utt2spk and scores.json)")
+            "spaces, so an utterance id cannot hold one: rename it (in wav.scp, utt2spk and scores.json); if the "
+            "space is in the file's path, that file is missing")
     # Two ids naming one file: a copy-paste error, and one id's labels now describe another recording. A counted skip
     # of the later id, not a warning: trained on (or scored against, in the test split) those labels would teach (or
     # measure) a wrong answer; the skip is logged naming both ids and the file, counted against data.max_bad_fraction,

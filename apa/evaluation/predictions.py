@@ -230,6 +230,8 @@ def _generate(model, processor, batches: list[list[dict]], path: Path, done: set
             bar.update(len(lines))
             if signals.received:
                 raise KeyboardInterrupt  # this batch is on disk: stop_on_signal says what is kept
+    if signals.received:  # it came after the last batch's check, while the file was closing: every answer is kept
+        raise KeyboardInterrupt
 
 
 @contextmanager

@@ -100,7 +100,8 @@ def test_an_id_with_a_space_is_a_counted_skip_naming_the_line(corpus):
         "more than two fields in a wav.scp line": (
             f"{first[:4]}: train/wav.scp:1: read as id {first[:4]!r} and file "
             f"{first[4:] + chr(9) + 'WAVE/SPEAKER0001/' + first + '.WAV'!r}, which does not exist. Kaldi fields are "
-            "separated by spaces, so an utterance id cannot hold one: rename it (in wav.scp, utt2spk and scores.json)"),
+            "separated by spaces, so an utterance id cannot hold one: rename it (in wav.scp, utt2spk and scores.json); "
+            "if the space is in the file's path, that file is missing"),
         "not one speaker id in utt2spk": (
             f"{second}: train/utt2spk:2: `{second} 0001 x`: each line is `<utterance id> <speaker id>`, one word each "
             "(an id cannot hold a space)")}

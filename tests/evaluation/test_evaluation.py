@@ -94,6 +94,28 @@ def test_comparison_writes_tables_and_valid_plots(evaluated, tmp_path):
         assert plt.imread(png).shape[0] > 100
 
 
+def test_a_signal_during_the_callbacks_evaluation_is_one_line_with_its_exit_status(tmp_path, capsys, monkeypatch):
+    """Ctrl-C or SIGTERM while the sweep callback evaluates a job (multirun.sh, experiment=table3_*): evaluation
+    stops with Interrupted, saying what it kept; Hydra catches only Exception, so it ended in a traceback."""
+    from hydra.core.utils import JobReturn, JobStatus
+    from omegaconf import OmegaConf
+
+    from apa.callbacks import EvaluateAndCompare
+    from apa.errors import Interrupted
+
+    callback = EvaluateAndCompare(compare=False, report=False)
+
+    def stopped_by_sigterm(run_dir):
+        raise Interrupted(f"stopped by SIGTERM: 2 answers kept in {run_dir}/eval", signum=15)
+
+    monkeypatch.setattr(callback, "_evaluate", stopped_by_sigterm)
+    config = OmegaConf.create({"hydra": {"runtime": {"output_dir": str(tmp_path)}}})
+    with pytest.raises(SystemExit) as stopped:
+        callback.on_job_end(config, JobReturn(status=JobStatus.COMPLETED))
+    assert stopped.value.code == 143
+    assert capsys.readouterr().err.strip() == f"error: stopped by SIGTERM: 2 answers kept in {tmp_path}/eval"
+
+
 def test_a_failed_evaluation_in_the_callback_ends_the_sweep_with_an_error(tmp_path, capsys):
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
