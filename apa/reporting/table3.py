@@ -87,8 +87,10 @@ def differences_from_paper(record: dict) -> list[str]:
         out.append(f"prompts={named} (paper: prompts={paper['name']})" if named != paper["name"] else
                    f"prompts={paper['name']} edited (not the paper's text)")
     paper = _paper_config("data")
-    out += [f"data{'' if k == 'name' else '.' + k}={data[k]} (paper: {paper[k]})" for k in ("name", "labels")
-            if k in data and data[k] != paper[k]]
+    out += [f"data{'' if k == 'name' else '.' + k}={data[k]} (paper: {paper[k]})"
+            for k in ("name", "labels", "train_split", "test_split") if k in data and data[k] != paper[k]]
+    if data.get("validation_fraction"):  # speakers held out of training for validation: the paper trains on all
+        out.append(f"data.validation_fraction={data['validation_fraction']} (paper: trains on the whole train split)")
     if data.get("limit") is not None:
         out.append(f"data.limit={data['limit']} (paper: the whole split)")
     paper = _paper_config("trainer")

@@ -47,6 +47,11 @@ def test_what_a_run_changed_from_the_paper_s_setting_is_read_from_its_record(mak
                                           "prompts.mdd=Transcribe.", "trainer.max_steps=5")) == [
         "prompts=paper edited (not the paper's text)", "trainer.max_steps=5 (paper: whole epochs)",
         'model.unfreeze=["audio_encoder"] (paper\'s Unfreeze: ["audio_encoder", "audio_projector"])']
+    # scored on its own training split, or trained without the speakers held out for validation
+    assert differences_from_paper(_record(make_config, "experiment=table3", "data.test_split=train",
+                                          "data.validation_fraction=0.1")) == [
+        "data.test_split=train (paper: test)",
+        "data.validation_fraction=0.1 (paper: trains on the whole train split)"]
 
 
 def test_table3_marks_a_demo_run_and_says_how_it_differs_from_the_paper(tmp_path, capsys):
